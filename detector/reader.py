@@ -1,0 +1,243 @@
+"""Read one Security Lake Parquet object into normalised rows of untrusted PutImage calls.
+
+Cost model, cheapest first, each step only for what the previous one kept:
+1. row-group statistics of ``api.operation`` (footer only, no data read);
+2. the ``api.operation`` column alone, dictionary-encoded, compared on dictionary indices;
+3. the "light" columns (who, from where) for row groups holding a PutImage, in bounded
+   batches, filtered to PutImage rows and then by the allowlist;
+4. the "heavy" columns (request JSON with the image manifest, ids) only for row groups where an
+   untrusted PutImage remains.
+Memory stays bounded by one batch of the needed columns, whatever the object size.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from detector import schema
+from detector.allowlist import Allowlist
+from detector.errors import BadObject
+
+TARGET_OPERATION = "PutImage"
+BATCH_ROWS = 64 * 1024
+_MAGIC = b"PAR1"
+
+
+@dataclass
+class ReadStats:
+    rows: int = 0
+    row_groups: int = 0
+    row_groups_read: int = 0
+    matched: int = 0
+    trusted: int = 0
+
+
+def _check_magic(f: IO[bytes], name: str) -> None:
+    """Name the common failure precisely before pyarrow gives a generic message."""
+    f.seek(0, 2)
+    size = f.tell()
+    if size == 0:
+        raise BadObject(name, "empty object (0 bytes)")
+    f.seek(0)
+    head = f.read(4)
+    if size < 12 or head != _MAGIC:
+        raise BadObject(name, "not Parquet (no PAR1 magic at the start)")
+    f.seek(size - 4)
+    if f.read(4) != _MAGIC:
+        raise BadObject(name, f"truncated Parquet ({size} bytes, no footer)")
+    f.seek(0)
+
+
+def _operation_mask(ops: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """PutImage mask, comparing dictionary indices instead of decoded strings."""
+    chunks = ops.chunks if isinstance(ops, pa.ChunkedArray) else [ops]
+    parts = []
+    for chunk in chunks:
+        if pa.types.is_dictionary(chunk.type):
+            # Compare the (few) dictionary values once, then gather by index: no string work
+            # per row. A dictionary may repeat a value, so no single index is assumed.
+            hit = pc.equal(chunk.dictionary, TARGET_OPERATION)
+            parts.append(pc.fill_null(pc.take(hit, chunk.indices), False))
+        else:
+            parts.append(pc.fill_null(pc.equal(chunk, TARGET_OPERATION), False))
+    if not parts:
+        return pa.array([], pa.bool_())
+    return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+
+
+def _may_hold_target(rg: Any, col_index: int) -> bool:
+    stats = rg.column(col_index).statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    try:
+        return bool(stats.min <= TARGET_OPERATION <= stats.max)
+    except TypeError:
+        return True
+
+
+def _leaf_index(pf: pq.ParquetFile, path: str) -> int | None:
+    for i in range(pf.metadata.num_columns):
+        if pf.schema.column(i).path == path:
+            return i
+    return None
+
+
+class ObjectReader:
+    """Iterates the untrusted PutImage rows of one object as batches of ``schema.NORMAL``."""
+
+    def __init__(self, f: IO[bytes], name: str, allowlist: Allowlist, key: str | None = None):
+        self.name = name
+        self.allowlist = allowlist
+        self.stats = ReadStats()
+        _check_magic(f, name)
+        try:
+            self._pf = pq.ParquetFile(
+                f, read_dictionary=[schema.OPERATION_PATH], buffer_size=1 << 20
+            )
+        except (pa.ArrowException, OSError) as exc:
+            raise BadObject(name, f"corrupt Parquet footer: {_one_line(exc)}") from exc
+        arrow_schema = self._pf.schema_arrow
+        layout = schema.detect(arrow_schema, key if key is not None else name)
+        if layout is None:
+            raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)")
+        self.layout = layout
+        self._light = schema.present(layout, arrow_schema, list(layout.light))
+        self._heavy = schema.present(layout, arrow_schema, list(layout.heavy))
+        missing = [c for c in schema.REQUIRED if c not in self._light]
+        if missing:
+            paths = ", ".join(layout.light[c] for c in missing)
+            raise BadObject(name, f"not a CloudTrail OCSF table (no {paths} column)")
+        types = schema.leaf_paths(arrow_schema)
+        if not pa.types.is_integer(types[layout.light["time_ms"]]):
+            raise BadObject(name, f"column time is {types['time']}, expected epoch milliseconds")
+        self.stats.row_groups = self._pf.metadata.num_row_groups
+        self.stats.rows = self._pf.metadata.num_rows
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._scan()
+        except BadObject:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BadObject(self.name, f"corrupt Parquet data: {_one_line(exc)}") from exc
+
+    def _scan(self) -> Iterator[pa.RecordBatch]:
+        pf = self._pf
+        meta = pf.metadata
+        op_index = _leaf_index(pf, schema.OPERATION_PATH)
+        top = schema.OPERATION_PATH.split(".")
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            if rg.num_rows == 0 or (op_index is not None and not _may_hold_target(rg, op_index)):
+                continue
+            self.stats.row_groups_read += 1
+            ops = pf.read_row_group(i, columns=[schema.OPERATION_PATH], use_threads=False)
+            op_mask = _operation_mask(pc.struct_field(ops.column(top[0]), top[1:]))
+            hits = pc.sum(op_mask).as_py() or 0
+            if hits == 0:
+                continue
+            self.stats.matched += hits
+            yield from self._scan_row_group(i, op_mask)
+
+    def _scan_row_group(self, i: int, op_mask: pa.Array) -> Iterator[pa.RecordBatch]:
+        light_paths = [p for k, p in self._light.items() if k != "operation"]
+        kept_light: list[pa.RecordBatch] = []
+        kept_rows: list[int] = []  # row numbers within the row group, ascending
+        offset = 0
+        for batch in self._pf.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=[i], columns=light_paths, use_threads=False
+        ):
+            start, n = offset, batch.num_rows
+            offset += n
+            mask = op_mask.slice(start, n)
+            if not pc.any(mask).as_py():
+                continue
+            rows = batch.filter(mask)
+            cols = {k: schema.column(rows, p) for k, p in self._light.items() if k != "operation"}
+            trusted = self.allowlist.mask(
+                *(
+                    cols.get(k, pa.nulls(rows.num_rows, pa.string()))
+                    for k in ("user", "session_issuer", "invoked_by")
+                )
+            )
+            n_trusted = pc.sum(trusted).as_py() or 0
+            self.stats.trusted += n_trusted
+            if n_trusted == rows.num_rows:
+                continue
+            untrusted = pc.invert(trusted)
+            kept_rows.extend(
+                pc.add(pc.filter(pc.indices_nonzero(mask), untrusted), start).to_pylist()
+            )
+            kept_light.append(
+                pa.RecordBatch.from_pydict({k: v.filter(untrusted) for k, v in cols.items()})
+            )
+        if kept_rows:
+            yield from self._with_heavy(i, kept_rows, pa.Table.from_batches(kept_light))
+
+    def _with_heavy(
+        self, i: int, kept_rows: list[int], light: pa.Table
+    ) -> Iterator[pa.RecordBatch]:
+        """Add the heavy columns for exactly the kept rows, reading them batch by batch.
+
+        Rows are matched by their number within the row group, so this does not depend on the
+        reader cutting batches at the same places in both passes.
+        """
+        heavy_paths = list(self._heavy.values())
+        if not heavy_paths:
+            yield self._normalise(light.combine_chunks().to_batches()[0], {}, light.num_rows)
+            return
+        offset = done = 0
+        for batch in self._pf.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=[i], columns=heavy_paths, use_threads=False
+        ):
+            start, end = offset, offset + batch.num_rows
+            offset = end
+            lo, hi = bisect_left(kept_rows, start), bisect_left(kept_rows, end)
+            if lo == hi:
+                continue
+            rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
+            heavy = {k: schema.column(rows, p) for k, p in self._heavy.items()}
+            part = light.slice(lo, hi - lo).combine_chunks().to_batches()[0]
+            done += hi - lo
+            yield self._normalise(part, heavy, hi - lo)
+        if done != len(kept_rows):
+            raise BadObject(
+                self.name, f"row group {i}: {len(kept_rows) - done} matching rows vanished on re-read"
+            )
+
+    def _normalise(
+        self, light: pa.RecordBatch, heavy: dict[str, pa.Array], n: int
+    ) -> pa.RecordBatch:
+        cols: dict[str, pa.Array] = {name: light.column(name) for name in light.schema.names}
+        cols["operation"] = pa.repeat(pa.scalar(TARGET_OPERATION), n) if n >= 1024 else pa.array(
+            [TARGET_OPERATION] * n, pa.string()
+        )
+        cols.update({k: v for k, v in heavy.items() if k != "request"})
+        if "request" in heavy:
+            cols["repository"], cols["image_tag"] = schema.request_fields(heavy["request"], self.layout)
+        arrays = []
+        for field in schema.NORMAL:
+            arr = cols.get(field.name)
+            if arr is None:
+                arr = pa.nulls(n, field.type)
+            elif arr.type != field.type:
+                try:
+                    arr = arr.cast(field.type)
+                except pa.ArrowException as exc:
+                    raise BadObject(
+                        self.name, f"column for {field.name} has type {arr.type}, expected {field.type}"
+                    ) from exc
+            arrays.append(arr)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema.NORMAL)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
