@@ -58,7 +58,9 @@ class Allowlist:
         checked = []
         for i, entry in enumerate(entries, 1):
             if not _VALID_ENTRY.fullmatch(entry):
-                raise AllowlistInvalid(source, f"entry {i} {entry[:80]!r} is not a printable ARN or glob")
+                raise AllowlistInvalid(
+                    source, f"entry {i} {entry[:80]!r} is not a printable ARN or glob"
+                )
             checked.append(entry)
         if len(checked) > _MAX_ENTRIES:
             raise AllowlistInvalid(source, f"{len(checked)} entries, more than {_MAX_ENTRIES}")

@@ -36,7 +36,7 @@ class Detection:
 
     @property
     def risk_score(self) -> int:
-        """ESCU risk = confidence × impact / 100 (70 × 70 → 49)."""
+        """ESCU risk = confidence * impact / 100 (70 * 70 / 100 = 49)."""
         return self.confidence * self.impact // 100
 
     def message(self, user: str) -> str:

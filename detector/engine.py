@@ -20,7 +20,9 @@ class ObjectResult:
     aggregate: Aggregate
 
 
-def scan_object(stream: IO[bytes], name: str, allowlist: Allowlist, key: str | None = None) -> ObjectResult:
+def scan_object(
+    stream: IO[bytes], name: str, allowlist: Allowlist, key: str | None = None
+) -> ObjectResult:
     """Findings of one object. Raises ``BadObject`` and then contributes nothing."""
     reader = ObjectReader(stream, name, allowlist, key)
     aggregate = Aggregate()

@@ -113,14 +113,25 @@ class Finding:
         self.failed += other.failed
         self.first_ms = _min(self.first_ms, other.first_ms)
         self.last_ms = _max(self.last_ms, other.last_ms)
-        for name in ("repositories", "image_tags", "session_issuers", "principal_ids",
-                     "invoked_by", "event_ids", "objects"):
+        for name in (
+            "repositories",
+            "image_tags",
+            "session_issuers",
+            "principal_ids",
+            "invoked_by",
+            "event_ids",
+            "objects",
+        ):
             getattr(self, name).merge(getattr(other, name))
 
     def who(self) -> str:
         """The best name for the actor, for messages: caller ARN, else principal or service."""
-        for candidate in (self.user, *self.session_issuers.sorted(), *self.invoked_by.sorted(),
-                          *self.principal_ids.sorted()):
+        for candidate in (
+            self.user,
+            *self.session_issuers.sorted(),
+            *self.invoked_by.sorted(),
+            *self.principal_ids.sorted(),
+        ):
             if candidate:
                 return candidate
         return "(no caller identity recorded)"
@@ -146,8 +157,14 @@ class Finding:
             "event_ids": self.event_ids.sorted(),
             "source_objects": self.objects.sorted(),
             "samples_truncated": any(
-                s.more for s in (self.repositories, self.image_tags, self.session_issuers,
-                                 self.principal_ids, self.invoked_by)
+                s.more
+                for s in (
+                    self.repositories,
+                    self.image_tags,
+                    self.session_issuers,
+                    self.principal_ids,
+                    self.invoked_by,
+                )
             ),
         }
         return rec
@@ -195,10 +212,10 @@ class Aggregate:
         if batch.num_rows == 0:
             return
         status = pc.utf8_lower(batch.column("status"))
-        table = pa.Table.from_batches([batch]).append_column(
-            "ok", pc.fill_null(pc.equal(status, "success"), False).cast(pa.int64())
-        ).append_column(
-            "bad", pc.fill_null(pc.equal(status, "failure"), False).cast(pa.int64())
+        table = (
+            pa.Table.from_batches([batch])
+            .append_column("ok", pc.fill_null(pc.equal(status, "success"), False).cast(pa.int64()))
+            .append_column("bad", pc.fill_null(pc.equal(status, "failure"), False).cast(pa.int64()))
         )
         grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(_AGGS)
         # Cap the sampled lists before they become Python objects.
@@ -234,6 +251,7 @@ class Aggregate:
 
     def findings(self) -> list[Finding]:
         """Findings, most recent activity first; ties broken by key for a stable order."""
+
         def order(f: Finding) -> tuple[Any, ...]:
             return (-(f.last_ms or 0), tuple((v is None, v or "") for v in f.key))
 

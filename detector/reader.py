@@ -209,19 +209,24 @@ class ObjectReader:
             yield self._normalise(part, heavy, hi - lo)
         if done != len(kept_rows):
             raise BadObject(
-                self.name, f"row group {i}: {len(kept_rows) - done} matching rows vanished on re-read"
+                self.name,
+                f"row group {i}: {len(kept_rows) - done} matching rows vanished on re-read",
             )
 
     def _normalise(
         self, light: pa.RecordBatch, heavy: dict[str, pa.Array], n: int
     ) -> pa.RecordBatch:
         cols: dict[str, pa.Array] = {name: light.column(name) for name in light.schema.names}
-        cols["operation"] = pa.repeat(pa.scalar(TARGET_OPERATION), n) if n >= 1024 else pa.array(
-            [TARGET_OPERATION] * n, pa.string()
+        cols["operation"] = (
+            pa.repeat(pa.scalar(TARGET_OPERATION), n)
+            if n >= 1024
+            else pa.array([TARGET_OPERATION] * n, pa.string())
         )
         cols.update({k: v for k, v in heavy.items() if k != "request"})
         if "request" in heavy:
-            cols["repository"], cols["image_tag"] = schema.request_fields(heavy["request"], self.layout)
+            cols["repository"], cols["image_tag"] = schema.request_fields(
+                heavy["request"], self.layout
+            )
         arrays = []
         for field in schema.NORMAL:
             arr = cols.get(field.name)
@@ -232,7 +237,8 @@ class ObjectReader:
                     arr = arr.cast(field.type)
                 except pa.ArrowException as exc:
                     raise BadObject(
-                        self.name, f"column for {field.name} has type {arr.type}, expected {field.type}"
+                        self.name,
+                        f"column for {field.name} has type {arr.type}, expected {field.type}",
                     ) from exc
             arrays.append(arr)
         return pa.RecordBatch.from_arrays(arrays, schema=schema.NORMAL)

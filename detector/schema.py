@@ -81,13 +81,21 @@ _COMMON_LIGHT = {
 V1 = Layout(
     SchemaVersion.V1,
     light=_COMMON_LIGHT
-    | {"user": "actor.user.uuid", "principal_id": "actor.user.uid", "account": "actor.user.account_uid"},
+    | {
+        "user": "actor.user.uuid",
+        "principal_id": "actor.user.uid",
+        "account": "actor.user.account_uid",
+    },
     heavy={"status": "status", "event_uid": "metadata.uid", "request": "unmapped"},
 )
 V2 = Layout(
     SchemaVersion.V2,
     light=_COMMON_LIGHT
-    | {"user": "actor.user.uid", "principal_id": "actor.user.uid_alt", "account": "actor.user.account.uid"},
+    | {
+        "user": "actor.user.uid",
+        "principal_id": "actor.user.uid_alt",
+        "account": "actor.user.account.uid",
+    },
     heavy={"status": "status", "event_uid": "metadata.uid", "request": "api.request.data"},
 )
 
@@ -117,7 +125,9 @@ def detect(schema: pa.Schema, key: str | None = None) -> Layout | None:
     paths = leaf_paths(schema)
     if OPERATION_PATH not in paths:
         return None
-    v2_marks = sum(p in paths for p in ("actor.user.account.uid", "actor.user.uid_alt", "api.request.data"))
+    v2_marks = sum(
+        p in paths for p in ("actor.user.account.uid", "actor.user.uid_alt", "api.request.data")
+    )
     v1_marks = sum(p in paths for p in ("actor.user.account_uid", "actor.user.uuid", "unmapped"))
     if v2_marks != v1_marks:
         return V2 if v2_marks > v1_marks else V1
@@ -156,8 +166,7 @@ def _json_field(data: pa.Array, rx: str) -> pa.Array:
     # A regex over the JSON text, vectorised in Arrow, instead of json.loads per row: the request
     # carries the whole image manifest (KBs) and a push storm means many rows. The escaped
     # manifest cannot produce a false match: inside it every quote is preceded by a backslash.
-    extracted = pc.struct_field(pc.extract_regex(data, rx), [0])
-    return extracted
+    return pc.struct_field(pc.extract_regex(data, rx), [0])
 
 
 def request_fields(request: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array]:

@@ -214,8 +214,10 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
     if version == 2:
         meta_fields["event_code"] = _const(None, n)
     meta_fields["uid"] = c["event_uid"]
-    meta_fields["profiles"] = pa.array([["cloud", "datetime"]] * n, pa.list_(S)) if n < 1024 else (
-        pa.repeat(pa.scalar(["cloud", "datetime"], pa.list_(S)), n)
+    meta_fields["profiles"] = (
+        pa.array([["cloud", "datetime"]] * n, pa.list_(S))
+        if n < 1024
+        else (pa.repeat(pa.scalar(["cloud", "datetime"], pa.list_(S)), n))
     )
     meta_fields["version"] = _const(ocsf_version, n)
     response: dict[str, pa.Array] = {"error": c["error_code"], "message": c["error_message"]}
@@ -247,7 +249,11 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
             "issuer": c["session_issuer"],
         }
         resource = _struct(
-            {"uid": c["resource_arn"], "account_uid": c["recipient_account"], "type": _const(None, n)}
+            {
+                "uid": c["resource_arn"],
+                "account_uid": c["recipient_account"],
+                "type": _const(None, n),
+            }
         )
     else:
         user = {
@@ -271,7 +277,9 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
                 "type": _const(None, n),
             }
         )
-    session = _struct(session_fields, mask=_all_null([c["session_issuer"], c["session_created_ms"]]))
+    session = _struct(
+        session_fields, mask=_all_null([c["session_issuer"], c["session_created_ms"]])
+    )
     actor = _struct(
         {
             "user": _struct(user, mask=_all_null([c["arn"], c["principal_id"], c["account"]])),
@@ -336,8 +344,13 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
     return pa.table(out)
 
 
-def key_for(version: int, region: str = "us-east-1", account: str = ACCOUNT,
-            day: str = "20261120", name: str = "part-0000") -> str:
+def key_for(
+    version: int,
+    region: str = "us-east-1",
+    account: str = ACCOUNT,
+    day: str = "20261120",
+    name: str = "part-0000",
+) -> str:
     """An object key laid out as Security Lake lays out CloudTrail-management data."""
     return (
         f"aws/CLOUD_TRAIL_MGMT/{version}.0/region={region}/accountId={account}/"
@@ -359,7 +372,9 @@ def write_object(
     return table
 
 
-def synthetic_columns(n: int, put_image_fraction: float = 0.005, seed: int = 7) -> dict[str, pa.Array]:
+def synthetic_columns(
+    n: int, put_image_fraction: float = 0.005, seed: int = 7
+) -> dict[str, pa.Array]:
     """``n`` events of a busy account, built column-wise (fast enough for millions of rows).
 
     Operations follow a skewed mix of common management calls; a ``put_image_fraction`` of rows
@@ -373,16 +388,34 @@ def synthetic_columns(n: int, put_image_fraction: float = 0.005, seed: int = 7) 
         return pc.take(pa.array(pool, typ), idx.cast(pa.int32()))
 
     common_ops = [
-        "GetObject", "AssumeRole", "DescribeInstances", "GetCallerIdentity", "Decrypt",
-        "ListBuckets", "GetAuthorizationToken", "BatchGetImage", "DescribeRepositories",
-        "PutObject", "CreateLogStream", "GetParameter", "InitiateLayerUpload", "UploadLayerPart",
-        "CompleteLayerUpload", "BatchCheckLayerAvailability", "UpdateItem", "Query",
+        "GetObject",
+        "AssumeRole",
+        "DescribeInstances",
+        "GetCallerIdentity",
+        "Decrypt",
+        "ListBuckets",
+        "GetAuthorizationToken",
+        "BatchGetImage",
+        "DescribeRepositories",
+        "PutObject",
+        "CreateLogStream",
+        "GetParameter",
+        "InitiateLayerUpload",
+        "UploadLayerPart",
+        "CompleteLayerUpload",
+        "BatchCheckLayerAvailability",
+        "UpdateItem",
+        "Query",
     ]
     is_put = pc.less(pc.random(n, initializer=rng.getrandbits(32)), put_image_fraction)
     operation = pc.if_else(is_put, "PutImage", pick(common_ops))
-    roles = [f"arn:aws:iam::{ACCOUNT}:role/{r}" for r in ("ci-deployer", "eks-node", "admin", "etl")]
+    roles = [
+        f"arn:aws:iam::{ACCOUNT}:role/{r}" for r in ("ci-deployer", "eks-node", "admin", "etl")
+    ]
     arns = [
-        f"arn:aws:sts::{ACCOUNT}:assumed-role/{r.rsplit('/', 1)[1]}/s{i}" for r in roles for i in range(5)
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/{r.rsplit('/', 1)[1]}/s{i}"
+        for r in roles
+        for i in range(5)
     ] + [f"arn:aws:iam::{ACCOUNT}:user/dev{i}" for i in range(8)]
     arn = pick(arns)
     issuer = pc.if_else(
@@ -401,16 +434,18 @@ def synthetic_columns(n: int, put_image_fraction: float = 0.005, seed: int = 7) 
     ]
     request_json = pc.if_else(is_put, pick(requests), pick(other_requests))
     time_ms = pc.add(
-        pc.floor(pc.multiply(pc.random(n, initializer=rng.getrandbits(32)), 3_600_000)).cast(pa.int64()),
+        pc.floor(pc.multiply(pc.random(n, initializer=rng.getrandbits(32)), 3_600_000)).cast(
+            pa.int64()
+        ),
         T0_MS,
     )
-    uid = pc.binary_join_element_wise(
-        "e", pc.cast(pa.array(range(n), pa.int64()), S), ""
-    )
+    uid = pc.binary_join_element_wise("e", pc.cast(pa.array(range(n), pa.int64()), S), "")
     return {
         "time_ms": time_ms,
         "operation": operation,
-        "service": pick(["ecr.amazonaws.com", "s3.amazonaws.com", "sts.amazonaws.com", "ec2.amazonaws.com"]),
+        "service": pick(
+            ["ecr.amazonaws.com", "s3.amazonaws.com", "sts.amazonaws.com", "ec2.amazonaws.com"]
+        ),
         "arn": arn,
         "principal_id": pick([f"AROAEXAMPLE{i}:s{i}" for i in range(20)]),
         "account": _const(ACCOUNT, n),
@@ -419,12 +454,15 @@ def synthetic_columns(n: int, put_image_fraction: float = 0.005, seed: int = 7) 
         "session_issuer": issuer,
         "session_created_ms": time_ms,
         "mfa": pick([False, True], pa.bool_()),
-        "user_agent": pick([
-            "docker/24.0.7 go/go1.21.3 git-commit/311b9ff os/linux arch/amd64",
-            "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.amzn.2023",
-            "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#6.1 md/arch#x86_64 lang/python#3.11",
-            "aws-sdk-go-v2/1.24.0 os/linux lang/go#1.21 md/GOOS#linux md/GOARCH#amd64",
-        ]),
+        "user_agent": pick(
+            [
+                "docker/24.0.7 go/go1.21.3 git-commit/311b9ff os/linux arch/amd64",
+                "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.amzn.2023",
+                "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#6.1 md/arch#x86_64 "
+                "lang/python#3.11",
+                "aws-sdk-go-v2/1.24.0 os/linux lang/go#1.21 md/GOOS#linux md/GOARCH#amd64",
+            ]
+        ),
         "src_ip": pick([f"198.51.100.{i}" for i in range(32)] + ["2001:db8::1"]),
         "region": pick(["us-east-1", "us-east-1", "eu-west-1"]),
         "status": pick(["Success"] * 19 + ["Failure"]),

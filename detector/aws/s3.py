@@ -50,8 +50,9 @@ class S3Store:
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
                     if is_data_key(key):
-                        yield ObjectRef(key=key, bucket=bucket, size=obj.get("Size"),
-                                        etag=obj.get("ETag"))
+                        yield ObjectRef(
+                            key=key, bucket=bucket, size=obj.get("Size"), etag=obj.get("ETag")
+                        )
         except (ClientError, BotoCoreError) as exc:
             raise SourceUnavailable(f"{uri}: cannot list: {_reason(exc)}") from exc
 
