@@ -41,3 +41,16 @@ class ObjectUnreadable(DetectorError):
         self.name = name
         self.reason = reason
         self.code = code
+
+
+class PublishFailed(DetectorError):
+    """Findings could not be delivered (SNS or Security Hub), after retries."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"{target}: {reason}")
+        self.target = target
+        self.reason = reason
+
+
+class ConfigError(DetectorError):
+    """A required setting is missing or invalid; raised at cold start, naming the variable."""

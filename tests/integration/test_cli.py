@@ -1,0 +1,218 @@
+"""The `ecr-upload-detector scan` command: outputs, exit codes, S3 input (moto)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from detector.cli import main
+from tests import lake
+
+STABLE_KEYS = [
+    "api.operation",
+    "user",
+    "actor.user.account.uid",
+    "user_agent",
+    "src_ip",
+    "src_endpoint.domain",
+    "region",
+    "count",
+    "firstTime",
+    "lastTime",
+]
+INTRUDER = f"arn:aws:iam::{lake.ACCOUNT}:user/intruder"
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def allowlist(tmp_path: Path) -> Path:
+    path = tmp_path / "allowlist.txt"
+    path.write_text(f"# CI\n{lake.CI_ROLE}\n")
+    return path
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    for version in (1, 2):
+        path = root / lake.key_for(version)
+        path.parent.mkdir(parents=True)
+        lake.write_object(
+            path,
+            [
+                lake.event(),  # CI role session: trusted
+                lake.event(arn=INTRUDER, session_issuer=None, time_ms=lake.T0_MS + version * 1000),
+                lake.event(operation="GetAuthorizationToken", arn=INTRUDER, request_json=None),
+            ],
+            version,
+        )
+    return root
+
+
+def test_jsonl_has_the_stable_keys_first_and_counts_both_versions(lake_dir: Path, allowlist: Path):
+    code, out, err = run("scan", str(lake_dir), "--allowlist", str(allowlist), "--format", "jsonl")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 1
+    rec = records[0]
+    assert list(rec)[:10] == STABLE_KEYS
+    assert rec["user"] == INTRUDER
+    assert rec["count"] == 2  # one from each schema version
+    assert rec["firstTime"] == "2026-11-20T10:00:01"
+    assert rec["lastTime"] == "2026-11-20T10:00:02"
+    assert rec["repositories"] == ["app"]
+    assert len(rec["source_objects"]) == 2
+
+
+def test_json_document_carries_detection_and_inputs(lake_dir: Path, allowlist: Path):
+    code, out, _ = run("scan", str(lake_dir), "--allowlist", str(allowlist), "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["detection"]["id"] == "886a8f46-d7e2-4439-b9ba-aec238e31732"
+    assert doc["detection"]["risk_score"] == 49
+    assert doc["inputs"] == {"objects": 2, "rows": 6, "unreadable": []}
+    assert [f["user"] for f in doc["findings"]] == [INTRUDER]
+
+
+def test_table_is_default_and_reports_no_findings_plainly(lake_dir: Path, tmp_path: Path):
+    trust_all = tmp_path / "all.txt"
+    trust_all.write_text("arn:aws:*\n")
+    code, out, _ = run("scan", str(lake_dir), "--allowlist", str(trust_all))
+    assert code == 0
+    assert out.startswith("No findings")
+
+
+def test_table_escapes_terminal_control_sequences(tmp_path: Path, allowlist: Path):
+    path = tmp_path / "x.parquet"
+    lake.write_object(
+        path,
+        [lake.event(arn=INTRUDER, session_issuer=None, user_agent="evil\x1b[2J\x1b]0;pwned\x07")],
+        2,
+    )
+    code, out, _ = run("scan", str(path), "--allowlist", str(allowlist))
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J" in out
+
+
+def test_one_bad_object_is_named_and_the_rest_still_reported(lake_dir: Path, allowlist: Path):
+    bad = lake_dir / "aws" / "broken.parquet"
+    bad.write_bytes(b"id,name\n1,x\n")
+    code, out, err = run("scan", str(lake_dir), "--allowlist", str(allowlist), "--format", "jsonl")
+    assert code == 1
+    assert len(out.splitlines()) == 1  # the good objects' finding is still printed
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: not Parquet (no PAR1 magic at the start)"]
+    assert "Traceback" not in err
+
+
+def test_missing_path_is_an_unreadable_input(allowlist: Path, tmp_path: Path):
+    code, _, err = run("scan", str(tmp_path / "nope"), "--allowlist", str(allowlist))
+    assert code == 1
+    assert "nope: no such file or directory" in err
+
+
+def test_directory_without_parquet_is_reported(allowlist: Path, tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("scan", str(tmp_path / "empty"), "--allowlist", str(allowlist))
+    assert code == 1
+    assert "no Parquet objects found" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scan", "x.parquet"],  # no --allowlist
+        ["scan", "--allowlist", "a.txt"],  # no PATH
+        ["scan", "x.parquet", "--allowlist", "a.txt", "--format", "xml"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]):
+    code, _, _ = run(*argv)
+    assert code == 2
+
+
+def test_unreadable_or_invalid_allowlist_exits_2(lake_dir: Path, tmp_path: Path):
+    code, _, err = run("scan", str(lake_dir), "--allowlist", str(tmp_path / "missing.txt"))
+    assert code == 2 and "cannot read allowlist" in err
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text('["not closed", ')
+    code, _, err = run("scan", str(lake_dir), "--allowlist", str(garbage))
+    assert code == 2 and "garbage.txt" in err and "JSON" in err
+
+
+def test_empty_allowlist_warns_and_reports_everyone(lake_dir: Path, tmp_path: Path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody yet\n")
+    code, out, err = run("scan", str(lake_dir), "--allowlist", str(empty), "--format", "jsonl")
+    assert code == 0
+    assert "allowlist" in err and "empty" in err
+    users = {json.loads(line)["user"] for line in out.splitlines()}
+    assert INTRUDER in users and len(users) == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal(lake_dir: Path, allowlist: Path):
+    argv = ["scan", str(lake_dir), "--allowlist", str(allowlist), "--format", "jsonl"]
+    quiet = io.StringIO()
+    main(argv, out=io.StringIO(), err=quiet)
+    assert quiet.getvalue() == ""
+    tty = _Terminal()
+    main(argv, out=io.StringIO(), err=tty)
+    assert "2/2 objects, 6 rows" in tty.getvalue()
+
+
+def test_python_dash_m_is_the_same_command(lake_dir: Path, allowlist: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector", "scan", str(lake_dir), "--allowlist", str(allowlist),
+         "--format", "jsonl"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["user"] == INTRUDER
+
+
+@mock_aws
+def test_scan_an_s3_prefix_skipping_iceberg_metadata(allowlist: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="aws-security-data-lake-us-east-1-abc")
+    for version in (1, 2):
+        buf = io.BytesIO()
+        lake.write_object(buf, [lake.event(arn=INTRUDER, session_issuer=None)], version)
+        s3.put_object(Bucket="aws-security-data-lake-us-east-1-abc", Key=lake.key_for(version),
+                      Body=buf.getvalue())
+    s3.put_object(Bucket="aws-security-data-lake-us-east-1-abc",
+                  Key="aws/CLOUD_TRAIL_MGMT/2.0/metadata/00001-abc.metadata.json", Body=b"{}")
+    code, out, err = run("scan", "s3://aws-security-data-lake-us-east-1-abc/aws/CLOUD_TRAIL_MGMT/",
+                         "--allowlist", str(allowlist), "--format", "jsonl")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["count"] == 2
+    assert all(o.startswith("s3://aws-security-data-lake-us-east-1-abc/aws/") for o in
+               rec["source_objects"])
+
+
+@mock_aws
+def test_s3_bucket_that_does_not_exist_is_named(allowlist: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    code, _, err = run("scan", "s3://no-such-bucket/aws/", "--allowlist", str(allowlist))
+    assert code == 1
+    assert "s3://no-such-bucket/aws/: cannot list: NoSuchBucket" in err
