@@ -17,7 +17,13 @@ from typing import IO, TextIO
 from detector import __version__
 from detector.allowlist import Allowlist
 from detector.engine import Run, scan_object
-from detector.errors import AllowlistInvalid, BadObject, DetectorError, ObjectUnreadable
+from detector.errors import (
+    AllowlistInvalid,
+    AllowlistUnavailable,
+    BadObject,
+    DetectorError,
+    ObjectUnreadable,
+)
 from detector.objects import ObjectRef, is_data_key
 from detector.output import safe_text, write_json, write_jsonl, write_table
 
@@ -48,13 +54,20 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         metavar="FILE",
         help="trusted principals: one ARN or glob per line (# comments), commas, or a JSON array; "
-        "an empty file trusts no one",
+        "an empty file trusts no one. ssm:NAME reads an SSM parameter instead",
     )
     scan.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
     return p
 
 
 def _load_allowlist(spec: str) -> Allowlist:
+    if spec.startswith("ssm:"):
+        from detector.aws.ssm import AllowlistStore  # boto3 only when SSM is asked for
+
+        try:
+            return AllowlistStore(spec.removeprefix("ssm:")).get()
+        except AllowlistUnavailable as exc:
+            raise UsageError(f"cannot read allowlist: {exc}") from exc
     try:
         text = Path(spec).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

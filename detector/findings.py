@@ -43,7 +43,11 @@ def ctime(ms: int | None) -> str | None:
     """Splunk's ``ctime`` of ``_time`` in seconds: ``%Y-%m-%dT%H:%M:%S`` in UTC."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        # A time outside what a calendar date can hold is bad data, not a reason to crash.
+        return None
 
 
 def _unescape(value: str) -> str:

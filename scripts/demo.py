@@ -1,19 +1,34 @@
-"""`make demo`: write a small Security Lake sample (both schema versions) and scan it.
+"""`make demo`: the whole pipeline against a local AWS emulator (moto), no account needed.
 
-The sample lives under .demo/ (git-ignored) and is laid out as Security Lake lays out
-CloudTrail management events, so the same command works on a real bucket copy.
+1. Writes a small Security Lake sample (both OCSF versions, laid out as Security Lake lays out
+   CloudTrail management data) and starts moto's server as "AWS" (``AWS_ENDPOINT_URL``).
+2. Creates the bucket, the allowlist parameter, the findings topic (with a queue subscribed so
+   the message can be shown) and Security Hub, and uploads the sample.
+3. Runs ``ecr-upload-detector scan s3://… --allowlist ssm:…`` against it.
+4. Invokes ``detector.handler.lambda_handler`` with the samples in ``events/`` and prints what a
+   person receives (the email text), what a machine receives (the JSON body) and the Security
+   Hub findings read back through the API.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import shutil
+import socket
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
-from detector.cli import main
 from tests import lake
 
 ROOT = Path(".demo")
+EVENTS = Path("events")
+BUCKET = "aws-security-data-lake-us-east-1-demo"
+PARAMETER = "/ecr-upload-detector/allowlist"
+REGION = "us-east-1"
 ACCOUNT = lake.ACCOUNT
 T0 = lake.T0_MS
 MINUTE = 60_000
@@ -29,7 +44,8 @@ arn:aws:iam::{ACCOUNT}:user/release-*
 """
 
 
-def sample_events(version: int) -> list[dict[str, object]]:
+def sample_events(version: int) -> list[dict[str, Any]]:
+    """A morning in a small account: trusted pushes, noise, and two that nobody vouched for."""
     ci = [
         lake.event(
             time_ms=T0 + i * MINUTE,
@@ -38,18 +54,21 @@ def sample_events(version: int) -> list[dict[str, object]]:
         )
         for i in range(6)
     ]
+    service = {
+        "arn": None,
+        "principal_id": None,
+        "account": None,
+        "session_issuer": None,
+        "user_type": "AWSService",
+        "src_ip": None,
+    }
     codebuild = [
         lake.event(
             time_ms=T0 + 3 * MINUTE,
-            arn=None,
-            principal_id=None,
-            account=None,
-            session_issuer=None,
-            user_type="AWSService",
             invoked_by="codebuild.amazonaws.com",
-            src_ip=None,
             src_domain="codebuild.amazonaws.com",
             user_agent="codebuild.amazonaws.com",
+            **service,
         )
     ]
     release = [
@@ -78,41 +97,169 @@ def sample_events(version: int) -> list[dict[str, object]]:
         )
         for i in range(3)
     ]
-    unmanaged_service = [
+    replication = [
         lake.event(
             time_ms=T0 + 42 * MINUTE,
-            arn=None,
-            principal_id=None,
-            account=None,
-            session_issuer=None,
-            user_type="AWSService",
             invoked_by="ecr.amazonaws.com",
-            src_ip=None,
             src_domain="ecr.amazonaws.com",
             user_agent="ecr.amazonaws.com",
             request_json=lake.put_image_request("mirror/nginx", "1.27"),
+            **service,
         )
     ]
     noise = [
         lake.event(operation=op, time_ms=T0 + i * MINUTE, request_json=None)
         for i, op in enumerate(["GetAuthorizationToken", "BatchGetImage", "DescribeImages"] * 5)
     ]
-    return ci + codebuild + release + intruder + unmanaged_service + noise
+    return ci + codebuild + release + intruder + replication + noise
 
 
-def write_sample() -> None:
+def write_sample() -> dict[str, Path]:
     shutil.rmtree(ROOT, ignore_errors=True)
+    written = {}
     for version in (1, 2):
-        path = ROOT / "lake" / lake.key_for(version, name=f"demo-v{version}")
+        key = lake.key_for(version, name=f"demo-v{version}")
+        path = ROOT / "lake" / key
         path.parent.mkdir(parents=True, exist_ok=True)
         lake.write_object(path, sample_events(version), version)
-        print(f"wrote {path}  (OCSF {'1.0.0-rc.2' if version == 1 else '1.1.0'})")
+        written[key] = path
     (ROOT / "allowlist.txt").write_text(ALLOWLIST)
-    print(f"wrote {ROOT / 'allowlist.txt'}\n")
+    return written
+
+
+def heading(text: str) -> None:
+    print(f"\n{'=' * 78}\n{text}\n{'=' * 78}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Context:
+    """What Lambda passes as the context object, for a local invocation."""
+
+    function_name = "ecr-upload-detector"
+    function_version = "$LATEST"
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:ecr-upload-detector"
+    memory_limit_in_mb = 1024
+    aws_request_id = "demo-request"
+    log_group_name = "/aws/lambda/ecr-upload-detector"
+    log_stream_name = "demo"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 300_000
+
+
+def main() -> int:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's access log
+
+    written = write_sample()
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto's dummy credentials
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        ALLOWLIST_PARAMETER=PARAMETER,
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+        POWERTOOLS_METRICS_DISABLED="true",
+    )
+    try:
+        return run(written)
+    finally:
+        server.stop()
+
+
+def run(written: dict[str, Path]) -> int:
+    import boto3
+
+    from detector import handler
+    from detector.cli import main as cli
+
+    heading(f"Local AWS (moto) at {os.environ['AWS_ENDPOINT_URL']}: setting up")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for key, path in written.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+        print(f"s3://{BUCKET}/{key}")
+    boto3.client("ssm").put_parameter(Name=PARAMETER, Type="String", Value=ALLOWLIST)
+    print(f"SSM parameter {PARAMETER} (the allowlist):")
+    print(textwrap.indent(ALLOWLIST, "    "))
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="ecr-upload-detector-findings")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="findings-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    hub = boto3.client("securityhub")
+    hub.enable_security_hub()
+    os.environ["FINDINGS_TOPIC_ARN"] = topic
+    print(f"SNS topic {topic} with queue findings-inbox subscribed; Security Hub enabled")
+
+    heading(f"$ ecr-upload-detector scan s3://{BUCKET}/aws/ --allowlist ssm:{PARAMETER}")
+    code = cli(["scan", f"s3://{BUCKET}/aws/", "--allowlist", f"ssm:{PARAMETER}"])
+    if code != 0:
+        print(f"scan exited {code}")
+        return code
+
+    failures = 0
+    # The Security Lake subscriber queue first: it is the main path, and its digest is shown.
+    main_path = "sqs-security-lake-subscriber.json"
+    names = sorted((p.name for p in EVENTS.glob("*.json")), key=lambda n: (n != main_path, n))
+    for name in names:
+        event = json.loads((EVENTS / name).read_text())
+        heading(f"lambda_handler(events/{name})")
+        handler.reset()
+        try:
+            print("returned:", json.dumps(handler.lambda_handler(event, Context())))
+        except Exception as exc:  # show, don't hide: the demo must say what went wrong
+            failures += 1
+            print(f"raised {type(exc).__name__}: {exc}")
+
+    heading("What a person reads: the email body of the first digest")
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns import sns_backends
+
+    sent = sns_backends[DEFAULT_ACCOUNT_ID][REGION].topics[topic].sent_notifications
+    if not sent:
+        print("(nothing was published)")
+        return 1
+    _, message, subject, attributes, _ = sent[0]
+    print(f"Subject: {subject}\n")
+    print(json.loads(message)["email"])
+    print(f"({len(sent)} digest(s) published in all: one per invocation that found something)")
+
+    heading("What a machine reads: the JSON body delivered to the subscribed queue")
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"][0]
+    body = json.loads(json.loads(got["Body"])["Message"])
+    print(json.dumps(body["findings"][0], indent=2, ensure_ascii=False)[:2500])
+    print("message attributes:", json.dumps(attributes))
+
+    heading("AWS Security Hub findings, read back with GetFindings")
+    for f in hub.get_findings()["Findings"]:
+        fields = f.get("ProductFields", {})
+        print(
+            f"- {f['Title']}\n  Id {f['Id']}\n  Severity {f['Severity']['Label']}, "
+            f"count {fields.get('count')}, first {f.get('FirstObservedAt')}, "
+            f"last {f.get('LastObservedAt')}\n  Resources: "
+            + ", ".join(r["Id"] for r in f["Resources"])
+        )
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    write_sample()
-    args = ["scan", str(ROOT / "lake"), "--allowlist", str(ROOT / "allowlist.txt"), *sys.argv[1:]]
-    print("$ ecr-upload-detector " + " ".join(args) + "\n")
-    raise SystemExit(main(args))
+    # Logs of the handler go to stdout as JSON; keep the demo readable.
+    sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=True)
+    raise SystemExit(main())

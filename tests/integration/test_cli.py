@@ -181,33 +181,61 @@ def test_progress_only_on_a_terminal(lake_dir: Path, allowlist: Path):
 
 def test_python_dash_m_is_the_same_command(lake_dir: Path, allowlist: Path):
     proc = subprocess.run(
-        [sys.executable, "-m", "detector", "scan", str(lake_dir), "--allowlist", str(allowlist),
-         "--format", "jsonl"],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "detector",
+            "scan",
+            str(lake_dir),
+            "--allowlist",
+            str(allowlist),
+            "--format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[0])["user"] == INTRUDER
 
 
 @mock_aws
-def test_scan_an_s3_prefix_skipping_iceberg_metadata(allowlist: Path, monkeypatch: pytest.MonkeyPatch):
+def test_scan_an_s3_prefix_skipping_iceberg_metadata(
+    allowlist: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="aws-security-data-lake-us-east-1-abc")
     for version in (1, 2):
         buf = io.BytesIO()
         lake.write_object(buf, [lake.event(arn=INTRUDER, session_issuer=None)], version)
-        s3.put_object(Bucket="aws-security-data-lake-us-east-1-abc", Key=lake.key_for(version),
-                      Body=buf.getvalue())
-    s3.put_object(Bucket="aws-security-data-lake-us-east-1-abc",
-                  Key="aws/CLOUD_TRAIL_MGMT/2.0/metadata/00001-abc.metadata.json", Body=b"{}")
-    code, out, err = run("scan", "s3://aws-security-data-lake-us-east-1-abc/aws/CLOUD_TRAIL_MGMT/",
-                         "--allowlist", str(allowlist), "--format", "jsonl")
+        s3.put_object(
+            Bucket="aws-security-data-lake-us-east-1-abc",
+            Key=lake.key_for(version),
+            Body=buf.getvalue(),
+        )
+    s3.put_object(
+        Bucket="aws-security-data-lake-us-east-1-abc",
+        Key="aws/CLOUD_TRAIL_MGMT/2.0/metadata/00001-abc.metadata.json",
+        Body=b"{}",
+    )
+    code, out, err = run(
+        "scan",
+        "s3://aws-security-data-lake-us-east-1-abc/aws/CLOUD_TRAIL_MGMT/",
+        "--allowlist",
+        str(allowlist),
+        "--format",
+        "jsonl",
+    )
     assert code == 0, err
     rec = json.loads(out)
     assert rec["count"] == 2
-    assert all(o.startswith("s3://aws-security-data-lake-us-east-1-abc/aws/") for o in
-               rec["source_objects"])
+    assert all(
+        o.startswith("s3://aws-security-data-lake-us-east-1-abc/aws/")
+        for o in rec["source_objects"]
+    )
 
 
 @mock_aws

@@ -1,0 +1,627 @@
+"""Benchmark: our object scan against DuckDB, a naive pyarrow read and pandas on one object.
+
+What is compared: the time and peak memory to answer the detection's question over one
+Security Lake-shaped CloudTrail object (OCSF v2, ~4M rows, gzip, ~128 MB): which PutImage calls
+were made by principals not on the allowlist, grouped like the Splunk search (operation, user,
+account, user agent, source IP, source domain, region) with count, first and last time.
+
+Contenders, each in its own fresh Python subprocess, so that wall time includes interpreter
+start and imports and peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) is its own:
+
+- ``scan``: ``detector.engine.scan_object`` + ``Run.findings()`` + ``to_record()`` (also
+  extracts repositories, tags, ids, sample sets: more output than the others);
+- ``duckdb``: the same filter and grouping in SQL, ``SET threads=1``;
+- ``duckdb+repos``: as ``duckdb`` plus the distinct repository names from the request JSON,
+  like the scan's ``repositories`` (so the output being compared is closer to equal);
+- ``pyarrow-full``: ``pq.read_table`` of every column (default threads), filter and group in
+  Arrow: the "read everything" baseline;
+- ``pandas-full``: ``pd.read_parquet`` of every column, filter and group in pandas.
+
+Every contender's result is reduced to (groups, total count, digest of the sorted group rows)
+and checked for agreement with the scan. The test object is generated once with
+``tests.lake.synthetic_columns`` + ``tests.lake.nest(…, 2)`` and cached under ``.bench/``.
+
+Usage: ``PYTHONPATH=. python benchmarks/bench.py [--rows N] [--keep] [--only scan,duckdb]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+T_START = time.perf_counter()  # as early as possible: children report import cost from here
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench"
+
+PUT_IMAGE_FRACTION = 0.005
+CHUNK_ROWS = 1024 * 1024  # = pyarrow's default row group size; written as one row group each
+PIECE_ROWS = 256 * 1024  # rows per synthetic_columns call (different seed each)
+COMPRESSION = "gzip"  # what Security Lake objects use (``*.gz.parquet``)
+BASE_SEED = 1000
+ALLOWLIST_TEXT = "arn:aws:iam::111122223333:role/ci-deployer\n"
+TRUSTED = ("arn:aws:iam::111122223333:role/ci-deployer",)
+TARGET = "PutImage"
+
+# Goals the scan is held to.
+GOAL_RSS_MB = 256.0
+
+KEY_PATHS = (
+    "api.operation",
+    "actor.user.uid",
+    "actor.user.account.uid",
+    "http_request.user_agent",
+    "src_endpoint.ip",
+    "src_endpoint.domain",
+    "cloud.region",
+)
+TRUST_PATHS = ("actor.user.uid", "actor.session.issuer", "actor.invoked_by")
+
+Row = tuple[Any, ...]  # the group's key values, then count, min time ms, max time ms
+
+
+# --------------------------------------------------------------------------------------------
+# Test object
+# --------------------------------------------------------------------------------------------
+
+
+def object_path(rows: int) -> Path:
+    """The cached object for ``rows``; every generation parameter is in the name."""
+    frac = f"{PUT_IMAGE_FRACTION:g}".replace(".", "p")
+    return CACHE / (
+        f"v2-{rows}rows-put{frac}-{COMPRESSION}-rg{CHUNK_ROWS}-c{PIECE_ROWS}-s{BASE_SEED}.parquet"
+    )
+
+
+def generate(path: Path, rows: int) -> None:
+    """Write the object one row group at a time so memory stays bounded (~2 GB).
+
+    A row group is built from pieces of ``PIECE_ROWS``: ``synthetic_columns`` materialises a
+    full-size PutImage request for every row before choosing, which overflows a 2 GiB string
+    array at 1Mi rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tests.lake import nest, synthetic_columns
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer: pq.ParquetWriter | None = None
+    t0 = time.perf_counter()
+    try:
+        for group_start in range(0, rows, CHUNK_ROWS):
+            pieces = []
+            for start in range(group_start, min(group_start + CHUNK_ROWS, rows), PIECE_ROWS):
+                n = min(PIECE_ROWS, rows - start)
+                cols = synthetic_columns(
+                    n, PUT_IMAGE_FRACTION, seed=BASE_SEED + start // PIECE_ROWS
+                )
+                # synthetic_columns numbers events from 0 in every call: keep ids unique.
+                uid = pc.binary_join_element_wise(
+                    "e", pc.cast(pa.array(range(start, start + n), pa.int64()), pa.string()), ""
+                )
+                cols["event_uid"] = cols["request_uid"] = uid
+                pieces.append(nest(cols, 2))
+                del cols
+            table = pa.concat_tables(pieces)
+            del pieces
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression=COMPRESSION)
+            writer.write_table(table)  # one row group: CHUNK_ROWS is pyarrow's default maximum
+            done = group_start + table.num_rows
+            del table
+            print(
+                f"  generated {done:,}/{rows:,} rows ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        if writer is not None:
+            writer.close()
+    tmp.replace(path)
+
+
+def prune_cache(keep: Path) -> None:
+    """Remove cached objects of other sizes or parameters."""
+    for other in CACHE.glob("*.parquet*"):
+        if other != keep:
+            print(f"  removing stale {other.name} (use --keep to keep it)")
+            other.unlink()
+
+
+def describe(path: Path) -> dict[str, int]:
+    """Size, rows and row groups of the object (run in a child: the parent never imports
+    pyarrow, see ``run_child``)."""
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    return {
+        "bytes": path.stat().st_size,
+        "rows": md.num_rows,
+        "row_groups": md.num_row_groups,
+        "columns": md.num_columns,
+    }
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once so every contender starts with it in the page cache."""
+    with path.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Results, shared by all contenders
+# --------------------------------------------------------------------------------------------
+
+
+def _plain(v: Any) -> Any:
+    """None for NaN/NA, Python int for numpy ints: one representation for every contender."""
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    if type(v).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(v, "item") and not isinstance(v, str):
+        return v.item()
+    return v
+
+
+def digest(rows: Iterable[Sequence[Any]]) -> str:
+    lines = sorted(json.dumps([_plain(v) for v in r]) for r in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def summary(rows: list[Row], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
+        "groups": len(rows),
+        "total": sum(int(r[len(KEY_PATHS)]) for r in rows),
+        "digest": digest(rows),
+    }
+    return out | (extra or {})
+
+
+# --------------------------------------------------------------------------------------------
+# Contenders (run inside the child process; each imports only what it needs)
+# --------------------------------------------------------------------------------------------
+
+
+def run_scan(path: Path) -> dict[str, Any]:
+    from detector.allowlist import Allowlist
+    from detector.engine import Run, scan_object
+
+    t0 = time.perf_counter()
+    allowlist = Allowlist.parse(ALLOWLIST_TEXT)
+    run = Run(allowlist)
+    with path.open("rb") as f:
+        run.add(scan_object(f, path.name, allowlist))
+    findings = run.findings()
+    records = [f.to_record() for f in findings]
+    work = time.perf_counter() - t0
+    rows = [(*f.key, f.count, f.first_ms, f.last_ms) for f in findings]
+    repos = digest([(*f.key, r["repositories"]) for f, r in zip(findings, records, strict=True)])
+    return summary(
+        rows,
+        {
+            "work_s": work,
+            "repos_digest": repos,
+            "threads": 1,
+            "note": f"matched {run.matched:,}, trusted {run.trusted:,}, {len(records)} records",
+        },
+    )
+
+
+def _duckdb_sql(path: Path, with_repos: bool) -> str:
+    trusted = ", ".join(f"'{v}'" for v in TRUSTED)
+    is_trusted = " OR ".join(f"coalesce({p} IN ({trusted}), false)" for p in TRUST_PATHS)
+    keys = ", ".join(KEY_PATHS)
+    repos = (
+        ", list(DISTINCT json_extract_string(api.request.data, '$.repositoryName'))"
+        " FILTER (WHERE json_extract_string(api.request.data, '$.repositoryName') IS NOT NULL)"
+        if with_repos
+        else ""
+    )
+    return (
+        f'SELECT {keys}, count(*), min("time"), max("time"){repos} '
+        f"FROM read_parquet('{path}') "
+        f"WHERE api.operation = '{TARGET}' AND NOT ({is_trusted}) "
+        f"GROUP BY {keys}"
+    )
+
+
+def _run_duckdb(path: Path, with_repos: bool) -> dict[str, Any]:
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET threads=1")
+    result = con.execute(_duckdb_sql(path, with_repos)).fetchall()
+    work = time.perf_counter() - t0
+    n = len(KEY_PATHS) + 3
+    extra: dict[str, Any] = {"work_s": work, "threads": 1}
+    if with_repos:
+        extra["repos_digest"] = digest([(*r[: len(KEY_PATHS)], sorted(r[n])) for r in result])
+    return summary([tuple(r[:n]) for r in result], extra)
+
+
+def run_duckdb(path: Path) -> dict[str, Any]:
+    return _run_duckdb(path, with_repos=False)
+
+
+def run_duckdb_repos(path: Path) -> dict[str, Any]:
+    return _run_duckdb(path, with_repos=True)
+
+
+def run_pyarrow_full(path: Path) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    table = pq.read_table(path)
+
+    def col(t: pa.Table, dotted: str) -> pa.ChunkedArray:
+        top, *rest = dotted.split(".")
+        return pc.struct_field(t[top], rest) if rest else t[top]
+
+    table = table.filter(pc.fill_null(pc.equal(col(table, "api.operation"), TARGET), False))
+    trusted = pa.array(TRUSTED, pa.string())
+    hit = None
+    for p in TRUST_PATHS:
+        h = pc.fill_null(pc.is_in(col(table, p), value_set=trusted), False)
+        hit = h if hit is None else pc.or_(hit, h)
+    table = table.filter(pc.invert(hit))
+    names = [f"k{i}" for i in range(len(KEY_PATHS))]
+    flat = pa.table([col(table, p) for p in KEY_PATHS] + [table["time"]], names=[*names, "t"])
+    grouped = flat.group_by(names).aggregate([([], "count_all"), ("t", "min"), ("t", "max")])
+    work = time.perf_counter() - t0
+    rows = list(
+        zip(*(grouped[c].to_pylist() for c in [*names, "count_all", "t_min", "t_max"]), strict=True)
+    )
+    return summary(rows, {"work_s": work, "threads": pa.cpu_count()})
+
+
+def run_pandas_full(path: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_parquet(path)
+
+    def get(values: Iterable[Any], dotted: str) -> list[Any]:
+        out = []
+        parts = dotted.split(".")
+        for v in values:
+            for p in parts:
+                v = None if v is None else v.get(p)
+            out.append(v)
+        return out
+
+    top = {p: p.split(".", 1)[0] for p in (*KEY_PATHS, *TRUST_PATHS)}
+    df = df[[op == TARGET for op in get(df["api"], "operation")]]
+    sub = {p: get(df[top[p]], p.split(".", 1)[1]) for p in {*KEY_PATHS, *TRUST_PATHS}}
+    trusted = [any(sub[p][i] in TRUSTED for p in TRUST_PATHS) for i in range(len(df))]
+    flat = pd.DataFrame({p: sub[p] for p in KEY_PATHS} | {"time": df["time"].to_numpy()})
+    flat = flat[[not t for t in trusted]]
+    grouped = flat.groupby(list(KEY_PATHS), dropna=False)["time"].agg(["size", "min", "max"])
+    work = time.perf_counter() - t0
+    rows = [
+        (*k, n, lo, hi) for k, (n, lo, hi) in zip(grouped.index, grouped.to_numpy(), strict=True)
+    ]
+    return summary(rows, {"work_s": work, "threads": 1})
+
+
+CONTENDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "scan": run_scan,
+    "duckdb": run_duckdb,
+    "duckdb+repos": run_duckdb_repos,
+    "pyarrow-full": run_pyarrow_full,
+    "pandas-full": run_pandas_full,
+}
+
+
+def child_main(name: str, path: Path, rows: int, profile: bool) -> None:
+    """Entry point of a subprocess: prints one JSON line with its result.
+
+    ``name`` is a contender, or the task ``generate`` or ``describe`` (kept out of the parent
+    so that the parent never holds Arrow memory, see ``run_child``).
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if name == "generate":
+        generate(path, rows)
+        return
+    if name == "describe":
+        print(json.dumps(describe(path)))
+        return
+    if profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        result = prof.runcall(CONTENDERS[name], path)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+    else:
+        result = CONTENDERS[name](path)
+    result["in_process_s"] = time.perf_counter() - T_START
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: run each contender in its own process, measure, compare
+# --------------------------------------------------------------------------------------------
+
+
+def self_command(task: str, path: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``task`` of this script in a fresh interpreter."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        task,
+        "--path",
+        str(path),
+        *extra,
+    ]
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return cmd, os.environ | {"PYTHONPATH": pythonpath}
+
+
+def run_task(task: str, path: Path, *extra: str) -> str:
+    """Run a helper task (generate, describe, profile) in a child; its stdout."""
+    cmd, env = self_command(task, path, *extra)
+    done = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout
+
+
+@dataclass
+class Outcome:
+    name: str
+    wall_s: float
+    peak_rss_mb: float
+    status: str = "ok"
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def run_child(name: str, path: Path, timeout_s: float, mem_cap_mb: float) -> Outcome:
+    """Run one contender; wall from spawn to exit, peak RSS from ``wait4`` of that child.
+
+    Linux starts a child's ``ru_maxrss`` at the parent's RSS at fork (vfork: the parent's
+    peak), so the parent keeps itself small: it never imports pyarrow and runs generation in a
+    child too. Its RSS (~20 MB) is far below any contender's.
+
+    The child is killed if it runs longer than ``timeout_s`` or its RSS (polled) exceeds
+    ``mem_cap_mb``, so a baseline that cannot cope is reported instead of hanging the machine.
+    """
+    import psutil
+
+    cmd, env = self_command(name, path)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, env=env, cwd=ROOT, start_new_session=True
+        )
+        ps = psutil.Process(proc.pid)
+        status, killed_for = 0, ""
+        polled_peak = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            elapsed = time.perf_counter() - t0
+            with contextlib.suppress(psutil.Error):
+                polled_peak = max(polled_peak, ps.memory_info().rss / 2**20)
+            if not killed_for and (elapsed > timeout_s or polled_peak > mem_cap_mb):
+                killed_for = (
+                    f"killed: over {timeout_s:.0f} s"
+                    if elapsed > timeout_s
+                    else f"killed: RSS over {mem_cap_mb / 1024:.0f} GiB cap"
+                )
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = max(usage.ru_maxrss / 1024, polled_peak)  # ru_maxrss is KiB on Linux
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if stderr.strip():
+        sys.stderr.write(stderr)
+    if killed_for:
+        return Outcome(name, wall, peak, killed_for)
+    if proc.returncode != 0:
+        last = stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return Outcome(name, wall, peak, f"failed: {last[0][:80]}")
+    return Outcome(name, wall, peak, "ok", json.loads(stdout.strip().splitlines()[-1]))
+
+
+def best_of(name: str, path: Path, repeat: int, timeout_s: float, mem_cap_mb: float) -> Outcome:
+    runs = []
+    for _ in range(repeat):
+        o = run_child(name, path, timeout_s, mem_cap_mb)
+        runs.append(o)
+        if o.status != "ok":
+            return o
+    return min(runs, key=lambda o: o.wall_s)
+
+
+def print_table(outcomes: list[Outcome], rows: int) -> None:
+    head = (
+        f"{'contender':<14} {'wall s':>7} {'work s':>7} {'peak RSS MB':>11} "
+        f"{'rows/s':>11} {'thr':>3} {'groups':>7} {'count':>7}  digest / status"
+    )
+    print(head)
+    print("-" * len(head))
+    for o in outcomes:
+        r = o.result
+        if o.status == "ok":
+            tail = f"{r['groups']:>7} {r['total']:>7}  {r['digest']}"
+            work, thr = f"{r['work_s']:>7.2f}", f"{r['threads']:>3}"
+        else:
+            tail, work, thr = f"{'-':>7} {'-':>7}  {o.status}", f"{'-':>7}", f"{'-':>3}"
+        print(
+            f"{o.name:<14} {o.wall_s:>7.2f} {work} {o.peak_rss_mb:>11.0f} "
+            f"{rows / o.wall_s:>11,.0f} {thr} {tail}"
+        )
+    print("wall = whole subprocess (interpreter start, imports, work); work = in-process time of")
+    print("the contender's function; rows/s = object rows / wall. Page cache warm for all.")
+
+
+def check_agreement(outcomes: list[Outcome]) -> bool:
+    ok = [o for o in outcomes if o.status == "ok"]
+    by = {o.name: o.result for o in ok}
+    if "scan" not in by:
+        print("agreement: scan did not run or failed; nothing to compare against")
+        return False
+    ref = by["scan"]
+    same = [
+        n
+        for n, r in by.items()
+        if (r["groups"], r["total"], r["digest"]) == (ref["groups"], ref["total"], ref["digest"])
+    ]
+    differ = [n for n in by if n not in same]
+    good = not differ
+    print(
+        f"agreement on (groups, count, per-group count/first/last digest) with scan: "
+        f"{'YES' if good else 'NO'} — same: {', '.join(same)}"
+        + (f"; DIFFERENT: {', '.join(differ)}" if differ else "")
+    )
+    if "duckdb+repos" in by:
+        same_repos = by["duckdb+repos"].get("repos_digest") == ref.get("repos_digest")
+        good = good and same_repos
+        print(
+            f"agreement on per-group repository lists (scan vs duckdb+repos): "
+            f"{'YES' if same_repos else 'NO'}"
+        )
+    skipped = [o.name for o in outcomes if o.status != "ok"]
+    if skipped:
+        print(f"not compared (did not finish): {', '.join(skipped)}")
+    return good
+
+
+def print_goals(outcomes: list[Outcome]) -> None:
+    by = {o.name: o for o in outcomes if o.status == "ok"}
+    scan = by.get("scan")
+    if scan is None:
+        return
+    print("goals:")
+    for ref in ("duckdb", "duckdb+repos"):
+        if ref in by:
+            d = by[ref]
+            verdict = "MET" if scan.wall_s <= d.wall_s else "MISSED"
+            print(
+                f"  scan wall {scan.wall_s:.2f} s <= {ref} (threads=1) wall {d.wall_s:.2f} s: "
+                f"{verdict} (work {scan.result['work_s']:.2f} vs {d.result['work_s']:.2f} s)"
+            )
+    verdict = "MET" if scan.peak_rss_mb <= GOAL_RSS_MB else "MISSED"
+    print(f"  scan peak RSS {scan.peak_rss_mb:.0f} MB <= {GOAL_RSS_MB:.0f} MB: {verdict}")
+    print(f"  scan: {scan.result.get('note', '')}")
+
+
+def machine() -> str:
+    def v(pkg: str) -> str:
+        try:
+            return pkg_version(pkg)
+        except Exception:
+            return "absent"
+
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"machine: {os.cpu_count()} CPUs ({cpu}), "
+        f"Linux {platform.release()}; Python {platform.python_version()}; "
+        f"pyarrow {v('pyarrow')}, duckdb {v('duckdb')}, pandas {v('pandas')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=4_000_000, help="rows in the test object")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep cached objects of other sizes in .bench/ (default: remove them)",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated contenders (default all: {','.join(CONTENDERS)})",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="runs per contender; best wall kept")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per contender run")
+    ap.add_argument("--mem-cap-gb", type=float, default=10.0, help="RSS cap per contender")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the --only contenders once under cProfile, print stats, no table",
+    )
+    ap.add_argument(
+        "--child", choices=[*CONTENDERS, "generate", "describe"], help=argparse.SUPPRESS
+    )
+    ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.child:
+        child_main(args.child, args.path, args.rows, args.profile)
+        return 0
+
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(names) - set(CONTENDERS)
+    if unknown:
+        ap.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+
+    print(machine())
+    path = object_path(args.rows)
+    if not path.exists():
+        print(
+            f"generating {args.rows:,} rows (once; cached in {CACHE.relative_to(ROOT)}/) ...",
+            flush=True,
+        )
+        run_task("generate", path, "--rows", str(args.rows))
+    if not args.keep:
+        prune_cache(path)
+    info = json.loads(run_task("describe", path))
+    rows = info["rows"]
+    print(f"object: {path.relative_to(ROOT)}")
+    print(
+        f"  {info['bytes'] / 1e6:.1f} MB ({info['bytes'] / 2**20:.1f} MiB), {rows:,} rows, "
+        f"{info['row_groups']} row groups, {info['columns']} leaf columns, {COMPRESSION}"
+    )
+    warm_page_cache(path)
+
+    if args.profile:
+        for name in names:
+            sys.stdout.write(run_task(name, path, "--profile"))
+        return 0
+
+    print(f"allowlist: {ALLOWLIST_TEXT.strip()} (its sessions are trusted)")
+    outcomes = []
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        outcomes.append(best_of(name, path, args.repeat, args.timeout, args.mem_cap_gb * 1024))
+    print()
+    print_table(outcomes, rows)
+    print()
+    agree = check_agreement(outcomes)
+    print_goals(outcomes)
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

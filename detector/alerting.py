@@ -1,0 +1,54 @@
+"""Delivers one invocation's findings: Security Hub first, then the SNS digest.
+
+Security Hub goes first because re-importing a finding with the same Id only updates it: if SNS
+then fails, the retry re-imports harmlessly and sends the email once. The other order would
+email twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from detector import asff, digest
+from detector.aws.securityhub import SecurityHubPublisher
+from detector.aws.sns import SnsPublisher
+from detector.findings import Finding
+
+
+class Alerts:
+    def __init__(
+        self,
+        sns: SnsPublisher,
+        hub: SecurityHubPublisher | None,
+        *,
+        account_id: str,
+        region: str,
+        partition: str = "aws",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sns = sns
+        self.hub = hub
+        self.account_id = account_id
+        self.region = region
+        self.partition = partition
+        self.clock = clock
+
+    def __call__(self, findings: Sequence[Finding]) -> None:
+        if not findings:
+            return
+        if self.hub is not None:
+            now = self.clock()
+            self.hub.publish(
+                [
+                    asff.to_asff(
+                        f,
+                        account_id=self.account_id,
+                        region=self.region,
+                        partition=self.partition,
+                        now=now,
+                    )
+                    for f in findings
+                ]
+            )
+        self.sns.publish(digest.messages(findings))

@@ -1,0 +1,644 @@
+"""Findings in the AWS Security Finding Format (ASFF), for Security Hub ``BatchImportFindings``.
+
+Pure: no AWS calls. ``to_asff`` builds one finding, ``validate`` checks it against the limits
+Security Hub enforces (moto does not, so tests rely on ``validate``).
+
+Limits, from the Security Hub API model and user guide:
+
+- ``Id``/``GeneratorId`` ≤ 512, ``Title`` ≤ 256, ``Description`` ≤ 1024 characters,
+  ``Remediation.Recommendation.Text`` ≤ 512, ``Resource.Type`` ≤ 256, ``Resource.Region`` ≤ 16.
+- ``Resources``: 1 to 32. ``Types``: at most 50.
+- ``ProductFields``: at most 50 pairs, key ≤ 128 and value ≤ 2048 characters (Security Hub adds
+  its own ``aws/securityhub/*`` keys to the same map, so fewer are used here).
+- ``Resource.Details.Other``: at most 50 pairs, key < 128 and value < 1024 characters.
+- Every string must match ``.*\\S.*``: not empty, not only whitespace, no line breaks.
+- One finding ≤ 240 KB.
+
+Everything taken from event data (user agents, ARNs, repository names) is attacker-influenced:
+it passes through ``_text`` (control characters escaped, length cut in UTF-16 code units, which
+is how the service counts) before it goes anywhere in the finding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from detector.detection import DETECTION
+from detector.findings import Finding
+from detector.output import safe_text
+
+SCHEMA_VERSION = "2018-10-08"
+FINDING_TYPES = ("TTPs/Execution/T1204.003-User Execution: Malicious Image",)
+ECR_SERVICE = "ecr.amazonaws.com"
+
+MAX_ID = 512
+MAX_TITLE = 256
+MAX_DESCRIPTION = 1024
+MAX_REMEDIATION_TEXT = 512
+MAX_RESOURCES = 32
+MAX_TYPES = 50
+MAX_RESOURCE_TYPE = 256
+MAX_RESOURCE_REGION = 16
+MAX_RESOURCE_ID = 512  # no documented limit; IAM and ECR ARNs stay far below
+MAX_PRODUCT_FIELDS = 50
+MAX_PRODUCT_FIELD_KEY = 128
+MAX_PRODUCT_FIELD_VALUE = 2048
+MAX_OTHER_FIELDS = 50
+MAX_OTHER_KEY = 127  # "fewer than 128"
+MAX_OTHER_VALUE = 1023  # "fewer than 1,024"
+MAX_DOMAIN = 128
+MAX_API_NAME = 128
+MAX_FINDING_BYTES = 240 * 1024
+
+# Room left in ProductFields for the keys Security Hub adds itself (aws/securityhub/FindingId,
+# ProductName, CompanyName, ...).
+OWN_PRODUCT_FIELDS = 40
+
+# Fields the customer owns: BatchImportFindings must not carry them.
+CUSTOMER_FIELDS = ("Workflow", "WorkflowState", "Note", "UserDefinedFields", "VerificationState")
+REQUIRED = (
+    "SchemaVersion",
+    "Id",
+    "ProductArn",
+    "GeneratorId",
+    "AwsAccountId",
+    "CreatedAt",
+    "UpdatedAt",
+    "Title",
+    "Description",
+    "Resources",
+    "Severity",
+)
+SEVERITY_LABELS = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+TYPE_NAMESPACES = (
+    "Software and Configuration Checks",
+    "TTPs",
+    "Effects",
+    "Unusual Behaviors",
+    "Sensitive Data Identifications",
+)
+PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-us-iso", "aws-us-iso-b")
+
+_KEY_RE = re.compile(r"[A-Za-z0-9 _./:+=@-]{1,128}")
+_ACCOUNT_RE = re.compile(r"\d{12}")
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,126}[A-Za-z0-9])?")
+# Amazon ECR repository names (2-256 characters).
+_REPOSITORY_RE = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+_PRODUCT_ARN_RE = re.compile(
+    r"arn:[a-z-]+:securityhub:[a-z0-9-]+:(?:\d{12})?:product/[^/\s]+/[^/\s]+"
+)
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def _u16(text: str) -> int:
+    """Length as Security Hub counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` UTF-16 code units; a cut is marked with an ellipsis."""
+    if len(text) <= limit // 2 or _u16(text) <= limit:
+        return text
+    budget = limit - 1
+    units = 0
+    for i, ch in enumerate(text):
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > budget:
+            return text[:i] + "…"
+    return text  # pragma: no cover - unreachable: the text was longer than limit
+
+
+def _text(value: object, limit: int) -> str:
+    """A value from data as one safe, non-blank line of at most ``limit`` characters.
+
+    Control and format characters are shown escaped (``detector.output.safe_text``); an empty or
+    blank value is shown quoted (``""``) so it stays distinguishable from a missing one and
+    matches Security Hub's ``.*\\S.*``.
+    """
+    raw = "-" if value is None else str(value)
+    # Escaping never shortens text: a value cut to limit+1 characters still gets the ellipsis.
+    clean = _clip(safe_text(raw[: limit + 1], sys.maxsize), limit)
+    if not clean.strip():
+        clean = _clip(json.dumps(raw[: limit + 1]), limit)
+    return clean
+
+
+def _timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and ``Z``; a naive datetime is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+# Years 1000-9999, so every timestamp keeps the four-digit ISO 8601 form.
+_MIN_MS = int(datetime(1000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
+
+
+def _ms_timestamp(ms: int | None) -> str | None:
+    """Epoch milliseconds as a timestamp; ``None`` when missing or out of range."""
+    if ms is None or not _MIN_MS <= ms <= _MAX_MS:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=millis * 1000)
+    return _timestamp(moment)
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+def finding_id(finding: Finding) -> str:
+    """Stable per grouping key, so a re-import updates the finding instead of adding one.
+
+    ``json.dumps`` keeps ``None`` (``null``) apart from ``""``.
+    """
+    digest = hashlib.sha256(json.dumps(list(finding.key)).encode("utf-8")).hexdigest()
+    return f"{DETECTION.id}/{digest}"
+
+
+def product_arn(*, account_id: str, region: str, partition: str = "aws") -> str:
+    """The ``default`` product every account has for its own findings."""
+    return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
+
+
+def _parse_arn(arn: str | None) -> tuple[str, str, str, str, str] | None:
+    """``arn:partition:service:region:account:resource`` → its five parts."""
+    if not arn or not arn.startswith("arn:"):
+        return None
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        return None
+    return parts[1], parts[2], parts[3], parts[4], parts[5]
+
+
+def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _domain(value: str | None) -> str | None:
+    if value and _DOMAIN_RE.fullmatch(value):
+        return value
+    return None
+
+
+# --- resources --------------------------------------------------------------------------------
+
+
+def _other(pairs: Iterable[tuple[str, object]]) -> dict[str, str]:
+    """A ``Details.Other`` map: values safe and short, nulls and empty lists left out."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if value is None or (isinstance(value, list | tuple) and not value):
+            continue
+        if isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        out[key] = _text(value, MAX_OTHER_VALUE)
+    return dict(list(out.items())[:MAX_OTHER_FIELDS])
+
+
+def _principal(finding: Finding, partition: str, region: str) -> dict[str, Any]:
+    """The caller as a resource.
+
+    - assumed-role session (``arn:aws:sts::A:assumed-role/R/s``): ``AwsIamRole``, Id the role
+      ARN from the session issuer when there is exactly one, else the session ARN;
+    - IAM user (``arn:aws:iam::A:user/u``): ``AwsIamUser``; IAM role ARN: ``AwsIamRole``;
+    - anything else (root, federated user, an AWS service, no ARN): ``Other``, Id the best name
+      there is (``Finding.who``: caller ARN, session issuer, invoking service, principal id).
+    """
+    user = finding.user
+    issuers = finding.session_issuers.sorted()
+    parsed = _parse_arn(user)
+    kind, ident = "Other", finding.who()
+    if parsed is not None and user is not None:
+        service, name = parsed[1], parsed[4]
+        if service == "sts" and name.startswith("assumed-role/"):
+            roles = [
+                i
+                for i in issuers
+                if (p := _parse_arn(i)) and p[1] == "iam" and p[4].startswith("role/")
+            ]
+            kind, ident = "AwsIamRole", roles[0] if len(roles) == 1 else user
+        elif service == "iam" and name.startswith("user/"):
+            kind, ident = "AwsIamUser", user
+        elif service == "iam" and name.startswith("role/"):
+            kind, ident = "AwsIamRole", user
+    resource: dict[str, Any] = {"Type": kind, "Id": _text(ident, MAX_RESOURCE_ID)}
+    if partition in PARTITIONS:
+        resource["Partition"] = partition
+    resource["Region"] = region
+    other = _other(
+        [
+            ("CallerArn", user),
+            ("AccountId", finding.field("account")),
+            ("PrincipalId", finding.principal_ids.sorted()),
+            ("SessionIssuer", issuers),
+            ("InvokedBy", finding.invoked_by.sorted()),
+        ]
+    )
+    if other:
+        resource["Details"] = {"Other": other}
+    return resource
+
+
+def _repositories(
+    names: Iterable[object], partition: str, region: str, account: str, limit: int
+) -> list[dict[str, Any]]:
+    """One ``AwsEcrRepository`` per valid repository name, at most ``limit``. A name that is
+    not a valid ECR repository name (possible in a failed call) stays out of the ARNs; it is
+    still shown, escaped, in ``Description`` and ``ProductFields``."""
+    valid = [
+        n
+        for n in names
+        if isinstance(n, str) and 2 <= len(n) <= 256 and _REPOSITORY_RE.fullmatch(n)
+    ]
+    out = []
+    for name in valid[:limit]:
+        arn = f"arn:{partition}:ecr:{region}:{account}:repository/{name}"
+        resource: dict[str, Any] = {"Type": "AwsEcrRepository", "Id": arn}
+        if partition in PARTITIONS:
+            resource["Partition"] = partition
+        resource["Region"] = region
+        resource["Details"] = {"AwsEcrRepository": {"Arn": arn, "RepositoryName": name}}
+        out.append(resource)
+    return out
+
+
+# --- product fields ---------------------------------------------------------------------------
+
+
+def _field_value(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        if not value:
+            return None
+        items = [_text(v, MAX_PRODUCT_FIELD_VALUE) for v in value[:200]]
+        return _clip(", ".join(items), MAX_PRODUCT_FIELD_VALUE)
+    return _text(value, MAX_PRODUCT_FIELD_VALUE)
+
+
+def product_fields(record: Mapping[str, Any]) -> dict[str, str]:
+    """The JSON record's fields under the same names, as strings; nulls and empty lists left
+    out (an empty string shows as ``""``)."""
+    out: dict[str, str] = {}
+    for key, value in record.items():
+        if not _KEY_RE.fullmatch(key) or key.startswith("aws/"):
+            continue
+        text = _field_value(value)
+        if text is not None:
+            out[key] = text
+        if len(out) >= OWN_PRODUCT_FIELDS:
+            break
+    return out
+
+
+# --- the finding ------------------------------------------------------------------------------
+
+
+def _listing(label: str, values: list[str], truncated: bool, width: int) -> list[str]:
+    """``Label: a, b, c (+N more).`` for the first five values; nothing when there are none."""
+    if not values:
+        return []
+    shown = ", ".join(_text(v, width) for v in values[:5])
+    more = len(values) - 5
+    if truncated:
+        return [f"{label}: {shown} (+{max(more, 0)} more and others not recorded)."]
+    return [f"{label}: {shown}" + (f" (+{more} more)." if more > 0 else ".")]
+
+
+def _description(
+    finding: Finding,
+    record: Mapping[str, Any],
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    region: str | None,
+) -> str:
+    who = _text(finding.who(), 300)
+    parts = [
+        f"{finding.count} PutImage call(s) ({finding.succeeded} succeeded, {finding.failed} "
+        f"failed) by {who}, which is not on the allowlist of image publishers."
+    ]
+    parts += _listing("Repositories", record["repositories"], finding.repositories.more, 80)
+    parts += _listing("Tags", record["image_tags"], finding.image_tags.more, 60)
+    src_domain = finding.field("src_domain")
+    src_ip = finding.field("src_ip")
+    if ip is not None:
+        source = f"From {ip}"
+    elif src_domain is not None:
+        source = f"From {_text(src_domain, 128)}"
+    elif src_ip is not None:
+        source = f"From {_text(src_ip, 64)}"
+    else:
+        source = "From an unrecorded source"
+    if region:
+        source += f" in {_text(region, 32)}"
+    account = finding.field("account")
+    if account is not None:
+        source += f", account {_text(account, 32)}"
+    parts.append(source + ".")
+    first, last = _ms_timestamp(finding.first_ms), _ms_timestamp(finding.last_ms)
+    if first and last:
+        parts.append(f"First seen {first}, last seen {last}.")
+    user_agent = finding.field("user_agent")
+    if user_agent is not None:
+        parts.append(f"User agent: {_text(user_agent, 200)}")
+    return _clip(" ".join(parts), MAX_DESCRIPTION)
+
+
+def to_asff(
+    finding: Finding,
+    *,
+    account_id: str,
+    region: str,
+    partition: str = "aws",
+    now: datetime,
+) -> dict[str, Any]:
+    """One ASFF finding for ``finding``, from the account and region the detector runs in.
+
+    ``now`` becomes ``CreatedAt``/``UpdatedAt``. The customer-owned fields (``Workflow``,
+    ``Note``, ``UserDefinedFields``, ``VerificationState``) are never set.
+    """
+    record = finding.to_record()
+    event_region = finding.field("region")
+    res_region = event_region if event_region and _REGION_RE.fullmatch(event_region) else region
+    actor_account = finding.field("account")
+    res_account = (
+        actor_account if actor_account and _ACCOUNT_RE.fullmatch(actor_account) else account_id
+    )
+    ip = _ip(finding.field("src_ip"))
+    domain = _domain(finding.field("src_domain"))
+    first, last = _ms_timestamp(finding.first_ms), _ms_timestamp(finding.last_ms)
+    created = _timestamp(now)
+    severity = {"Label": DETECTION.severity.upper(), "Original": str(DETECTION.risk_score)}
+    types = list(FINDING_TYPES)
+
+    resources = [_principal(finding, partition, res_region)]
+    resources += _repositories(
+        record["repositories"], partition, res_region, res_account, MAX_RESOURCES - 1
+    )
+
+    asff: dict[str, Any] = {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": finding_id(finding),
+        "ProductArn": product_arn(account_id=account_id, region=region, partition=partition),
+        "GeneratorId": DETECTION.id,
+        "AwsAccountId": account_id,
+        "Types": types,
+        "CreatedAt": created,
+        "UpdatedAt": created,
+    }
+    if first:
+        asff["FirstObservedAt"] = first
+    if last:
+        asff["LastObservedAt"] = last
+    asff |= {
+        "Severity": dict(severity),
+        "Confidence": DETECTION.confidence,
+        "Criticality": DETECTION.impact,
+        "FindingProviderFields": {
+            "Confidence": DETECTION.confidence,
+            "Criticality": DETECTION.impact,
+            "Severity": dict(severity),
+            "Types": list(types),
+        },
+        "Title": _clip(DETECTION.message(_text(finding.who(), 200)), MAX_TITLE),
+        "Description": _description(finding, record, ip, event_region),
+        "Remediation": {
+            "Recommendation": {
+                "Text": _clip(DETECTION.how_to_respond, MAX_REMEDIATION_TEXT),
+                "Url": DETECTION.references[0],
+            }
+        },
+        "SourceUrl": DETECTION.references[1],
+        "ProductFields": product_fields(record),
+        "Resources": resources,
+    }
+
+    network: dict[str, Any] = {}
+    if isinstance(ip, ipaddress.IPv4Address):
+        network["SourceIpV4"] = str(ip)
+    elif ip is not None:
+        network["SourceIpV6"] = str(ip)
+    if domain is not None:
+        network["SourceDomain"] = domain
+    if network:
+        asff["Network"] = {"Direction": "IN", **network}
+
+    call: dict[str, Any] = {
+        "Api": _text(finding.field("operation") or "PutImage", MAX_API_NAME),
+        "ServiceName": ECR_SERVICE,
+    }
+    if ip is not None:
+        call["CallerType"] = "remoteip"
+        if isinstance(ip, ipaddress.IPv4Address):
+            call["RemoteIpDetails"] = {"IpAddressV4": str(ip)}
+    elif domain is not None:
+        call["CallerType"] = "domain"
+    if domain is not None:
+        call["DomainDetails"] = {"Domain": domain}
+    if first:
+        call["FirstSeen"] = first
+    if last:
+        call["LastSeen"] = last
+    asff["Action"] = {"ActionType": "AWS_API_CALL", "AwsApiCallAction": call}
+    asff["RecordState"] = "ACTIVE"
+    return asff
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def _fail(path: str, problem: str) -> NoReturn:
+    raise ValueError(f"ASFF {path}: {problem}")
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _sub(value: object, *keys: str) -> Mapping[str, Any]:
+    """``value[k1][k2]...`` when each level is an object, else an empty mapping."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _check_text(path: str, value: object, limit: int | None = None) -> None:
+    if not isinstance(value, str):
+        _fail(path, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        _fail(path, "must not be empty or blank")
+    if limit is not None and _u16(value) > limit:
+        _fail(path, f"longer than {limit} characters ({_u16(value)})")
+
+
+def _walk_strings(value: object, path: str) -> None:
+    """Every string anywhere (keys too): not blank, no control characters or line breaks."""
+    if isinstance(value, str):
+        if not value.strip():
+            _fail(path, "must not be empty or blank")
+        if _BAD_CHARS.search(value):
+            _fail(path, "contains control characters, line breaks or lone surrogates")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _walk_strings(key, f"{_join(path, repr(key)[:40])} (key)")
+            _walk_strings(item, _join(path, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _walk_strings(item, f"{path}[{i}]")
+
+
+def _check_map(path: str, value: object, *, pairs: int, key_limit: int, value_limit: int) -> None:
+    if not isinstance(value, Mapping):
+        _fail(path, "must be a map of strings")
+    if len(value) > pairs:
+        _fail(path, f"more than {pairs} pairs ({len(value)})")
+    for key, item in value.items():
+        _check_text(f"{path} key {str(key)[:40]!r}", key, key_limit)
+        _check_text(_join(path, key), item, value_limit)
+
+
+def _check_timestamp(path: str, value: object) -> None:
+    if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
+        _fail(path, f"not an ISO 8601 timestamp: {str(value)[:40]!r}")
+
+
+def _check_score(path: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        _fail(path, "must be an integer from 0 to 100")
+
+
+def _check_severity(path: str, value: object) -> None:
+    if not isinstance(value, Mapping) or value.get("Label") not in SEVERITY_LABELS:
+        _fail(f"{path}.Label", f"must be one of {', '.join(SEVERITY_LABELS)}")
+    if "Original" in value:
+        _check_text(f"{path}.Original", value["Original"], 64)
+
+
+def _check_types(path: str, value: object) -> None:
+    if not isinstance(value, list) or not value:
+        _fail(path, "must be a non-empty list")
+    if len(value) > MAX_TYPES:
+        _fail(path, f"more than {MAX_TYPES} types ({len(value)})")
+    for i, item in enumerate(value):
+        _check_text(f"{path}[{i}]", item)
+        if str(item).split("/", 1)[0] not in TYPE_NAMESPACES:
+            _fail(f"{path}[{i}]", f"namespace must be one of {', '.join(TYPE_NAMESPACES)}")
+
+
+def _check_resources(value: object) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RESOURCES:
+        count = len(value) if isinstance(value, list) else "not a list"
+        _fail("Resources", f"must hold 1 to {MAX_RESOURCES} resources (has {count})")
+    for i, res in enumerate(value):
+        path = f"Resources[{i}]"
+        if not isinstance(res, Mapping):
+            _fail(path, "must be an object")
+        _check_text(f"{path}.Type", res.get("Type"), MAX_RESOURCE_TYPE)
+        _check_text(f"{path}.Id", res.get("Id"), MAX_RESOURCE_ID)
+        if "Region" in res:
+            _check_text(f"{path}.Region", res["Region"], MAX_RESOURCE_REGION)
+        if "Partition" in res and res["Partition"] not in PARTITIONS:
+            _fail(f"{path}.Partition", f"must be one of {', '.join(PARTITIONS)}")
+        if "Other" in _sub(res, "Details"):
+            _check_map(
+                f"{path}.Details.Other",
+                _sub(res, "Details")["Other"],
+                pairs=MAX_OTHER_FIELDS,
+                key_limit=MAX_OTHER_KEY,
+                value_limit=MAX_OTHER_VALUE,
+            )
+
+
+def validate(asff: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first field that breaks a Security Hub limit.
+
+    Our own check, because moto accepts anything and Security Hub reports a broken finding only
+    as a ``FailedFindings`` entry.
+    """
+    for name in REQUIRED:
+        if asff.get(name) in (None, "", [], {}):
+            _fail(name, "required field missing")
+    for name in CUSTOMER_FIELDS:
+        if name in asff:
+            _fail(name, "customer-owned field must not be sent by the finding provider")
+    if asff["SchemaVersion"] != SCHEMA_VERSION:
+        _fail("SchemaVersion", f"must be {SCHEMA_VERSION}")
+    _check_text("Id", asff["Id"], MAX_ID)
+    _check_text("GeneratorId", asff["GeneratorId"], MAX_ID)
+    _check_text("ProductArn", asff["ProductArn"])
+    if not _PRODUCT_ARN_RE.fullmatch(asff["ProductArn"]):
+        _fail("ProductArn", "not a Security Hub product ARN")
+    account = asff["AwsAccountId"]
+    if not isinstance(account, str) or not _ACCOUNT_RE.fullmatch(account):
+        _fail("AwsAccountId", "must be a 12-digit account id")
+    for name in ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt"):
+        if name in asff:
+            _check_timestamp(name, asff[name])
+    _check_text("Title", asff["Title"], MAX_TITLE)
+    _check_text("Description", asff["Description"], MAX_DESCRIPTION)
+    _check_severity("Severity", asff["Severity"])
+    for name in ("Confidence", "Criticality"):
+        if name in asff:
+            _check_score(name, asff[name])
+    if "Types" in asff:
+        _check_types("Types", asff["Types"])
+    fpf = _sub(asff, "FindingProviderFields")
+    for name in ("Confidence", "Criticality"):
+        if name in fpf:
+            _check_score(f"FindingProviderFields.{name}", fpf[name])
+    if "Severity" in fpf:
+        _check_severity("FindingProviderFields.Severity", fpf["Severity"])
+    if "Types" in fpf:
+        _check_types("FindingProviderFields.Types", fpf["Types"])
+    _check_resources(asff["Resources"])
+    if "ProductFields" in asff:
+        _check_map(
+            "ProductFields",
+            asff["ProductFields"],
+            pairs=MAX_PRODUCT_FIELDS,
+            key_limit=MAX_PRODUCT_FIELD_KEY,
+            value_limit=MAX_PRODUCT_FIELD_VALUE,
+        )
+    recommendation = _sub(asff, "Remediation", "Recommendation")
+    if "Text" in recommendation:
+        text = recommendation["Text"]
+        _check_text("Remediation.Recommendation.Text", text, MAX_REMEDIATION_TEXT)
+    network = _sub(asff, "Network")
+    if network.get("Direction", "IN") not in ("IN", "OUT"):
+        _fail("Network.Direction", "must be IN or OUT")
+    if "SourceDomain" in network:
+        _check_text("Network.SourceDomain", network["SourceDomain"], MAX_DOMAIN)
+    call = _sub(asff, "Action", "AwsApiCallAction")
+    for name in ("Api", "ServiceName"):
+        if name in call:
+            _check_text(f"Action.AwsApiCallAction.{name}", call[name], MAX_API_NAME)
+    domain = _sub(call, "DomainDetails").get("Domain")
+    if domain is not None:
+        _check_text("Action.AwsApiCallAction.DomainDetails.Domain", domain, MAX_DOMAIN)
+    for name in ("FirstSeen", "LastSeen"):
+        if name in call:
+            _check_timestamp(f"Action.AwsApiCallAction.{name}", call[name])
+    _walk_strings(asff, "")
+    size = len(json.dumps(asff, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_FINDING_BYTES:
+        _fail("finding", f"{size} bytes, more than {MAX_FINDING_BYTES}")

@@ -1,0 +1,226 @@
+"""Security Hub adapter: import ASFF findings with ``BatchImportFindings``.
+
+- At most 100 findings and 6 MB per call (the service's limits), so a run of any size is split.
+- A finding can fail on its own while the call succeeds (``FailedCount``/``FailedFindings``):
+  those are retried with exponential backoff, and whatever still fails raises ``PublishFailed``.
+  Nothing is dropped silently.
+- A throttled or failed call (``ClientError`` 5xx/throttling, connection errors) is retried the
+  same way; an error that retrying cannot fix (access denied, Security Hub not enabled, invalid
+  input) raises at once.
+- Every finding is checked with ``detector.asff.validate`` first; an invalid one is not sent and
+  is reported in the ``PublishFailed`` message.
+
+Retrying is safe: a re-import of the same ``Id`` updates the finding instead of adding one.
+Decisions look at error codes and HTTP status only, never at message text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from detector.asff import validate
+from detector.errors import PublishFailed
+from detector.output import safe_text
+
+if TYPE_CHECKING:
+    from mypy_boto3_securityhub import SecurityHubClient
+    from mypy_boto3_securityhub.type_defs import AwsSecurityFindingUnionTypeDef
+
+TARGET = "securityhub"
+MAX_BATCH = 100
+# 6 MB per call, less room for the request envelope.
+MAX_BATCH_BYTES = 6 * 1024 * 1024 - 64 * 1024
+BASE_DELAY = 0.5
+MAX_DELAY = 8.0
+
+# Error codes of a whole call that a later attempt can cure.
+RETRYABLE_CALL_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "LimitExceededException",  # Security Hub's throttling error
+        "RequestLimitExceeded",
+        "InternalException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# ``FailedFindings`` error codes that retrying cannot fix: the finding itself is rejected.
+PERMANENT_FINDING_CODES = frozenset(
+    {"InvalidInput", "InvalidInputException", "AccessDeniedException", "InvalidAccessException"}
+)
+# Enough of each failure for an operator to act on, without a huge exception message.
+_MAX_REPORTED = 10
+
+
+class SecurityHubPublisher:
+    def __init__(
+        self,
+        client: SecurityHubClient | None = None,
+        *,
+        max_attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._client = client
+        self.max_attempts = max_attempts
+        self.sleep = sleep
+
+    @property
+    def client(self) -> SecurityHubClient:
+        if self._client is None:
+            self._client = boto3.client("securityhub")
+        return self._client
+
+    def publish(self, asff_findings: Sequence[Mapping[str, Any]]) -> int:
+        """Import every finding; return how many were imported.
+
+        Raises ``PublishFailed`` naming each finding that was not imported (after retries),
+        once every batch has been tried.
+        """
+        failures: list[str] = []
+        valid: list[Mapping[str, Any]] = []
+        for i, finding in enumerate(asff_findings):
+            try:
+                validate(finding)
+            except ValueError as exc:
+                failures.append(f"{_finding_name(finding, i)}: invalid {exc}")
+            else:
+                valid.append(finding)
+        imported = 0
+        for batch in _batches(valid):
+            done, failed = self._import(batch, imported)
+            imported += done
+            failures += failed
+        if failures:
+            raise PublishFailed(TARGET, _summary(failures, imported))
+        return imported
+
+    def _import(self, batch: list[Mapping[str, Any]], before: int) -> tuple[int, list[str]]:
+        """One batch, retrying the findings that failed; (imported, final failures)."""
+        pending = batch
+        done = 0
+        failed: dict[str, str] = {}  # Id -> why it was not imported
+        for attempt in range(1, self.max_attempts + 1):
+            response = self._call(pending, before + done)
+            errors = _errors(response, pending)
+            retry = []
+            for finding in pending:
+                fid = str(finding.get("Id"))
+                error = errors.get(fid)
+                if error is None:
+                    done += 1
+                    continue
+                failed[fid] = _describe_error(fid, error)
+                if str(error.get("ErrorCode")) not in PERMANENT_FINDING_CODES:
+                    retry.append(finding)
+            if not retry or attempt == self.max_attempts:
+                break
+            self.sleep(_delay(attempt))
+            for finding in retry:
+                failed.pop(str(finding.get("Id")), None)
+            pending = retry
+        return done, list(failed.values())
+
+    def _call(self, findings: list[Mapping[str, Any]], before: int) -> Mapping[str, Any]:
+        """``BatchImportFindings``, retrying the call itself when throttled or failing."""
+        payload = cast("list[AwsSecurityFindingUnionTypeDef]", findings)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.client.batch_import_findings(Findings=payload)
+            except ClientError as exc:
+                if not _retryable(exc) or attempt == self.max_attempts:
+                    raise PublishFailed(
+                        TARGET, _call_failed(_error_code(exc), attempt, before, len(findings))
+                    ) from exc
+            except BotoCoreError as exc:
+                if attempt == self.max_attempts:
+                    raise PublishFailed(
+                        TARGET, _call_failed(type(exc).__name__, attempt, before, len(findings))
+                    ) from exc
+            else:
+                return cast("Mapping[str, Any]", response)
+            self.sleep(_delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _errors(
+    response: Mapping[str, Any], pending: Sequence[Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    """Failed findings by Id. A failure counted but not listed marks the whole batch failed
+    (with a retryable code), since which findings failed is then unknown."""
+    errors = {
+        str(e.get("Id")): e for e in response.get("FailedFindings") or [] if isinstance(e, Mapping)
+    }
+    if not errors and int(response.get("FailedCount") or 0) > 0:
+        unknown = {"ErrorCode": "Unknown", "ErrorMessage": "counted in FailedCount, not listed"}
+        errors = {str(f.get("Id")): unknown for f in pending}
+    return errors
+
+
+def _call_failed(code: str, attempts: int, before: int, size: int) -> str:
+    return (
+        f"BatchImportFindings failed ({code}) after {attempts} attempt(s); {size} finding(s) "
+        f"of this batch not imported ({before} imported before)"
+    )
+
+
+def _batches(findings: Sequence[Mapping[str, Any]]) -> Iterator[list[Mapping[str, Any]]]:
+    """Groups of at most ``MAX_BATCH`` findings and ``MAX_BATCH_BYTES`` of JSON."""
+    batch: list[Mapping[str, Any]] = []
+    size = 0
+    for finding in findings:
+        n = len(json.dumps(finding, ensure_ascii=False).encode("utf-8")) + 1
+        if batch and (len(batch) >= MAX_BATCH or size + n > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(finding)
+        size += n
+    if batch:
+        yield batch
+
+
+def _delay(attempt: int) -> float:
+    """Exponential backoff: 0.5 s, 1 s, 2 s, ... capped at ``MAX_DELAY``."""
+    return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempt - 1)))
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+
+
+def _retryable(exc: ClientError) -> bool:
+    if _error_code(exc) in RETRYABLE_CALL_CODES:
+        return True
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _describe_error(fid: str, err: Mapping[str, Any]) -> str:
+    code = safe_text(err.get("ErrorCode") or "Unknown", 64)
+    message = safe_text(err.get("ErrorMessage") or "", 300)
+    return f"{safe_text(fid, 200)}: {code} {message}".rstrip()
+
+
+def _finding_name(finding: Mapping[str, Any], index: int) -> str:
+    fid = finding.get("Id") if isinstance(finding, Mapping) else None
+    return safe_text(fid, 200) if fid else f"finding #{index}"
+
+
+def _summary(failures: list[str], imported: int) -> str:
+    shown = "; ".join(failures[:_MAX_REPORTED])
+    more = len(failures) - _MAX_REPORTED
+    tail = f"; and {more} more" if more > 0 else ""
+    return f"{len(failures)} finding(s) failed: {shown}{tail} ({imported} imported)"

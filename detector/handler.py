@@ -1,0 +1,123 @@
+"""Lambda entry point: ``detector.handler.lambda_handler``.
+
+Thin on purpose: parse the notification, run the pipeline, report, answer. Everything that
+talks to AWS is built once per execution environment (cold start) and reused while warm.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from detector import notifications, pipeline
+from detector.alerting import Alerts
+from detector.aws.s3 import S3Store
+from detector.aws.securityhub import SecurityHubPublisher
+from detector.aws.sns import SnsPublisher
+from detector.aws.ssm import AllowlistStore
+from detector.errors import DetectorError
+from detector.settings import Settings
+
+SERVICE = "ecr-upload-detector"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace="EcrUploadDetector", service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+
+class InvocationFailed(DetectorError):
+    """A direct (non-SQS) invocation failed: raised so Lambda retries it, then its
+    on-failure destination receives it."""
+
+
+@dataclass
+class App:
+    settings: Settings
+    allowlists: AllowlistStore
+    objects: S3Store
+    alerts: Alerts
+
+
+_app: App | None = None
+
+
+def app(context: LambdaContext) -> App:
+    """The clients and settings of this execution environment, built on first use."""
+    global _app
+    if _app is None:
+        settings = Settings.from_env()
+        # arn:aws:lambda:<region>:<account>:function:<name>: no STS call needed for either.
+        arn = context.invoked_function_arn.split(":")
+        partition, region, account = arn[1], os.environ.get("AWS_REGION", arn[3]), arn[4]
+        hub = SecurityHubPublisher() if settings.security_hub_enabled else None
+        _app = App(
+            settings,
+            AllowlistStore(
+                settings.allowlist_parameter, cache_seconds=settings.allowlist_cache_seconds
+            ),
+            S3Store(),
+            Alerts(
+                SnsPublisher(settings.findings_topic_arn),
+                hub,
+                account_id=account,
+                region=region,
+                partition=partition,
+            ),
+        )
+    return _app
+
+
+def reset() -> None:
+    """Forget the cached clients and settings (tests, or a changed environment)."""
+    global _app
+    _app = None
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    a = app(context)
+    try:
+        batch = notifications.parse(event)
+    except notifications.UnknownEvent as exc:
+        logger.error("unknown event", extra={"error": str(exc)})
+        raise
+    outcome = pipeline.process(batch, a.allowlists, a.objects, a.alerts)
+    _report(outcome)
+    if batch.from_sqs:
+        # Partial batch response: only the failed records come back to the queue.
+        return {"batchItemFailures": [{"itemIdentifier": i.id} for i in outcome.failed]}
+    if outcome.failed:
+        raise InvocationFailed("; ".join(outcome.errors))
+    return {"objects": outcome.objects, "findings": len(outcome.findings)}
+
+
+def _report(outcome: pipeline.Outcome) -> None:
+    for skipped in outcome.skipped:
+        logger.info("skipped", extra={"reason": skipped})
+    for error in outcome.errors:
+        logger.error("failed", extra={"error": error})
+    for name, value in (
+        ("ObjectsScanned", outcome.objects),
+        ("RowsScanned", outcome.rows),
+        ("UntrustedPutImage", outcome.untrusted),
+        ("Findings", len(outcome.findings)),
+        ("ItemsFailed", len(outcome.failed)),
+        ("ObjectsSkipped", len(outcome.skipped)),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    logger.info(
+        "invocation done",
+        extra={
+            "objects": outcome.objects,
+            "rows": outcome.rows,
+            "findings": len(outcome.findings),
+            "failed_items": len(outcome.failed),
+            "published": outcome.published,
+        },
+    )

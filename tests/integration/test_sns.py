@@ -1,0 +1,329 @@
+"""Publishing the digest to SNS: delivery to SQS, filter policies (moto), retries (Stubber)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+
+from detector import digest
+from detector.aws.sns import MAX_DELAY_S, SnsPublisher, retryable
+from detector.detection import DETECTION
+from detector.errors import PublishFailed
+from detector.findings import Finding
+
+REGION = "us-east-1"
+ACCOUNT = "111122223333"
+OTHER = "444455556666"
+TOPIC = f"arn:aws:sns:{REGION}:123456789012:ecr-upload-alerts"
+
+
+def finding(i: int, account: str = ACCOUNT, user_agent: str = "aws-cli/2.15.0") -> Finding:
+    f = Finding(
+        key=(
+            "PutImage",
+            f"arn:aws:iam::{account}:user/u{i}",
+            account,
+            user_agent,
+            "203.0.113.7",
+            None,
+            REGION,
+        ),
+        count=i + 1,
+        first_ms=1_714_557_600_000,
+        last_ms=1_714_557_600_000 + i,
+        succeeded=i + 1,
+    )
+    f.repositories.add([f"repo-{i}"])
+    return f
+
+
+FINDINGS = [finding(0), finding(1, OTHER), finding(2)]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield
+
+
+def make_topic() -> tuple[Any, str]:
+    sns = boto3.client("sns", region_name=REGION)
+    return sns, sns.create_topic(Name="ecr-upload-alerts")["TopicArn"]
+
+
+def subscribe_queue(sns: Any, topic: str, name: str, policy: dict[str, Any] | None = None) -> str:
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    attributes = {"RawMessageDelivery": "false"}
+    if policy is not None:
+        attributes["FilterPolicy"] = json.dumps(policy)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+    return str(url)
+
+
+def drain(url: str) -> list[dict[str, Any]]:
+    """Every SNS notification waiting in the queue, parsed."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return out
+        for m in got:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+# --- delivery through moto -------------------------------------------------------------------
+
+
+def test_digest_reaches_an_sqs_subscriber(aws: None) -> None:
+    sns, topic = make_topic()
+    url = subscribe_queue(sns, topic, "all")
+    messages = digest.messages(FINDINGS, context={"request_id": "r-1"})
+    ids = SnsPublisher(topic, client=sns).publish(messages)
+    assert len(ids) == 1 and ids[0]
+
+    [note] = drain(url)
+    assert note["Type"] == "Notification"
+    assert note["TopicArn"] == topic
+    assert note["MessageId"] == ids[0]
+    assert note["Subject"] == digest.subject(FINDINGS)
+    doc = json.loads(note["Message"])  # the "sqs" body, not the envelope
+    assert doc["detection"]["id"] == DETECTION.id
+    assert [r["user"] for r in doc["findings"]] == [f.user for f in FINDINGS]
+    assert doc["findings"][0] == FINDINGS[0].to_record()
+    assert doc["context"] == {"request_id": "r-1"}
+    attrs = note["MessageAttributes"]
+    assert attrs["severity"] == {"Type": "String", "Value": "medium"}
+    assert attrs["detection_id"] == {"Type": "String", "Value": DETECTION.id}
+    assert attrs["finding_count"] == {"Type": "Number", "Value": "3"}
+    assert attrs["account_ids"]["Type"] == "String.Array"
+    assert json.loads(attrs["account_ids"]["Value"]) == [ACCOUNT, OTHER]
+    assert json.loads(attrs["regions"]["Value"]) == [REGION]
+
+
+def test_default_client_is_built_lazily(aws: None) -> None:
+    sns, topic = make_topic()
+    url = subscribe_queue(sns, topic, "lazy")
+    publisher = SnsPublisher(topic)
+    assert publisher.publish(digest.messages(FINDINGS[:1]))
+    assert len(drain(url)) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "delivered"),
+    [
+        ({"severity": ["medium"]}, True),
+        ({"severity": ["high", "critical"]}, False),
+        ({"finding_count": [{"numeric": [">=", 2]}]}, True),
+        ({"finding_count": [{"numeric": [">=", 10]}]}, False),
+        ({"account_ids": [OTHER]}, True),
+        ({"account_ids": ["999999999999"]}, False),
+        ({"detection_id": [DETECTION.id], "regions": [REGION]}, True),
+    ],
+)
+def test_filter_policies_on_our_attributes(
+    aws: None, policy: dict[str, Any], delivered: bool
+) -> None:
+    sns, topic = make_topic()
+    url = subscribe_queue(sns, topic, "filtered", policy)
+    SnsPublisher(topic, client=sns).publish(digest.messages(FINDINGS))
+    assert len(drain(url)) == (1 if delivered else 0)
+
+
+def test_a_split_digest_arrives_whole(aws: None) -> None:
+    sns, topic = make_topic()
+    url = subscribe_queue(sns, topic, "parts")
+    findings = [finding(i, user_agent="Mozilla/5.0 " + "x" * 5000) for i in range(150)]
+    messages = digest.messages(findings)
+    assert len(messages) > 1
+    ids = SnsPublisher(topic, client=sns).publish(messages)
+    assert len(set(ids)) == len(messages)
+    notes = drain(url)
+    assert len(notes) == len(messages)
+    users = []
+    for note in sorted(notes, key=lambda n: int(json.loads(n["Message"])["digest"]["part"])):
+        users += [r["user"] for r in json.loads(note["Message"])["findings"]]
+    assert users == [f.user for f in findings]
+
+
+# --- retries (Stubber) -----------------------------------------------------------------------
+
+
+class FakeSleep:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def stubbed(max_attempts: int = 4) -> tuple[SnsPublisher, Stubber, FakeSleep]:
+    client = boto3.client(
+        "sns", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    sleep = FakeSleep()
+    return (
+        SnsPublisher(TOPIC, client, max_attempts=max_attempts, sleep=sleep),
+        Stubber(client),
+        sleep,
+    )
+
+
+def expected(message: digest.Message) -> dict[str, Any]:
+    return {
+        "TopicArn": TOPIC,
+        "Subject": message.subject,
+        "Message": message.message,
+        "MessageStructure": "json",
+        "MessageAttributes": message.attributes,
+    }
+
+
+def test_throttling_is_retried_once_then_succeeds() -> None:
+    publisher, stub, sleep = stubbed()
+    [message] = digest.messages(FINDINGS)
+    stub.add_client_error("publish", "Throttling", "Rate exceeded", 400, expected(message))
+    stub.add_response("publish", {"MessageId": "m-1"}, expected(message))
+    with stub:
+        assert publisher.publish([message]) == ["m-1"]
+    stub.assert_no_pending_responses()
+    assert len(sleep.calls) == 1 and 0 < sleep.calls[0] <= MAX_DELAY_S
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("Throttled", 429),
+        ("ThrottlingException", 400),
+        ("ThrottledException", 400),
+        ("KMSThrottling", 400),
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+        ("SomethingNew", 502),  # unknown code, server-side status
+    ],
+)
+def test_transient_errors_are_retried(code: str, status: int) -> None:
+    publisher, stub, sleep = stubbed()
+    [message] = digest.messages(FINDINGS)
+    stub.add_client_error("publish", code, "try again", status)
+    stub.add_response("publish", {"MessageId": "m-2"}, expected(message))
+    with stub:
+        assert publisher.publish([message]) == ["m-2"]
+    assert len(sleep.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("AuthorizationError", 403),
+        ("NotFound", 404),
+        ("InvalidParameter", 400),
+        ("KMSDisabled", 400),
+    ],
+)
+def test_permanent_errors_fail_at_once(code: str, status: int) -> None:
+    publisher, stub, sleep = stubbed()
+    # The message text says "throttled": only the code counts.
+    stub.add_client_error("publish", code, "Request throttled, rate exceeded", status)
+    with stub, pytest.raises(PublishFailed) as caught:
+        publisher.publish(digest.messages(FINDINGS))
+    assert sleep.calls == []
+    assert caught.value.target == "sns"
+    assert code in caught.value.reason and "not retryable" in caught.value.reason
+    assert isinstance(caught.value.__cause__, ClientError)
+
+
+def test_a_persistent_server_error_fails_after_max_attempts() -> None:
+    publisher, stub, sleep = stubbed(max_attempts=4)
+    for _ in range(4):
+        stub.add_client_error("publish", "InternalError", "boom", 500)
+    with stub, pytest.raises(PublishFailed) as caught:
+        publisher.publish(digest.messages(FINDINGS))
+    stub.assert_no_pending_responses()
+    assert len(sleep.calls) == 3
+    assert sleep.calls == sorted(sleep.calls)  # backoff grows (jitter stays within a step)
+    assert all(0 < s <= MAX_DELAY_S for s in sleep.calls)
+    assert "after 4 attempt(s)" in caught.value.reason
+    assert isinstance(caught.value.__cause__, ClientError)
+
+
+def test_failure_on_a_later_part_says_how_many_were_published() -> None:
+    publisher, stub, _ = stubbed(max_attempts=1)
+    findings = [finding(i, user_agent="x" * 5000) for i in range(150)]
+    messages = digest.messages(findings)
+    assert len(messages) >= 2
+    stub.add_response("publish", {"MessageId": "m-1"}, expected(messages[0]))
+    stub.add_client_error("publish", "Throttling", "slow down", 400, expected(messages[1]))
+    with stub, pytest.raises(PublishFailed) as caught:
+        publisher.publish(messages)
+    assert f"message 2/{len(messages)}" in caught.value.reason
+    assert "1 message(s) published before it" in caught.value.reason
+
+
+def test_retryable_judges_codes_and_status_not_text() -> None:
+    def error(code: str, status: int, text: str = "") -> ClientError:
+        response: Any = {
+            "Error": {"Code": code, "Message": text},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        return ClientError(response, "Publish")
+
+    assert retryable(error("Throttling", 400))
+    assert retryable(error("Anything", 500))
+    assert not retryable(error("AuthorizationError", 403, "Throttling, rate exceeded"))
+    assert not retryable(ValueError("Throttling"))
+    assert retryable(EndpointConnectionError(endpoint_url="https://sns.example"))
+    assert retryable(ReadTimeoutError(endpoint_url="https://sns.example"))
+    assert not retryable(ParamValidationError(report="bad"))
+
+
+def test_max_attempts_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        SnsPublisher(TOPIC, max_attempts=0)
+
+
+def test_stubbed_publish_sends_json_structure_and_attributes() -> None:
+    publisher, stub, _ = stubbed()
+    [message] = digest.messages(FINDINGS)
+    stub.add_response(
+        "publish",
+        {"MessageId": "m-9"},
+        {
+            "TopicArn": TOPIC,
+            "Subject": ANY,
+            "Message": ANY,
+            "MessageStructure": "json",
+            "MessageAttributes": {
+                "severity": {"DataType": "String", "StringValue": "medium"},
+                "detection_id": {"DataType": "String", "StringValue": DETECTION.id},
+                "finding_count": {"DataType": "Number", "StringValue": "3"},
+                "account_ids": {
+                    "DataType": "String.Array",
+                    "StringValue": json.dumps([ACCOUNT, OTHER]),
+                },
+                "regions": {"DataType": "String.Array", "StringValue": json.dumps([REGION])},
+            },
+        },
+    )
+    with stub:
+        assert publisher.publish([message]) == ["m-9"]
