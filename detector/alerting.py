@@ -25,6 +25,7 @@ class Alerts:
         account_id: str,
         region: str,
         partition: str = "aws",
+        context: dict[str, str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sns = sns
@@ -32,6 +33,8 @@ class Alerts:
         self.account_id = account_id
         self.region = region
         self.partition = partition
+        # Shown in the email's "Run" section (e.g. which allowlist parameter to edit).
+        self.context = context or {}
         self.clock = clock
 
     def __call__(self, findings: Sequence[Finding]) -> None:
@@ -51,4 +54,4 @@ class Alerts:
                     for f in findings
                 ]
             )
-        self.sns.publish(digest.messages(findings))
+        self.sns.publish(digest.messages(findings, context=self.context))

@@ -66,6 +66,11 @@ def app(context: LambdaContext) -> App:
                 account_id=account,
                 region=region,
                 partition=partition,
+                context={
+                    "allowlist_parameter": settings.allowlist_parameter,
+                    "function": context.function_name,
+                    "region": region,
+                },
             ),
         )
     return _app
