@@ -1,0 +1,134 @@
+"""template.yaml: it translates, lints clean, and grants only what the function needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from check_template import translate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict[str, Any]:
+    return translate(ROOT / "template.yaml")
+
+
+def statements(cfn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function role's statements, with conditional ones unwrapped."""
+    out = []
+    for policy in cfn["Resources"]["DetectorFunctionRole"]["Properties"]["Policies"]:
+        for st in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in st:
+                st = st["Fn::If"][1]
+            out.append(st)
+    return out
+
+
+def test_cfn_lint_is_clean():
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_function_is_what_users_rely_on(cfn: dict[str, Any]):
+    fn = cfn["Resources"]["DetectorFunction"]["Properties"]
+    assert fn["Handler"] == "detector.handler.lambda_handler"
+    assert fn["Runtime"] == "python3.14"
+    params = cfn["Parameters"]
+    assert params["Architecture"]["Default"] == "arm64"
+    env = fn["Environment"]["Variables"]
+    assert {
+        "ALLOWLIST_PARAMETER",
+        "FINDINGS_TOPIC_ARN",
+        "SECURITY_HUB_ENABLED",
+        "ALLOWLIST_CACHE_SECONDS",
+    } <= set(env)
+    assert fn["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+
+
+def test_no_wildcard_actions_and_no_star_resources(cfn: dict[str, Any]):
+    for st in statements(cfn):
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        assert all(a != "*" and not a.endswith(":*") for a in actions), st
+        assert st["Resource"] != "*", st
+
+
+def test_s3_read_is_limited_to_the_cloudtrail_prefix(cfn: dict[str, Any]):
+    (s3,) = [st for st in statements(cfn) if st["Action"] == "s3:GetObject"]
+    assert s3["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:s3:::${SecurityLakeBucketName}/${SecurityLakePrefix}*"
+    }
+    assert cfn["Parameters"]["SecurityLakePrefix"]["Default"] == "aws/CLOUD_TRAIL_MGMT/"
+
+
+def test_each_grant_names_its_one_resource(cfn: dict[str, Any]):
+    by_sid = {st.get("Sid"): st for st in statements(cfn)}
+    assert by_sid["ReadTheAllowlist"]["Action"] == "ssm:GetParameter"
+    assert by_sid["PublishFindings"]["Resource"] == {"Ref": "FindingsTopic"}
+    assert by_sid["ImportSecurityHubFindings"]["Resource"]["Fn::Sub"].endswith(
+        ":product/${AWS::AccountId}/default"
+    )
+    assert by_sid["DecryptASecureStringAllowlist"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert set(by_sid["PollTheSubscriberQueue"]["Action"]) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    }
+
+
+def test_triggers_are_chosen_by_parameter(cfn: dict[str, Any]):
+    res = cfn["Resources"]
+    esm = res["SubscriberQueueMapping"]
+    assert esm["Condition"] == "UseQueue"
+    assert esm["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    rule = res["ObjectCreatedRule"]
+    assert rule["Condition"] == "UseEventBridge"
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["object"]["key"] == [{"prefix": {"Ref": "SecurityLakePrefix"}}]
+    assert rule["Properties"]["Targets"][0]["DeadLetterConfig"]
+
+
+def test_allowlist_changes_alert_the_topic(cfn: dict[str, Any]):
+    rule = cfn["Resources"]["AllowlistChangeRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["name"] == [{"Ref": "AllowlistParameter"}]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "FindingsTopic"}
+
+
+def test_alarms_notify_the_topic(cfn: dict[str, Any]):
+    alarms = {k: v for k, v in cfn["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    metrics = {a["Properties"]["MetricName"] for a in alarms.values()}
+    assert {
+        "Errors",
+        "Throttles",
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "ItemsFailed",
+    } <= metrics
+    assert all(
+        a["Properties"]["AlarmActions"] == [{"Ref": "FindingsTopic"}] for a in alarms.values()
+    )
+
+
+def test_topic_is_encrypted_and_outputs_exist(cfn: dict[str, Any]):
+    assert cfn["Resources"]["FindingsTopic"]["Properties"]["KmsMasterKeyId"] == {
+        "Ref": "FindingsKey"
+    }
+    assert {
+        "FindingsTopicArn",
+        "FunctionName",
+        "AllowlistParameterName",
+        "DeadLetterQueueUrl",
+    } <= set(cfn["Outputs"])
