@@ -4,12 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test check lint typecheck unit demo bench clean
+CHECKOV := $(VENV)/checkov/bin/checkov
+ARCH ?= arm64
+PYTHON_VERSION ?=
+
+.PHONY: help venv test check lint typecheck template unit demo bench package clean
 
 help:
 	@echo "make demo   - generate a Security Lake sample (both OCSF versions) and scan it"
 	@echo "make test   - ruff, mypy and pytest in $(VENV) (created if missing)"
 	@echo "make bench  - scan vs DuckDB / pyarrow / pandas on a 4M-row object"
+	@echo "make package - dist/lambda.zip for ARCH=arm64|x86_64 (PYTHON_VERSION defaults to the template's)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0])'
@@ -27,10 +32,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# checkov pins old versions of shared libraries (packaging), so it lives in its own venv.
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet checkov
+
+template: $(STAMP) $(CHECKOV)
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/python scripts/check_template.py
+	$(CHECKOV) -f template.yaml --framework cloudformation --skip-download --quiet --compact
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-check: lint typecheck unit
+check: lint typecheck template unit
 
 test: check
 
