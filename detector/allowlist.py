@@ -79,7 +79,7 @@ class Allowlist:
                 raise AllowlistInvalid(source, "a JSON allowlist must be an array of strings")
             return cls.of((x.strip() for x in data if x.strip()), source)
         entries: list[str] = []
-        for lineno, raw in enumerate(text.splitlines(), 1):
+        for lineno, raw in enumerate(text.split("\n"), 1):
             line = raw.split("#", 1)[0]
             for item in line.split(","):
                 item = item.strip()

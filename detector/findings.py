@@ -8,7 +8,6 @@ objects the events came from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,17 +47,6 @@ def ctime(ms: int | None) -> str | None:
     except (ValueError, OverflowError, OSError):
         # A time outside what a calendar date can hold is bad data, not a reason to crash.
         return None
-
-
-def _unescape(value: str) -> str:
-    """Values cut out of request JSON text may hold JSON escapes (``\\u00e9``)."""
-    if "\\" not in value:
-        return value
-    try:
-        decoded = json.loads(f'"{value}"')
-    except ValueError:
-        return value
-    return decoded if isinstance(decoded, str) else value
 
 
 @dataclass
@@ -153,8 +141,8 @@ class Finding:
             "risk_score": DETECTION.risk_score,
             "succeeded": self.succeeded,
             "failed": self.failed,
-            "repositories": [_unescape(v) for v in self.repositories.sorted()],
-            "image_tags": [_unescape(v) for v in self.image_tags.sorted()],
+            "repositories": self.repositories.sorted(),
+            "image_tags": self.image_tags.sorted(),
             "session_issuers": self.session_issuers.sorted(),
             "principal_ids": self.principal_ids.sorted(),
             "invoked_by": self.invoked_by.sorted(),

@@ -101,7 +101,10 @@ class ObjectReader:
             self._pf = pq.ParquetFile(
                 f, read_dictionary=[schema.OPERATION_PATH], buffer_size=1 << 20
             )
-        except (pa.ArrowException, OSError) as exc:
+        except KeyError:
+            # read_dictionary names a column the file does not have.
+            raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)") from None
+        except (pa.ArrowException, OSError, ValueError) as exc:
             raise BadObject(name, f"corrupt Parquet footer: {_one_line(exc)}") from exc
         arrow_schema = self._pf.schema_arrow
         layout = schema.detect(arrow_schema, key if key is not None else name)
@@ -125,7 +128,7 @@ class ObjectReader:
             yield from self._scan()
         except BadObject:
             raise
-        except (pa.ArrowException, OSError, ValueError) as exc:
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
             raise BadObject(self.name, f"corrupt Parquet data: {_one_line(exc)}") from exc
 
     def _scan(self) -> Iterator[pa.RecordBatch]:
@@ -241,7 +244,9 @@ class ObjectReader:
                         f"column for {field.name} has type {arr.type}, expected {field.type}",
                     ) from exc
             arrays.append(arr)
-        return pa.RecordBatch.from_arrays(arrays, schema=schema.NORMAL)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema.NORMAL)
+        batch.validate(full=True)  # e.g. invalid UTF-8, which Parquet reading does not check
+        return batch
 
 
 def _one_line(exc: BaseException) -> str:

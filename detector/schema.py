@@ -14,6 +14,7 @@ position); optional columns missing from an object read as nulls.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -181,4 +182,23 @@ def request_fields(request: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Arra
     if not (pa.types.is_string(request.type) or pa.types.is_large_string(request.type)):
         n = len(request)
         return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-    return _json_field(request, _REPO_RX), _json_field(request, _TAG_RX)
+    return _unescape(_json_field(request, _REPO_RX)), _unescape(_json_field(request, _TAG_RX))
+
+
+def _unescape(arr: pa.Array) -> pa.Array:
+    """Decode JSON escapes (``\\u00e9``) in values cut out of request JSON text (v2 only)."""
+    # Repository names and tags almost never hold an escape: stay vectorised unless one does.
+    if not pc.any(pc.match_substring(arr, "\\")).as_py():
+        return arr
+
+    def one(v: str | None) -> str | None:
+        if v is None or "\\" not in v:
+            return v
+        try:
+            decoded = json.loads(f'"{v}"')
+            decoded.encode("utf-8")  # a lone surrogate ("\\ud800") cannot go into Arrow
+        except (ValueError, AttributeError):
+            return v
+        return decoded if isinstance(decoded, str) else v
+
+    return pa.array([one(v) for v in arr.to_pylist()], pa.string())

@@ -30,7 +30,9 @@ def parquet_bytes(
     return buf.getvalue()
 
 
-def table_bytes(table: pa.Table, compression: str = "gzip", row_group_size: int | None = None) -> bytes:
+def table_bytes(
+    table: pa.Table, compression: str = "gzip", row_group_size: int | None = None
+) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=compression, row_group_size=row_group_size)
     return buf.getvalue()

@@ -250,7 +250,8 @@ def test_every_printable_punctuation_is_literal_in_a_glob():
 
 def _values(rng: random.Random, n: int) -> list[str | None]:
     pool = [
-        ROLE, SESSION, DEV, "arn:aws:iam::111122223333:user/dev", "arn:aws:iam::111122223333:user/dev12",
+        ROLE, SESSION, DEV, "arn:aws:iam::111122223333:user/dev",
+        "arn:aws:iam::111122223333:user/dev12",
         "codebuild.amazonaws.com", "ecs.amazonaws.com", "", "\n", ROLE + "\n", "a.b", "aXb", "a+b",
         "café", "😀", "\u202eevil", "\x00", "x\x1b[31my", None,
     ]

@@ -379,10 +379,10 @@ def test_astral_characters_counted_as_two() -> None:
 
 
 def test_lone_surrogate_from_request_json_is_escaped() -> None:
-    # findings._unescape turns the JSON text "\\ud800" of a request parameter into a lone
-    # surrogate, which cannot even be encoded as UTF-8.
+    # A JSON escape of a lone surrogate ("\\ud800") in request JSON stays as its escaped text
+    # (schema._unescape), since it cannot be encoded as UTF-8; ASFF keeps it readable.
     f = make(repositories=["\\ud800evil"])
-    assert f.to_record()["repositories"] == ["\ud800evil"]
+    assert f.to_record()["repositories"] == ["\\ud800evil"]
     out = convert(f)
     assert out["ProductFields"]["repositories"] == "\\ud800evil"
     json.dumps(out, ensure_ascii=False).encode("utf-8")
