@@ -5,10 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHECKOV := $(VENV)/checkov/bin/checkov
-ARCH ?= arm64
 PYTHON_VERSION ?=
 
-.PHONY: help venv test check lint typecheck template unit demo bench package clean
+.PHONY: help venv test check lint typecheck template unit demo bench package build-DetectorFunction clean
 
 help:
 	@echo "make demo   - generate a Security Lake sample (both OCSF versions) and scan it"
@@ -55,5 +54,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
+# Lambda package for the function's platform, built with pip --platform (no docker).
+# Defaults: ARCH=arm64 (or template.yaml's Architectures), PYTHON_VERSION from template.yaml's
+# Runtime. E.g. `make package ARCH=x86_64`. Needs only python3 >= 3.11 with pip.
+package:
+	$(PYTHON) scripts/package.py $(if $(ARCH),--arch $(ARCH)) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION))
+
+# `sam build` runs this for `Metadata: BuildMethod: makefile`, with ARTIFACTS_DIR set.
+build-DetectorFunction:
+	$(PYTHON) scripts/package.py --artifacts-dir "$(ARTIFACTS_DIR)" $(if $(ARCH),--arch $(ARCH)) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION))
+
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

@@ -3,11 +3,12 @@
 Cost model, cheapest first, each step only for what the previous one kept:
 1. row-group statistics of ``api.operation`` (footer only, no data read);
 2. the ``api.operation`` column alone, dictionary-encoded, compared on dictionary indices;
-3. the "light" columns (who, from where) for row groups holding a PutImage, in bounded
-   batches, filtered to PutImage rows and then by the allowlist;
-4. the "heavy" columns (request JSON with the image manifest, ids) only for row groups where an
-   untrusted PutImage remains.
-Memory stays bounded by one batch of the needed columns, whatever the object size.
+3. the three "trust" columns (caller ARN, session issuer, calling service) for row groups
+   holding a PutImage, in bounded batches, filtered to PutImage rows, then by the allowlist;
+4. the "detail" columns (grouping keys, times, request JSON with the image manifest, ids) only
+   for row groups where an untrusted PutImage remains, and only those rows kept.
+Low-cardinality string columns are read dictionary-encoded, so no string is copied before rows
+are filtered. Memory stays bounded by one batch of the needed columns, whatever the object size.
 """
 
 from __future__ import annotations
@@ -98,30 +99,38 @@ class ObjectReader:
         self.stats = ReadStats()
         _check_magic(f, name)
         try:
-            self._pf = pq.ParquetFile(
-                f, read_dictionary=[schema.OPERATION_PATH], buffer_size=1 << 20
-            )
-        except KeyError:
-            # read_dictionary names a column the file does not have.
-            raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)") from None
+            meta = pq.read_metadata(f)
+            arrow_schema = meta.schema.to_arrow_schema()
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise BadObject(name, f"corrupt Parquet footer: {_one_line(exc)}") from exc
-        arrow_schema = self._pf.schema_arrow
         layout = schema.detect(arrow_schema, key if key is not None else name)
         if layout is None:
             raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)")
         self.layout = layout
-        self._light = schema.present(layout, arrow_schema, list(layout.light))
-        self._heavy = schema.present(layout, arrow_schema, list(layout.heavy))
-        missing = [c for c in schema.REQUIRED if c not in self._light]
+        self._trust = schema.present(layout, arrow_schema, list(layout.trust))
+        self._detail = schema.present(layout, arrow_schema, list(layout.detail))
+        missing = [c for c in schema.REQUIRED if c not in self._detail and c != "operation"]
         if missing:
-            paths = ", ".join(layout.light[c] for c in missing)
+            paths = ", ".join(layout.columns[c] for c in missing)
             raise BadObject(name, f"not a CloudTrail OCSF table (no {paths} column)")
         types = schema.leaf_paths(arrow_schema)
-        if not pa.types.is_integer(types[layout.light["time_ms"]]):
-            raise BadObject(name, f"column time is {types['time']}, expected epoch milliseconds")
-        self.stats.row_groups = self._pf.metadata.num_row_groups
-        self.stats.rows = self._pf.metadata.num_rows
+        time_path = layout.columns["time_ms"]
+        if not pa.types.is_integer(types[time_path]):
+            raise BadObject(name, f"column {time_path} is {types[time_path]}, expected epoch ms")
+        as_dictionary = [schema.OPERATION_PATH] + [
+            path
+            for name_, path in (self._trust | self._detail).items()
+            if name_ not in layout.unique
+            and (pa.types.is_string(types[path]) or pa.types.is_large_string(types[path]))
+        ]
+        try:
+            self._pf = pq.ParquetFile(
+                f, metadata=meta, read_dictionary=as_dictionary, buffer_size=1 << 20
+            )
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+            raise BadObject(name, f"corrupt Parquet footer: {_one_line(exc)}") from exc
+        self.stats.row_groups = meta.num_row_groups
+        self.stats.rows = meta.num_rows
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -150,20 +159,31 @@ class ObjectReader:
             yield from self._scan_row_group(i, op_mask)
 
     def _scan_row_group(self, i: int, op_mask: pa.Array) -> Iterator[pa.RecordBatch]:
-        light_paths = [p for k, p in self._light.items() if k != "operation"]
-        kept_light: list[pa.RecordBatch] = []
+        """Untrusted PutImage rows of row group ``i``: trust columns first, details after."""
+        trust_cols: list[pa.RecordBatch] = []
         kept_rows: list[int] = []  # row numbers within the row group, ascending
+        if not self._trust:
+            # No identity columns at all: nothing can be trusted, every PutImage is reported.
+            kept_rows = pc.indices_nonzero(op_mask).to_pylist()
         offset = 0
-        for batch in self._pf.iter_batches(
-            batch_size=BATCH_ROWS, row_groups=[i], columns=light_paths, use_threads=False
-        ):
+        batches = (
+            self._pf.iter_batches(
+                batch_size=BATCH_ROWS,
+                row_groups=[i],
+                columns=list(self._trust.values()),
+                use_threads=False,
+            )
+            if self._trust
+            else iter(())
+        )
+        for batch in batches:
             start, n = offset, batch.num_rows
             offset += n
             mask = op_mask.slice(start, n)
             if not pc.any(mask).as_py():
                 continue
             rows = batch.filter(mask)
-            cols = {k: schema.column(rows, p) for k, p in self._light.items() if k != "operation"}
+            cols = {k: schema.column(rows, p) for k, p in self._trust.items()}
             trusted = self.allowlist.mask(
                 *(
                     cols.get(k, pa.nulls(rows.num_rows, pa.string()))
@@ -178,27 +198,27 @@ class ObjectReader:
             kept_rows.extend(
                 pc.add(pc.filter(pc.indices_nonzero(mask), untrusted), start).to_pylist()
             )
-            kept_light.append(
+            trust_cols.append(
                 pa.RecordBatch.from_pydict({k: v.filter(untrusted) for k, v in cols.items()})
             )
         if kept_rows:
-            yield from self._with_heavy(i, kept_rows, pa.Table.from_batches(kept_light))
+            trust = pa.Table.from_batches(trust_cols) if trust_cols else None
+            yield from self._with_detail(i, kept_rows, trust)
 
-    def _with_heavy(
-        self, i: int, kept_rows: list[int], light: pa.Table
+    def _with_detail(
+        self, i: int, kept_rows: list[int], trust: pa.Table | None
     ) -> Iterator[pa.RecordBatch]:
-        """Add the heavy columns for exactly the kept rows, reading them batch by batch.
+        """Add the detail columns for exactly the kept rows, reading them batch by batch.
 
         Rows are matched by their number within the row group, so this does not depend on the
         reader cutting batches at the same places in both passes.
         """
-        heavy_paths = list(self._heavy.values())
-        if not heavy_paths:
-            yield self._normalise(light.combine_chunks().to_batches()[0], {}, light.num_rows)
-            return
         offset = done = 0
         for batch in self._pf.iter_batches(
-            batch_size=BATCH_ROWS, row_groups=[i], columns=heavy_paths, use_threads=False
+            batch_size=BATCH_ROWS,
+            row_groups=[i],
+            columns=list(self._detail.values()),
+            use_threads=False,
         ):
             start, end = offset, offset + batch.num_rows
             offset = end
@@ -206,30 +226,33 @@ class ObjectReader:
             if lo == hi:
                 continue
             rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
-            heavy = {k: schema.column(rows, p) for k, p in self._heavy.items()}
-            part = light.slice(lo, hi - lo).combine_chunks().to_batches()[0]
+            detail = {k: schema.column(rows, p) for k, p in self._detail.items()}
+            part = (
+                {
+                    name: trust.column(name).slice(lo, hi - lo).combine_chunks()
+                    for name in trust.column_names
+                }
+                if trust is not None
+                else {}
+            )
             done += hi - lo
-            yield self._normalise(part, heavy, hi - lo)
+            yield self._normalise(part | detail, hi - lo)
         if done != len(kept_rows):
             raise BadObject(
                 self.name,
                 f"row group {i}: {len(kept_rows) - done} matching rows vanished on re-read",
             )
 
-    def _normalise(
-        self, light: pa.RecordBatch, heavy: dict[str, pa.Array], n: int
-    ) -> pa.RecordBatch:
-        cols: dict[str, pa.Array] = {name: light.column(name) for name in light.schema.names}
+    def _normalise(self, cols: dict[str, pa.Array], n: int) -> pa.RecordBatch:
+        cols = dict(cols)
         cols["operation"] = (
             pa.repeat(pa.scalar(TARGET_OPERATION), n)
             if n >= 1024
             else pa.array([TARGET_OPERATION] * n, pa.string())
         )
-        cols.update({k: v for k, v in heavy.items() if k != "request"})
-        if "request" in heavy:
-            cols["repository"], cols["image_tag"] = schema.request_fields(
-                heavy["request"], self.layout
-            )
+        request = cols.pop("request", None)
+        if request is not None:
+            cols["repository"], cols["image_tag"] = schema.request_fields(request, self.layout)
         arrays = []
         for field in schema.NORMAL:
             arr = cols.get(field.name)

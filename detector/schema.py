@@ -60,44 +60,56 @@ class Layout:
     """Where each internal column lives in one schema version."""
 
     version: SchemaVersion
-    # Needed to decide whether a row is trusted and how to group it: read for every row group
-    # that holds a PutImage.
-    light: dict[str, str]
-    # Needed only to describe a finding (big request JSON, ids): read only when a row group
-    # still holds an untrusted PutImage after the allowlist.
-    heavy: dict[str, str]
+    # Decide whether a PutImage row is trusted: read for every row group holding a PutImage.
+    trust: dict[str, str]
+    # Describe an untrusted row (grouping keys, times, request JSON, ids): read only for row
+    # groups where an untrusted PutImage remains. In an account where CI pushes, most never are.
+    detail: dict[str, str]
+    # Values unique per row: reading them dictionary-encoded would cost more than it saves.
+    unique: frozenset[str] = frozenset({"event_uid", "request"})
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return {"operation": OPERATION_PATH} | self.trust | self.detail
 
 
-_COMMON_LIGHT = {
-    "operation": OPERATION_PATH,
+_COMMON_DETAIL = {
     "time_ms": "time",
-    "session_issuer": "actor.session.issuer",
-    "invoked_by": "actor.invoked_by",
     "user_agent": "http_request.user_agent",
     "src_ip": "src_endpoint.ip",
     "src_domain": "src_endpoint.domain",
     "region": "cloud.region",
+    "status": "status",
+    "event_uid": "metadata.uid",
 }
 
 V1 = Layout(
     SchemaVersion.V1,
-    light=_COMMON_LIGHT
-    | {
+    trust={
         "user": "actor.user.uuid",
+        "session_issuer": "actor.session.issuer",
+        "invoked_by": "actor.invoked_by",
+    },
+    detail=_COMMON_DETAIL
+    | {
         "principal_id": "actor.user.uid",
         "account": "actor.user.account_uid",
+        "request": "unmapped",
     },
-    heavy={"status": "status", "event_uid": "metadata.uid", "request": "unmapped"},
 )
 V2 = Layout(
     SchemaVersion.V2,
-    light=_COMMON_LIGHT
-    | {
+    trust={
         "user": "actor.user.uid",
+        "session_issuer": "actor.session.issuer",
+        "invoked_by": "actor.invoked_by",
+    },
+    detail=_COMMON_DETAIL
+    | {
         "principal_id": "actor.user.uid_alt",
         "account": "actor.user.account.uid",
+        "request": "api.request.data",
     },
-    heavy={"status": "status", "event_uid": "metadata.uid", "request": "api.request.data"},
 )
 
 REQUIRED = ("operation", "time_ms")
@@ -141,7 +153,7 @@ def detect(schema: pa.Schema, key: str | None = None) -> Layout | None:
 def present(layout: Layout, schema: pa.Schema, which: Sequence[str]) -> dict[str, str]:
     """The subset of a layout's columns ``which`` that exist in ``schema``."""
     paths = leaf_paths(schema)
-    cols = layout.light | layout.heavy
+    cols = layout.columns
     return {name: cols[name] for name in which if cols[name] in paths}
 
 
