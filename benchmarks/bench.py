@@ -89,7 +89,7 @@ def object_path(rows: int) -> Path:
     """The cached object for ``rows``; every generation parameter is in the name."""
     frac = f"{PUT_IMAGE_FRACTION:g}".replace(".", "p")
     return CACHE / (
-        f"v2-{rows}rows-put{frac}-{COMPRESSION}-rg{CHUNK_ROWS}-c{PIECE_ROWS}-s{BASE_SEED}.parquet"
+        f"v2r2-{rows}rows-put{frac}-{COMPRESSION}-rg{CHUNK_ROWS}-c{PIECE_ROWS}-s{BASE_SEED}.parquet"
     )
 
 
@@ -101,7 +101,6 @@ def generate(path: Path, rows: int) -> None:
     array at 1Mi rows.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from tests.lake import nest, synthetic_columns
@@ -116,13 +115,8 @@ def generate(path: Path, rows: int) -> None:
             for start in range(group_start, min(group_start + CHUNK_ROWS, rows), PIECE_ROWS):
                 n = min(PIECE_ROWS, rows - start)
                 cols = synthetic_columns(
-                    n, PUT_IMAGE_FRACTION, seed=BASE_SEED + start // PIECE_ROWS
+                    n, PUT_IMAGE_FRACTION, seed=BASE_SEED + start // PIECE_ROWS, uid_start=start
                 )
-                # synthetic_columns numbers events from 0 in every call: keep ids unique.
-                uid = pc.binary_join_element_wise(
-                    "e", pc.cast(pa.array(range(start, start + n), pa.int64()), pa.string()), ""
-                )
-                cols["event_uid"] = cols["request_uid"] = uid
                 pieces.append(nest(cols, 2))
                 del cols
             table = pa.concat_tables(pieces)

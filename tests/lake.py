@@ -373,7 +373,7 @@ def write_object(
 
 
 def synthetic_columns(
-    n: int, put_image_fraction: float = 0.005, seed: int = 7
+    n: int, put_image_fraction: float = 0.005, seed: int = 7, uid_start: int = 0
 ) -> dict[str, pa.Array]:
     """``n`` events of a busy account, built column-wise (fast enough for millions of rows).
 
@@ -432,14 +432,35 @@ def synthetic_columns(
         json.dumps({"bucketName": f"bucket-{i}", "key": f"logs/{i:08d}/part-{i}.json.gz"})
         for i in range(50)
     ]
-    request_json = pc.if_else(is_put, pick(requests), pick(other_requests))
+    # One take over both pools (taking full PutImage requests for every row and then choosing
+    # would overflow a string array at ~1M rows).
+    put_i = pc.floor(
+        pc.multiply(pc.random(n, initializer=rng.getrandbits(32)), len(requests))
+    ).cast(pa.int32())
+    other_i = pc.add(
+        pc.floor(
+            pc.multiply(pc.random(n, initializer=rng.getrandbits(32)), len(other_requests))
+        ).cast(pa.int32()),
+        len(requests),
+    )
+    pooled = pc.take(pa.array(requests + other_requests, S), pc.if_else(is_put, put_i, other_i))
+    # Real request parameters are mostly unique per call (object keys, tokens, digests): a
+    # per-row token keeps the column from compressing unrealistically well.
+    uid = pc.binary_join_element_wise(
+        "e", pc.cast(pa.array(range(uid_start, uid_start + n), pa.int64()), S), ""
+    )
+    token = pc.binary_join_element_wise(
+        uid, "-", pc.cast(pc.random(n, initializer=rng.getrandbits(32)), S), ""
+    )
+    request_json = pc.binary_join_element_wise(
+        '{"clientToken":"', token, '",', pc.utf8_slice_codeunits(pooled, 1), ""
+    )
     time_ms = pc.add(
         pc.floor(pc.multiply(pc.random(n, initializer=rng.getrandbits(32)), 3_600_000)).cast(
             pa.int64()
         ),
         T0_MS,
     )
-    uid = pc.binary_join_element_wise("e", pc.cast(pa.array(range(n), pa.int64()), S), "")
     return {
         "time_ms": time_ms,
         "operation": operation,
@@ -466,7 +487,7 @@ def synthetic_columns(
         "src_ip": pick([f"198.51.100.{i}" for i in range(32)] + ["2001:db8::1"]),
         "region": pick(["us-east-1", "us-east-1", "eu-west-1"]),
         "status": pick(["Success"] * 19 + ["Failure"]),
-        "event_uid": uid,
+        "event_uid": token,
         "request_uid": uid,
         "request_json": request_json,
         "response_json": pick([json.dumps({"requestId": f"r{i}"}) for i in range(16)]),
