@@ -89,7 +89,7 @@ def object_path(rows: int) -> Path:
     """The cached object for ``rows``; every generation parameter is in the name."""
     frac = f"{PUT_IMAGE_FRACTION:g}".replace(".", "p")
     return CACHE / (
-        f"v2r2-{rows}rows-put{frac}-{COMPRESSION}-rg{CHUNK_ROWS}-c{PIECE_ROWS}-s{BASE_SEED}.parquet"
+        f"v2r3-{rows}rows-put{frac}-{COMPRESSION}-rg{CHUNK_ROWS}-c{PIECE_ROWS}-s{BASE_SEED}.parquet"
     )
 
 

@@ -7,13 +7,13 @@ email twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from detector import asff, digest
 from detector.aws.securityhub import SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
-from detector.findings import Finding
+from detector.findings import Finding, GroupKey
 
 
 class Alerts:
@@ -38,20 +38,37 @@ class Alerts:
         self.clock = clock
 
     def __call__(self, findings: Sequence[Finding]) -> None:
-        if not findings:
+        self.security_hub(findings)
+        self.notify(findings)
+
+    def security_hub(
+        self, findings: Sequence[Finding], created_at: Mapping[GroupKey, int] | None = None
+    ) -> None:
+        """Import (or update) one ASFF finding per finding; no-op when Security Hub is off.
+
+        ``created_at`` (epoch seconds per key) keeps ``CreatedAt`` stable for known keys.
+        """
+        if self.hub is None or not findings:
             return
-        if self.hub is not None:
-            now = self.clock()
-            self.hub.publish(
-                [
-                    asff.to_asff(
-                        f,
-                        account_id=self.account_id,
-                        region=self.region,
-                        partition=self.partition,
-                        now=now,
-                    )
-                    for f in findings
-                ]
-            )
-        self.sns.publish(digest.messages(findings, context=self.context))
+        now = self.clock()
+        created = created_at or {}
+        self.hub.publish(
+            [
+                asff.to_asff(
+                    f,
+                    account_id=self.account_id,
+                    region=self.region,
+                    partition=self.partition,
+                    now=now,
+                    created_at=(
+                        datetime.fromtimestamp(created[f.key], tz=UTC) if f.key in created else None
+                    ),
+                )
+                for f in findings
+            ]
+        )
+
+    def notify(self, findings: Sequence[Finding]) -> None:
+        """The SNS digest (split only if it would exceed SNS's size limit)."""
+        if findings:
+            self.sns.publish(digest.messages(findings, context=self.context))

@@ -371,11 +371,13 @@ def to_asff(
     region: str,
     partition: str = "aws",
     now: datetime,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One ASFF finding for ``finding``, from the account and region the detector runs in.
 
-    ``now`` becomes ``CreatedAt``/``UpdatedAt``. The customer-owned fields (``Workflow``,
-    ``Note``, ``UserDefinedFields``, ``VerificationState``) are never set.
+    ``now`` becomes ``UpdatedAt`` and, unless ``created_at`` is given (the key was seen before:
+    keep ``CreatedAt`` stable across re-imports), ``CreatedAt``. The customer-owned fields
+    (``Workflow``, ``Note``, ``UserDefinedFields``, ``VerificationState``) are never set.
     """
     record = finding.to_record()
     event_region = finding.field("region")
@@ -403,7 +405,7 @@ def to_asff(
         "GeneratorId": DETECTION.id,
         "AwsAccountId": account_id,
         "Types": types,
-        "CreatedAt": created,
+        "CreatedAt": _timestamp(created_at) if created_at is not None else created,
         "UpdatedAt": created,
     }
     if first:

@@ -103,8 +103,8 @@ class Finding:
         self.count += other.count
         self.succeeded += other.succeeded
         self.failed += other.failed
-        self.first_ms = _min(self.first_ms, other.first_ms)
-        self.last_ms = _max(self.last_ms, other.last_ms)
+        self.first_ms = min_opt(self.first_ms, other.first_ms)
+        self.last_ms = max_opt(self.last_ms, other.last_ms)
         for name in (
             "repositories",
             "image_tags",
@@ -162,11 +162,11 @@ class Finding:
         return rec
 
 
-def _min(a: int | None, b: int | None) -> int | None:
+def min_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _max(a: int | None, b: int | None) -> int | None:
+def max_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 

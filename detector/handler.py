@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from detector import notifications, pipeline
 from detector.alerting import Alerts
+from detector.aws.dynamodb import StateTable
 from detector.aws.s3 import S3Store
 from detector.aws.securityhub import SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
@@ -40,6 +41,7 @@ class App:
     allowlists: AllowlistStore
     objects: S3Store
     alerts: Alerts
+    state: StateTable | None
 
 
 _app: App | None = None
@@ -72,6 +74,7 @@ def app(context: LambdaContext) -> App:
                     "region": region,
                 },
             ),
+            StateTable(settings.state_table) if settings.state_table else None,
         )
     return _app
 
@@ -92,7 +95,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     except notifications.UnknownEvent as exc:
         logger.error("unknown event", extra={"error": str(exc)})
         raise
-    outcome = pipeline.process(batch, a.allowlists, a.objects, a.alerts)
+    outcome = pipeline.process(
+        batch,
+        a.allowlists,
+        a.objects,
+        a.alerts,
+        state=a.state,
+        window_seconds=a.settings.dedup_window_minutes * 60,
+        time_left_ms=context.get_remaining_time_in_millis,
+    )
     _report(outcome)
     if batch.from_sqs:
         # Partial batch response: only the failed records come back to the queue.
@@ -105,6 +116,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def _report(outcome: pipeline.Outcome) -> None:
     for skipped in outcome.skipped:
         logger.info("skipped", extra={"reason": skipped})
+    for uri in outcome.duplicates:
+        logger.info("already processed, skipped", extra={"object": uri})
+    for missing in outcome.missing:
+        logger.warning("object gone before it was read, not retried", extra={"error": missing})
     for error in outcome.errors:
         logger.error("failed", extra={"error": error})
     for name, value in (
@@ -114,6 +129,10 @@ def _report(outcome: pipeline.Outcome) -> None:
         ("Findings", len(outcome.findings)),
         ("ItemsFailed", len(outcome.failed)),
         ("ObjectsSkipped", len(outcome.skipped)),
+        ("ObjectsDuplicate", len(outcome.duplicates)),
+        ("ObjectsMissing", len(outcome.missing)),
+        ("Alerted", outcome.alerted),
+        ("AlertsSuppressed", outcome.suppressed),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info(
@@ -124,5 +143,7 @@ def _report(outcome: pipeline.Outcome) -> None:
             "findings": len(outcome.findings),
             "failed_items": len(outcome.failed),
             "published": outcome.published,
+            "alerted": outcome.alerted,
+            "suppressed_by_dedup_window": outcome.suppressed,
         },
     )

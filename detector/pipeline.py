@@ -4,14 +4,22 @@ All objects of an invocation are aggregated together, like one run of the Splunk
 item (an SQS record, or the whole direct event) succeeds only when every object in it was read
 and the findings it contributed were delivered; otherwise it is reported as failed so Lambda
 retries it and, in the end, dead-letters it. Nothing is dropped silently.
+
+With a state table (``STATE_TABLE``) the alerting is exactly-once:
+- an object already delivered is skipped when announced again (no double count, no alert);
+- each object's events are added to a key's cumulative totals exactly once, so Security Hub
+  shows the total count and first/last time over every object seen;
+- SNS alerts on the first occurrence of a key, and again only after the dedup window; an alert
+  that could not be sent is not marked as sent, so it comes on retry rather than never.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Literal, Protocol
 
 from detector.allowlist import Allowlist
 from detector.engine import ObjectResult, Run, scan_object
@@ -19,12 +27,17 @@ from detector.errors import (
     AllowlistInvalid,
     AllowlistUnavailable,
     BadObject,
+    DetectorError,
     ObjectUnreadable,
     PublishFailed,
 )
-from detector.findings import Finding
+from detector.findings import Finding, GroupKey
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
+
+# Time kept back for publishing when the function nears its timeout: items not started by then
+# fail (and are retried) rather than half-finishing.
+RESERVE_MS = 30_000
 
 
 class AllowlistSource(Protocol):
@@ -35,7 +48,37 @@ class ObjectSource(Protocol):
     def open(self, ref: ObjectRef) -> IO[bytes]: ...
 
 
-Alert = Callable[[Sequence[Finding]], None]
+class AlertSink(Protocol):
+    def security_hub(
+        self, findings: Sequence[Finding], created_at: Mapping[GroupKey, int] | None = None
+    ) -> None: ...
+
+    def notify(self, findings: Sequence[Finding]) -> None: ...
+
+
+class Totals(Protocol):
+    @property
+    def count(self) -> int: ...
+    @property
+    def first_ms(self) -> int | None: ...
+    @property
+    def last_ms(self) -> int | None: ...
+    @property
+    def created_at(self) -> int: ...
+
+
+class StateStore(Protocol):
+    def claim_object(self, ref: ObjectRef) -> Literal["new", "done", "busy"]: ...
+    def complete_objects(self, refs: Sequence[ObjectRef]) -> None: ...
+    def release_objects(self, refs: Sequence[ObjectRef]) -> None: ...
+    def add(self, key_id: str, ref: ObjectRef, part: Finding) -> Totals: ...
+    def claim_alert(self, key_id: str, window_seconds: int) -> bool: ...
+    def confirm_alert(self, key_id: str) -> None: ...
+    def release_alert(self, key_id: str) -> None: ...
+
+
+class Busy(DetectorError):
+    """Another invocation holds the object right now; this one retries it later."""
 
 
 @dataclass
@@ -43,23 +86,64 @@ class Outcome:
     failed: list[Item] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    alerted: int = 0
+    suppressed: int = 0
     objects: int = 0
     rows: int = 0
     untrusted: int = 0
     published: bool = False
 
 
-def _scan_item(item: Item, objects: ObjectSource, allowlist: Allowlist) -> list[ObjectResult]:
-    results = []
-    for ref in item.refs:
-        with closing(objects.open(ref)) as stream:
-            results.append(scan_object(stream, ref.uri, allowlist, key=ref.key))
-    return results
+@dataclass
+class _Done:
+    item: Item
+    claims: list[ObjectRef]
+    results: list[tuple[ObjectRef, ObjectResult]]
+
+
+def _scan_item(
+    item: Item, objects: ObjectSource, allowlist: Allowlist, state: StateStore | None, out: Outcome
+) -> _Done:
+    done = _Done(item, [], [])
+    try:
+        for ref in item.refs:
+            if state is not None:
+                claim = state.claim_object(ref)
+                if claim == "done":
+                    out.duplicates.append(ref.uri)
+                    continue
+                if claim == "busy":
+                    raise Busy(f"{ref.uri}: being processed by another invocation")
+                done.claims.append(ref)
+            try:
+                with closing(objects.open(ref)) as stream:
+                    result = scan_object(stream, ref.uri, allowlist, key=ref.key)
+            except ObjectUnreadable as exc:
+                if exc.code != "NoSuchKey":
+                    raise
+                # Removed before it was read (e.g. lifecycle): retrying cannot bring it back.
+                out.missing.append(str(exc))
+                continue
+            done.results.append((ref, result))
+    except DetectorError:
+        if state is not None:
+            state.release_objects(done.claims)
+        raise
+    return done
 
 
 def process(
-    batch: Batch, allowlists: AllowlistSource, objects: ObjectSource, alert: Alert
+    batch: Batch,
+    allowlists: AllowlistSource,
+    objects: ObjectSource,
+    alerts: AlertSink,
+    *,
+    state: StateStore | None = None,
+    window_seconds: int = 3600,
+    time_left_ms: Callable[[], int] | None = None,
 ) -> Outcome:
     """Scan every announced object, aggregate, alert; report which items failed and why."""
     out = Outcome()
@@ -73,31 +157,85 @@ def process(
         out.errors.append(str(exc))
         return out
     run = Run(allowlist)
-    done: list[Item] = []
+    done: list[_Done] = []
     for item in batch.items:
         if item.error is not None:
             out.failed.append(item)
             out.errors.append(item.error)
             continue
+        if time_left_ms is not None and item.refs and time_left_ms() < RESERVE_MS:
+            out.failed.append(item)
+            out.errors.append(f"{item.refs[0].uri}: not started, the function is about to time out")
+            continue
         try:
-            results = _scan_item(item, objects, allowlist)
-        except (BadObject, ObjectUnreadable) as exc:
+            d = _scan_item(item, objects, allowlist, state, out)
+        except (BadObject, ObjectUnreadable, Busy, DetectorError) as exc:
             out.failed.append(item)
             out.errors.append(str(exc))
             continue
-        for result in results:
+        for _, result in d.results:
             run.add(result)
-        done.append(item)
+        done.append(d)
     out.objects, out.rows = run.objects, run.rows
     out.untrusted = run.matched - run.trusted
     out.findings = run.findings()
-    if out.findings:
-        try:
-            alert(out.findings)
+    claims = [ref for d in done for ref in d.claims]
+    try:
+        if out.findings:
+            if state is None:
+                alerts.security_hub(out.findings)
+                alerts.notify(out.findings)
+                out.alerted = len(out.findings)
+            else:
+                _deliver_once(out, done, alerts, state, window_seconds)
             out.published = True
-        except PublishFailed as exc:
-            # Nothing was (fully) delivered: every item read in this run is retried, so the
-            # alert comes later rather than never.
-            out.failed.extend(done)
-            out.errors.append(str(exc))
+        if state is not None:
+            state.complete_objects(claims)
+    except DetectorError as exc:
+        # Not (fully) delivered: every item read in this run is retried, so the alert comes
+        # later rather than never. Counts already added are not added again on retry.
+        out.failed.extend(d.item for d in done)
+        out.errors.append(str(exc))
+        if state is not None:
+            state.release_objects(claims)
     return out
+
+
+def key_id(finding: Finding) -> str:
+    from detector.asff import finding_id  # the same identity as the Security Hub finding
+
+    return finding_id(finding).rsplit("/", 1)[1]
+
+
+def _deliver_once(
+    out: Outcome, done: list[_Done], alerts: AlertSink, state: StateStore, window_seconds: int
+) -> None:
+    totals: dict[GroupKey, Totals] = {}
+    for d in done:
+        for ref, result in d.results:
+            for part in result.aggregate.groups.values():
+                totals[part.key] = state.add(key_id(part), ref, part)
+    cumulative = [
+        dataclasses.replace(f, count=t.count, first_ms=t.first_ms, last_ms=t.last_ms)
+        if (t := totals.get(f.key)) is not None
+        else f
+        for f in out.findings
+    ]
+    alerts.security_hub(cumulative, {k: t.created_at for k, t in totals.items()})
+    due = [
+        f for f in cumulative if window_seconds <= 0 or state.claim_alert(key_id(f), window_seconds)
+    ]
+    out.suppressed = len(cumulative) - len(due)
+    if not due:
+        return
+    try:
+        alerts.notify(due)
+    except PublishFailed:
+        for f in due:
+            if window_seconds > 0:
+                state.release_alert(key_id(f))
+        raise
+    for f in due:
+        if window_seconds > 0:
+            state.confirm_alert(key_id(f))
+    out.alerted = len(due)

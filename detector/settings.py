@@ -12,6 +12,8 @@ ALLOWLIST_PARAMETER = "ALLOWLIST_PARAMETER"
 ALLOWLIST_CACHE_SECONDS = "ALLOWLIST_CACHE_SECONDS"
 FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
 SECURITY_HUB_ENABLED = "SECURITY_HUB_ENABLED"
+STATE_TABLE = "STATE_TABLE"
+DEDUP_WINDOW_MINUTES = "DEDUP_WINDOW_MINUTES"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -30,6 +32,9 @@ class Settings:
     findings_topic_arn: str
     security_hub_enabled: bool = True
     allowlist_cache_seconds: int = 300
+    # Optional: without a state table the detector alerts on every delivery, as before.
+    state_table: str | None = None
+    dedup_window_minutes: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,13 +46,18 @@ class Settings:
         hub_raw = env.get(SECURITY_HUB_ENABLED, "true").strip().lower()
         if hub_raw not in _TRUE | _FALSE:
             raise ConfigError(f"{SECURITY_HUB_ENABLED} must be true or false, got {hub_raw[:20]!r}")
-        cache_raw = env.get(ALLOWLIST_CACHE_SECONDS, "300").strip()
-        try:
-            cache = int(cache_raw)
-        except ValueError:
-            cache = -1
-        if cache < 0:
-            raise ConfigError(
-                f"{ALLOWLIST_CACHE_SECONDS} must be whole seconds >= 0, got {cache_raw!r}"
-            )
-        return cls(parameter, topic, hub_raw in _TRUE, cache)
+        cache = _whole(env, ALLOWLIST_CACHE_SECONDS, 300)
+        window = _whole(env, DEDUP_WINDOW_MINUTES, 60)
+        table = env.get(STATE_TABLE, "").strip() or None
+        return cls(parameter, topic, hub_raw in _TRUE, cache, table, window)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {raw[:20]!r}")
+    return value

@@ -160,12 +160,14 @@ def test_corrupt_object_fails_only_its_record(aws: Aws):
     assert digest["findings"][0]["count"] == 1  # the good object's finding is still published
 
 
-def test_missing_object_fails_its_record(aws: Aws):
+def test_missing_object_is_logged_not_retried_forever(aws: Aws, capsys):
     aws.s3.delete_object(Bucket=BUCKET, Key=K2)
     result = invoke(load("sqs-security-lake-subscriber.json"))
-    assert result == {
-        "batchItemFailures": [{"itemIdentifier": "0c5b9e6a-6e1f-4f4a-9b5d-000000000001"}]
-    }
+    assert result == {"batchItemFailures": []}
+    (digest,) = aws.digests()
+    assert digest["findings"][0]["count"] == 1  # the object still there is reported
+    metrics = capsys.readouterr().out  # powertools Metrics prints EMF to stdout
+    assert '"ObjectsMissing":[1.0]' in metrics
 
 
 def test_missing_allowlist_parameter_fails_every_record(aws: Aws):
