@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from detector.detection import DETECTION
-from detector.findings import Finding
+from detector.findings import Finding, GroupKey
 from detector.output import safe_text
 
 SCHEMA_VERSION = "2018-10-08"
@@ -160,13 +160,14 @@ def _ms_timestamp(ms: int | None) -> str | None:
 # --- identity ---------------------------------------------------------------------------------
 
 
-def finding_id(finding: Finding) -> str:
-    """Stable per grouping key, so a re-import updates the finding instead of adding one.
+def key_digest(key: GroupKey) -> str:
+    """Stable per grouping key; ``json.dumps`` keeps ``None`` (``null``) apart from ``""``."""
+    return hashlib.sha256(json.dumps(list(key)).encode("utf-8")).hexdigest()
 
-    ``json.dumps`` keeps ``None`` (``null``) apart from ``""``.
-    """
-    digest = hashlib.sha256(json.dumps(list(finding.key)).encode("utf-8")).hexdigest()
-    return f"{DETECTION.id}/{digest}"
+
+def finding_id(finding: Finding) -> str:
+    """Stable per grouping key, so a re-import updates the finding instead of adding one."""
+    return f"{DETECTION.id}/{key_digest(finding.key)}"
 
 
 def product_arn(*, account_id: str, region: str, partition: str = "aws") -> str:

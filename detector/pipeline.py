@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Literal, Protocol
 
 from detector.allowlist import Allowlist
+from detector.asff import key_digest
 from detector.engine import ObjectResult, Run, scan_object
 from detector.errors import (
     AllowlistInvalid,
@@ -65,6 +66,8 @@ class Totals(Protocol):
     def last_ms(self) -> int | None: ...
     @property
     def created_at(self) -> int: ...
+    @property
+    def version(self) -> int: ...
 
 
 class StateStore(Protocol):
@@ -72,6 +75,7 @@ class StateStore(Protocol):
     def complete_objects(self, refs: Sequence[ObjectRef]) -> None: ...
     def release_objects(self, refs: Sequence[ObjectRef]) -> None: ...
     def add(self, key_id: str, ref: ObjectRef, part: Finding) -> Totals: ...
+    def totals(self, key_id: str) -> Totals: ...
     def claim_alert(self, key_id: str, window_seconds: int) -> bool: ...
     def confirm_alert(self, key_id: str) -> None: ...
     def release_alert(self, key_id: str) -> None: ...
@@ -201,10 +205,47 @@ def process(
     return out
 
 
-def key_id(finding: Finding) -> str:
-    from detector.asff import finding_id  # the same identity as the Security Hub finding
+def key_id(key: GroupKey) -> str:
+    """The state table's name for a grouping key: the same digest as the ASFF finding Id."""
+    return key_digest(key)
 
-    return finding_id(finding).rsplit("/", 1)[1]
+
+def _with_totals(findings: Sequence[Finding], totals: Mapping[GroupKey, Totals]) -> list[Finding]:
+    """Findings with the key's cumulative count and first/last time instead of this run's."""
+    return [
+        dataclasses.replace(f, count=t.count, first_ms=t.first_ms, last_ms=t.last_ms)
+        if (t := totals.get(f.key)) is not None
+        else f
+        for f in findings
+    ]
+
+
+def _settle_security_hub(
+    findings: Sequence[Finding],
+    totals: dict[GroupKey, Totals],
+    alerts: AlertSink,
+    state: StateStore,
+    rounds: int = 5,
+) -> None:
+    """Re-import keys whose totals moved on while we imported.
+
+    Concurrent invocations may import in any order, and Security Hub keeps the last import. So
+    after importing, each invocation checks that the totals it sent are still the newest and
+    re-imports the newest otherwise: whichever import lands last carries the latest totals.
+    """
+    for _ in range(rounds):
+        stale = {}
+        for key, sent in totals.items():
+            now = state.totals(key_id(key))
+            if now.version != sent.version:
+                stale[key] = now
+        if not stale:
+            return
+        totals.update(stale)
+        changed = [f for f in findings if f.key in stale]
+        alerts.security_hub(
+            _with_totals(changed, stale), {k: t.created_at for k, t in stale.items()}
+        )
 
 
 def _deliver_once(
@@ -214,16 +255,16 @@ def _deliver_once(
     for d in done:
         for ref, result in d.results:
             for part in result.aggregate.groups.values():
-                totals[part.key] = state.add(key_id(part), ref, part)
-    cumulative = [
-        dataclasses.replace(f, count=t.count, first_ms=t.first_ms, last_ms=t.last_ms)
-        if (t := totals.get(f.key)) is not None
-        else f
-        for f in out.findings
-    ]
-    alerts.security_hub(cumulative, {k: t.created_at for k, t in totals.items()})
+                totals[part.key] = state.add(key_id(part.key), ref, part)
+    alerts.security_hub(
+        _with_totals(out.findings, totals), {k: t.created_at for k, t in totals.items()}
+    )
+    _settle_security_hub(out.findings, totals, alerts, state)
+    cumulative = _with_totals(out.findings, totals)
     due = [
-        f for f in cumulative if window_seconds <= 0 or state.claim_alert(key_id(f), window_seconds)
+        f
+        for f in cumulative
+        if window_seconds <= 0 or state.claim_alert(key_id(f.key), window_seconds)
     ]
     out.suppressed = len(cumulative) - len(due)
     if not due:
@@ -233,9 +274,9 @@ def _deliver_once(
     except PublishFailed:
         for f in due:
             if window_seconds > 0:
-                state.release_alert(key_id(f))
+                state.release_alert(key_id(f.key))
         raise
     for f in due:
         if window_seconds > 0:
-            state.confirm_alert(key_id(f))
+            state.confirm_alert(key_id(f.key))
     out.alerted = len(due)

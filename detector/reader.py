@@ -157,6 +157,9 @@ class ObjectReader:
                 continue
             self.stats.matched += hits
             yield from self._scan_row_group(i, op_mask)
+            # Hand freed buffers back to the OS between row groups: the allocator otherwise
+            # keeps them, and peak memory grows with the object instead of one row group.
+            pa.default_memory_pool().release_unused()
 
     def _scan_row_group(self, i: int, op_mask: pa.Array) -> Iterator[pa.RecordBatch]:
         """Untrusted PutImage rows of row group ``i``: trust columns first, details after."""

@@ -56,6 +56,7 @@ class Totals:
     first_ms: int | None
     last_ms: int | None
     created_at: int  # epoch seconds the key was first seen, for a stable ASFF CreatedAt
+    version: int = 0  # grows with every change: tells a stale copy from the current one
 
 
 def object_id(ref: ObjectRef) -> str:
@@ -179,6 +180,7 @@ class StateTable:
                 first_ms=min_opt(totals.first_ms, part.first_ms),
                 last_ms=max_opt(totals.last_ms, part.last_ms),
                 created_at=totals.created_at,
+                version=(version or 0) + 1,
             )
             values: dict[str, Any] = {
                 ":count": _n(new.count),
@@ -235,6 +237,10 @@ class StateTable:
                 ) from exc
             return new
         raise StateUnavailable(f"DynamoDB table {self.table}: {pk} kept changing under us")
+
+    def totals(self, key_id: str) -> Totals:
+        """The key's current totals (consistent read)."""
+        return _totals(self._get(f"key#{key_id}"), int(self.clock()))
 
     # --- the dedup window -----------------------------------------------------------------
     def claim_alert(self, key_id: str, window_seconds: int) -> bool:
@@ -298,6 +304,7 @@ def _totals(item: dict[str, Any], now: int) -> Totals:
         first_ms=_opt_int(item, "first_ms"),
         last_ms=_opt_int(item, "last_ms"),
         created_at=_opt_int(item, "created_at") or now,
+        version=_opt_int(item, "version") or 0,
     )
 
 
