@@ -8,6 +8,7 @@ objects the events came from.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +75,17 @@ class Sample:
         return sorted(self.values)
 
 
+_SAMPLE_FIELDS = (
+    "repositories",
+    "image_tags",
+    "session_issuers",
+    "principal_ids",
+    "invoked_by",
+    "event_ids",
+    "objects",
+)
+
+
 @dataclass
 class Finding:
     """One group of untrusted PutImage calls."""
@@ -99,21 +111,25 @@ class Finding:
     def user(self) -> str | None:
         return self.field("user")
 
+    def copy(self) -> Finding:
+        """An independent copy (samples included), cheaper than ``copy.deepcopy``."""
+        return dataclasses.replace(
+            self,
+            **{
+                name: dataclasses.replace(
+                    getattr(self, name), values=dict(getattr(self, name).values)
+                )
+                for name in _SAMPLE_FIELDS
+            },
+        )
+
     def merge(self, other: Finding) -> None:
         self.count += other.count
         self.succeeded += other.succeeded
         self.failed += other.failed
         self.first_ms = min_opt(self.first_ms, other.first_ms)
         self.last_ms = max_opt(self.last_ms, other.last_ms)
-        for name in (
-            "repositories",
-            "image_tags",
-            "session_issuers",
-            "principal_ids",
-            "invoked_by",
-            "event_ids",
-            "objects",
-        ):
+        for name in _SAMPLE_FIELDS:
             getattr(self, name).merge(getattr(other, name))
 
     def who(self) -> str:
@@ -238,8 +254,10 @@ class Aggregate:
             mine.merge(part)
 
     def merge(self, other: Aggregate) -> None:
+        # Copies: the other aggregate stays as it was (a per-object result is still needed to
+        # count that object's contribution exactly once).
         for part in other.groups.values():
-            self._merge_one(part)
+            self._merge_one(part.copy())
 
     def findings(self) -> list[Finding]:
         """Findings, most recent activity first; ties broken by key for a stable order."""

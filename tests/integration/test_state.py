@@ -235,3 +235,38 @@ def test_object_about_to_time_out_fails_rather_than_half_publishing(world: World
     assert [i.id for i in out.failed] == ["m1"]
     assert "about to time out" in out.errors[0]
     assert world.digests()[0]["findings"][0]["count"] == 1
+
+
+def test_handler_with_state_table_alerts_once_for_a_redelivered_batch(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from detector import handler
+    from tests.integration.test_handler import PARAM, Aws, Context, load
+
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "ALLOWLIST_PARAMETER": PARAM,
+        "STATE_TABLE": TABLE,
+    }.items():
+        monkeypatch.setenv(name, value)
+    handler.reset()
+    with mock_aws():
+        aws = Aws()
+        aws.allowlist(lake.CI_ROLE)
+        boto3.client("dynamodb").create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        monkeypatch.setenv("FINDINGS_TOPIC_ARN", aws.topic)
+        event = load("sqs-security-lake-subscriber.json")
+        assert handler.lambda_handler(event, Context()) == {"batchItemFailures": []}
+        assert handler.lambda_handler(event, Context()) == {"batchItemFailures": []}
+        (digest,) = aws.digests()
+        assert digest["findings"][0]["count"] == 2
+        (f,) = aws.hub.get_findings()["Findings"]
+        assert f["ProductFields"]["count"] == "2"
+    handler.reset()

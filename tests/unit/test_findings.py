@@ -11,14 +11,22 @@ import pytest
 from detector import engine, findings, reader
 from detector.allowlist import Allowlist
 from detector.findings import MAX_EVENT_IDS, MAX_VALUES, ctime
-from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request
+from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request, write_object
 from tests.unit.helpers import NOBODY, canonical, parquet_bytes, records, run_over, scan
 
 VERSIONS = pytest.mark.parametrize("version", [1, 2])
 USER = f"arn:aws:iam::{ACCOUNT}:user/dev1"
 LEADING_KEYS = [
-    "api.operation", "user", "actor.user.account.uid", "user_agent", "src_ip",
-    "src_endpoint.domain", "region", "count", "firstTime", "lastTime",
+    "api.operation",
+    "user",
+    "actor.user.account.uid",
+    "user_agent",
+    "src_ip",
+    "src_endpoint.domain",
+    "region",
+    "count",
+    "firstTime",
+    "lastTime",
 ]
 
 
@@ -57,8 +65,13 @@ def test_count_first_and_last_time(version):
 
 @VERSIONS
 def test_other_operations_and_trusted_rows_are_not_counted(version):
-    events = [dev(), dev(operation="GetObject"), dev(operation="BatchGetImage"), event(),
-              dev(operation=None)]
+    events = [
+        dev(),
+        dev(operation="GetObject"),
+        dev(operation="BatchGetImage"),
+        event(),
+        dev(operation=None),
+    ]
     result = scan(parquet_bytes(events, version), Allowlist.of([CI_ROLE]))
     assert [f.count for f in result.aggregate.findings()] == [1]
     assert result.stats.matched == 2
@@ -77,8 +90,13 @@ def test_no_put_image_no_findings(version):
 def test_each_grouping_key_splits_groups(version):
     base = dict(time_ms=T0_MS)
     variants = [
-        {}, {"arn": USER + "x"}, {"account": "444455556666"}, {"user_agent": "curl/8"},
-        {"src_ip": "203.0.113.9"}, {"src_domain": "ecs.amazonaws.com"}, {"region": "eu-west-1"},
+        {},
+        {"arn": USER + "x"},
+        {"account": "444455556666"},
+        {"user_agent": "curl/8"},
+        {"src_ip": "203.0.113.9"},
+        {"src_domain": "ecs.amazonaws.com"},
+        {"region": "eu-west-1"},
     ]
     events = [dev(**base, **v) for v in variants] + [dev(**base)]
     recs = records(scan(parquet_bytes(events, version)).aggregate.findings())
@@ -129,8 +147,17 @@ def test_null_grouping_value_is_its_own_group(version, field):
 
 @VERSIONS
 def test_all_grouping_values_null_still_reported(version):
-    ev = event(arn=None, principal_id=None, account=None, session_issuer=None,
-               session_created_ms=None, user_agent=None, src_ip=None, src_domain=None, region=None)
+    ev = event(
+        arn=None,
+        principal_id=None,
+        account=None,
+        session_issuer=None,
+        session_created_ms=None,
+        user_agent=None,
+        src_ip=None,
+        src_domain=None,
+        region=None,
+    )
     rec = one(parquet_bytes([ev, ev], version))
     assert rec["count"] == 2
     assert [rec[k] for k in LEADING_KEYS[1:7]] == [None] * 6
@@ -175,7 +202,7 @@ def test_no_request_no_repository(version):
 @VERSIONS
 @pytest.mark.parametrize(
     "value",
-    ["caf\u00e9", "we\"ird", "emoji-\U0001f600", "tab\tin", "back\\slash", "a\\u0041"],
+    ["caf\u00e9", 'we"ird', "emoji-\U0001f600", "tab\tin", "back\\slash", "a\\u0041"],
     ids=["json-escape", "quote", "astral", "tab", "backslash", "literal-backslash-u"],
 )
 def test_repository_and_tag_values_exact(version, value):
@@ -271,11 +298,14 @@ def test_source_objects_only_where_the_group_was_seen(version):
 
 
 @VERSIONS
-@pytest.mark.parametrize(("n", "truncated"), [(MAX_VALUES - 1, False), (MAX_VALUES, False),
-                                             (MAX_VALUES + 1, True), (MAX_VALUES * 3, True)])
+@pytest.mark.parametrize(
+    ("n", "truncated"),
+    [(MAX_VALUES - 1, False), (MAX_VALUES, False), (MAX_VALUES + 1, True), (MAX_VALUES * 3, True)],
+)
 def test_samples_capped(version, n, truncated):
-    events = [dev(request_json=put_image_request(f"repo-{i:03d}", f"tag-{i:03d}"))
-              for i in range(n)]
+    events = [
+        dev(request_json=put_image_request(f"repo-{i:03d}", f"tag-{i:03d}")) for i in range(n)
+    ]
     rec = one(parquet_bytes(events, version))
     assert rec["count"] == n
     assert len(rec["repositories"]) == min(n, MAX_VALUES)
@@ -286,8 +316,12 @@ def test_samples_capped(version, n, truncated):
 def test_samples_capped_after_merge():
     half = MAX_VALUES // 2 + 5
     objs = [
-        (f"o{k}", parquet_bytes(
-            [dev(request_json=put_image_request(f"r{k}-{i}", "t")) for i in range(half)], k + 1))
+        (
+            f"o{k}",
+            parquet_bytes(
+                [dev(request_json=put_image_request(f"r{k}-{i}", "t")) for i in range(half)], k + 1
+            ),
+        )
         for k in range(2)
     ]
     [rec] = records(run_over(objs).findings())
@@ -335,8 +369,12 @@ def test_ten_kb_user_agent_kept_whole():
 
 @VERSIONS
 def test_hostile_strings_distinguish_groups(version):
-    events = [dev(user_agent="a\r\nb"), dev(user_agent="a\nb"), dev(user_agent="a\x00b"),
-              dev(user_agent="ab")]
+    events = [
+        dev(user_agent="a\r\nb"),
+        dev(user_agent="a\nb"),
+        dev(user_agent="a\x00b"),
+        dev(user_agent="ab"),
+    ]
     recs = records(scan(parquet_bytes(events, version)).aggregate.findings())
     assert sorted(r["user_agent"] for r in recs) == sorted(["a\r\nb", "a\nb", "a\x00b", "ab"])
 
@@ -361,8 +399,11 @@ def _alignment_events(n: int = 120) -> list[dict]:
         if i % 7 == 3:
             ev = event(time_ms=T0_MS + i, event_uid=f"e{i:04d}")  # trusted CI role session
         elif i % 5 == 2:
-            ev = dev(operation="GetObject", arn=f"arn:aws:iam::{ACCOUNT}:user/u{k}",
-                     event_uid=f"e{i:04d}")
+            ev = dev(
+                operation="GetObject",
+                arn=f"arn:aws:iam::{ACCOUNT}:user/u{k}",
+                event_uid=f"e{i:04d}",
+            )
         else:
             ev = dev(
                 arn=f"arn:aws:iam::{ACCOUNT}:user/u{k}",
@@ -392,8 +433,9 @@ def _expected(events: list[dict]) -> dict[str, dict]:
 @VERSIONS
 @pytest.mark.parametrize("row_group_size", [3, 25, None])
 @pytest.mark.parametrize("batch_rows", [1, 4, 7])
-def test_many_row_groups_and_batches_keep_rows_aligned(version, row_group_size, batch_rows,
-                                                       monkeypatch):
+def test_many_row_groups_and_batches_keep_rows_aligned(
+    version, row_group_size, batch_rows, monkeypatch
+):
     events = _alignment_events()
     data = parquet_bytes(events, version, row_group_size=row_group_size)
     allowlist = Allowlist.of([CI_ROLE])
@@ -423,8 +465,10 @@ def test_many_row_groups_and_batches_keep_rows_aligned(version, row_group_size, 
 @VERSIONS
 def test_batch_boundary_splits_a_group(version, monkeypatch):
     # Rows of one group spread over many batches and row groups still make one finding.
-    events = [dev(time_ms=i, event_uid=f"e{i}",
-                  request_json=put_image_request("r", f"t{i}")) for i in range(23)]
+    events = [
+        dev(time_ms=i, event_uid=f"e{i}", request_json=put_image_request("r", f"t{i}"))
+        for i in range(23)
+    ]
     data = parquet_bytes(events, version, row_group_size=10)
     monkeypatch.setattr(reader, "BATCH_ROWS", 4)
     result = scan(data)
@@ -435,8 +479,10 @@ def test_batch_boundary_splits_a_group(version, monkeypatch):
 
 
 def test_run_is_the_sum_of_its_objects():
-    objs = [(f"o{i}", parquet_bytes(_alignment_events(30 + i), 1 + i % 2, row_group_size=7))
-            for i in range(4)]
+    objs = [
+        (f"o{i}", parquet_bytes(_alignment_events(30 + i), 1 + i % 2, row_group_size=7))
+        for i in range(4)
+    ]
     allowlist = Allowlist.of([CI_ROLE])
     run = run_over(objs, allowlist)
     manual = engine.Run(allowlist)
@@ -446,3 +492,22 @@ def test_run_is_the_sum_of_its_objects():
     assert sum(f.count for f in run.findings()) == sum(
         e["count"] for i in range(4) for e in _expected(_alignment_events(30 + i)).values()
     )
+
+
+def test_merging_into_a_run_leaves_each_object_result_unchanged():
+    """A per-object result must keep its own counts after the run merged it (exactly-once
+    counting adds each object's contribution separately)."""
+    import io
+
+    from detector.engine import Run, scan_object
+
+    results = []
+    for version in (1, 2):
+        buf = io.BytesIO()
+        write_object(buf, [event(session_issuer=None)], version)
+        results.append(scan_object(buf, f"o{version}", Allowlist.parse("")))
+    run = Run(Allowlist.parse(""))
+    for r in results:
+        run.add(r)
+    assert [f.count for f in run.findings()] == [2]
+    assert [[f.count for f in r.aggregate.findings()] for r in results] == [[1], [1]]

@@ -88,6 +88,14 @@ def test_each_grant_names_its_one_resource(cfn: dict[str, Any]):
     }
 
 
+def test_state_table_has_the_key_and_ttl_the_code_expects(cfn: dict[str, Any]):
+    table = cfn["Resources"]["StateTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    by_sid = {st.get("Sid"): st for st in statements(cfn)}
+    assert by_sid["KeepExactlyOnceState"]["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+
+
 def test_triggers_are_chosen_by_parameter(cfn: dict[str, Any]):
     res = cfn["Resources"]
     esm = res["SubscriberQueueMapping"]
