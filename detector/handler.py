@@ -110,7 +110,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"batchItemFailures": [{"itemIdentifier": i.id} for i in outcome.failed]}
     if outcome.failed:
         raise InvocationFailed("; ".join(outcome.errors))
-    return {"objects": outcome.objects, "findings": len(outcome.findings)}
+    return {
+        "objects": outcome.objects,
+        "findings": len(outcome.findings),
+        "alerted": outcome.alerted,
+        "already_processed": len(outcome.duplicates),
+    }
 
 
 def _report(outcome: pipeline.Outcome) -> None:

@@ -28,6 +28,7 @@ ROOT = Path(".demo")
 EVENTS = Path("events")
 BUCKET = "aws-security-data-lake-us-east-1-demo"
 PARAMETER = "/ecr-upload-detector/allowlist"
+STATE_TABLE = "ecr-upload-detector-state"
 REGION = "us-east-1"
 ACCOUNT = lake.ACCOUNT
 T0 = lake.T0_MS
@@ -205,8 +206,17 @@ def run(written: dict[str, Path]) -> int:
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     hub = boto3.client("securityhub")
     hub.enable_security_hub()
+    boto3.client("dynamodb").create_table(
+        TableName=STATE_TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     os.environ["FINDINGS_TOPIC_ARN"] = topic
-    print(f"SNS topic {topic} with queue findings-inbox subscribed; Security Hub enabled")
+    os.environ["STATE_TABLE"] = STATE_TABLE
+    print(f"SNS topic {topic} with queue findings-inbox subscribed; Security Hub enabled;")
+    print(f"DynamoDB state table {STATE_TABLE} (exactly-once: the samples below announce the")
+    print("same two objects several times, as at-least-once delivery does)")
 
     heading(f"$ ecr-upload-detector scan s3://{BUCKET}/aws/ --allowlist ssm:{PARAMETER}")
     code = cli(["scan", f"s3://{BUCKET}/aws/", "--allowlist", f"ssm:{PARAMETER}"])
@@ -239,7 +249,10 @@ def run(written: dict[str, Path]) -> int:
     _, message, subject, attributes, _ = sent[0]
     print(f"Subject: {subject}\n")
     print(json.loads(message)["email"])
-    print(f"({len(sent)} digest(s) published in all: one per invocation that found something)")
+    print(
+        f"({len(sent)} digest(s) published in all: the other samples announced objects "
+        "already delivered, so they were skipped)"
+    )
 
     heading("What a machine reads: the JSON body delivered to the subscribed queue")
     got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"][0]
