@@ -10,11 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from detector import handler
 from tests import lake
-from tests.integration.test_handler import BUCKET, PARAM, Aws, Context, load
+from tests.integration.world import BUCKET, PARAM, Aws, Context, load
 
 K_GOOD = lake.key_for(2, name="good")
 K_BAD = lake.key_for(2, name="bad")
@@ -32,21 +31,6 @@ class Records(logging.Handler):
 
     def errors(self) -> list[str]:
         return [str(getattr(r, "error", "")) for r in self.records if r.levelno >= logging.ERROR]
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("ALLOWLIST_PARAMETER", PARAM)
-    handler.reset()
-    with mock_aws():
-        world = Aws()
-        world.allowlist(f"{lake.CI_ROLE}\n")
-        monkeypatch.setenv("FINDINGS_TOPIC_ARN", world.topic)
-        yield world
-    handler.reset()
 
 
 @pytest.fixture

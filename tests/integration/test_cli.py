@@ -14,19 +14,9 @@ from moto import mock_aws
 
 from detector.cli import main
 from tests import lake
+from tests.contract import JSONL_KEYS
 
-STABLE_KEYS = [
-    "api.operation",
-    "user",
-    "actor.user.account.uid",
-    "user_agent",
-    "src_ip",
-    "src_endpoint.domain",
-    "region",
-    "count",
-    "firstTime",
-    "lastTime",
-]
+STABLE_KEYS = JSONL_KEYS
 INTRUDER = f"arn:aws:iam::{lake.ACCOUNT}:user/intruder"
 
 

@@ -241,7 +241,7 @@ def test_handler_with_state_table_alerts_once_for_a_redelivered_batch(
     monkeypatch: pytest.MonkeyPatch,
 ):
     from detector import handler
-    from tests.integration.test_handler import PARAM, Aws, Context, load
+    from tests.integration.world import PARAM, Aws, Context, load
 
     for name, value in {
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -17,6 +17,7 @@ from detector.detection import DETECTION
 from detector.engine import scan_object
 from detector.findings import KEY_NAMES, Finding
 from tests import lake
+from tests.contract import JSONL_KEYS
 
 ACCOUNT = "444455556666"  # where the Lambda runs
 ACTOR_ACCOUNT = lake.ACCOUNT
@@ -26,18 +27,7 @@ SESSION = f"arn:aws:sts::{ACTOR_ACCOUNT}:assumed-role/dev/alice"
 ROLE = f"arn:aws:iam::{ACTOR_ACCOUNT}:role/dev"
 IAM_USER = f"arn:aws:iam::{ACTOR_ACCOUNT}:user/intruder"
 UA = "docker/24.0.7 go/go1.21.3 git-commit/311b9ff os/linux arch/amd64"
-CONTRACT_KEYS = [
-    "api.operation",
-    "user",
-    "actor.user.account.uid",
-    "user_agent",
-    "src_ip",
-    "src_endpoint.domain",
-    "region",
-    "count",
-    "firstTime",
-    "lastTime",
-]
+CONTRACT_KEYS = JSONL_KEYS
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

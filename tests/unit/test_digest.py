@@ -12,6 +12,7 @@ from detector import digest
 from detector.detection import DETECTION
 from detector.findings import Finding
 from detector.output import document
+from tests.contract import JSONL_KEYS
 
 ACCOUNT = "111122223333"
 OTHER_ACCOUNT = "444455556666"
@@ -19,18 +20,7 @@ CONTRACTOR = f"arn:aws:iam::{ACCOUNT}:user/old-contractor"
 SESSION = f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/build-role/i-0abc"
 ROLE = f"arn:aws:iam::{OTHER_ACCOUNT}:role/build-role"
 T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
-STABLE_KEYS = [
-    "api.operation",
-    "user",
-    "actor.user.account.uid",
-    "user_agent",
-    "src_ip",
-    "src_endpoint.domain",
-    "region",
-    "count",
-    "firstTime",
-    "lastTime",
-]
+STABLE_KEYS = JSONL_KEYS
 SNS_LIMIT = 262_144
 UNSAFE = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 ANSI = "\x1b[31mred\x1b[0m\x1b]0;title\x07"

@@ -11,23 +11,13 @@ import pytest
 from detector import engine, findings, reader
 from detector.allowlist import Allowlist
 from detector.findings import MAX_EVENT_IDS, MAX_VALUES, ctime
+from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request, write_object
 from tests.unit.helpers import NOBODY, canonical, parquet_bytes, records, run_over, scan
 
 VERSIONS = pytest.mark.parametrize("version", [1, 2])
 USER = f"arn:aws:iam::{ACCOUNT}:user/dev1"
-LEADING_KEYS = [
-    "api.operation",
-    "user",
-    "actor.user.account.uid",
-    "user_agent",
-    "src_ip",
-    "src_endpoint.domain",
-    "region",
-    "count",
-    "firstTime",
-    "lastTime",
-]
+LEADING_KEYS = JSONL_KEYS
 
 
 def one(data: bytes, allowlist: Allowlist = NOBODY) -> dict:
