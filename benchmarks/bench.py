@@ -26,8 +26,13 @@ as deployed (see ``hide_pandas``). The test object is generated once with
 ``tests.lake.synthetic_columns`` + ``tests.lake.nest(…, 2)`` and cached under ``.bench/``
 (named by its parameters; objects of other parameters are removed unless ``--keep``).
 
+A second section runs the Lambda path (``lambda_bench.py``): ``detector.handler.lambda_handler``
+against moto's server with this object and 200 small ones, reporting bytes and GET requests
+fetched from S3, wall time, peak RSS and an estimated Lambda cost (``--no-lambda`` skips it,
+``--lambda-only`` runs only it).
+
 Usage: ``PYTHONPATH=. python benchmarks/bench.py [--rows N] [--keep] [--repeat 3]
-[--only scan,duckdb] [--alt DIR] [--profile]``.
+[--only scan,duckdb] [--alt DIR] [--profile] [--no-lambda | --lambda-only]``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ T_START = time.perf_counter()  # as early as possible: children report import co
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
+if str(ROOT) not in sys.path:  # ``benchmarks.*`` importable however the script is started
+    sys.path.insert(0, str(ROOT))
 
 PUT_IMAGE_FRACTION = 0.005
 CHUNK_ROWS = 1024 * 1024  # = pyarrow's default row group size; written as one row group each
@@ -359,11 +366,13 @@ def hide_pandas() -> None:
     sys.meta_path.insert(0, _NoPandas())
 
 
-def child_main(name: str, path: Path, rows: int, profile: bool) -> None:
+def child_main(
+    name: str, path: Path, rows: int, profile: bool, out_dir: Path | None = None
+) -> None:
     """Entry point of a subprocess: prints one JSON line with its result.
 
-    ``name`` is a contender, or the task ``generate`` or ``describe`` (kept out of the parent
-    so that the parent never holds Arrow memory, see ``run_child``).
+    ``name`` is a contender, or the task ``generate``, ``describe`` or ``lambda-*`` (kept out
+    of the parent so that the parent never holds Arrow memory, see ``run_child``).
     """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -374,6 +383,17 @@ def child_main(name: str, path: Path, rows: int, profile: bool) -> None:
         return
     if name == "describe":
         print(json.dumps(describe(path)))
+        return
+    if name == "lambda-setup":
+        from benchmarks import lambda_bench
+
+        print(json.dumps(lambda_bench.setup(path, Path(out_dir or "."))))
+        return
+    if name == "lambda-invoke":
+        from benchmarks import lambda_bench
+
+        hide_pandas()
+        print(json.dumps(lambda_bench.invoke(path)))
         return
     if name != "pandas-full":
         hide_pandas()
@@ -611,14 +631,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the --only contenders once under cProfile, print stats, no table",
     )
+    lam = ap.add_mutually_exclusive_group()
+    lam.add_argument("--no-lambda", action="store_true", help="skip the Lambda path section")
+    lam.add_argument("--lambda-only", action="store_true", help="run only the Lambda path")
     ap.add_argument(
-        "--child", choices=[*CONTENDERS, "generate", "describe"], help=argparse.SUPPRESS
+        "--child",
+        choices=[*CONTENDERS, "generate", "describe", "lambda-setup", "lambda-invoke"],
+        help=argparse.SUPPRESS,
     )
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
-        child_main(args.child, args.path, args.rows, args.profile)
+        child_main(args.child, args.path, args.rows, args.profile, args.out)
         return 0
 
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -658,16 +684,22 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(run_task(name, path, "--profile"))
         return 0
 
-    print(f"allowlist: {ALLOWLIST_TEXT.strip()} (its sessions are trusted)")
-    outcomes = []
-    for name in names:
-        print(f"running {name} ...", flush=True)
-        outcomes.append(best_of(name, path, args.repeat, args.timeout, args.mem_cap_gb * 1024))
-    print()
-    print_table(outcomes, rows, args.repeat)
-    print()
-    agree = check_agreement(outcomes)
-    print_goals(outcomes)
+    agree = True
+    if not args.lambda_only:
+        print(f"allowlist: {ALLOWLIST_TEXT.strip()} (its sessions are trusted)")
+        outcomes = []
+        for name in names:
+            print(f"running {name} ...", flush=True)
+            outcomes.append(best_of(name, path, args.repeat, args.timeout, args.mem_cap_gb * 1024))
+        print()
+        print_table(outcomes, rows, args.repeat)
+        print()
+        agree = check_agreement(outcomes)
+        print_goals(outcomes)
+    if not args.no_lambda:
+        from benchmarks import lambda_bench
+
+        lambda_bench.run(path, run_task, run_child, args.timeout)
     return 0 if agree else 1
 
 

@@ -1,7 +1,13 @@
 """``ecr-upload-detector``: the command line.
 
-Exit codes: 0 every input was read; 1 some input could not be read (each named on stderr, the
-rest still scanned and reported); 2 usage error (bad arguments, unreadable allowlist).
+- ``scan``: exit 0 every input was read; 1 some input could not be read (each named on stderr,
+  the rest still scanned and reported); 2 usage error (bad arguments, unreadable allowlist).
+- ``athena-sql``: print the detection as one Athena (Trino) statement; 0, or 2 on usage errors.
+- ``backfill``: run that statement in Athena, print the findings and publish them (Security Hub,
+  then the SNS digest) unless ``--dry-run``; 0 ok, 1 the query failed or was cancelled (with
+  Athena's reason) or publishing failed, 2 usage error.
+- ``suggest-allowlist``: who pushed images (from objects or an Athena query), in the allowlist
+  format for a person to review; exit codes as ``scan`` (or ``backfill`` with ``--from-athena``).
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
-from detector import __version__
+from detector import __version__, athena_sql, suggest
 from detector.allowlist import Allowlist
 from detector.engine import Run, scan_object
 from detector.errors import (
@@ -24,8 +31,14 @@ from detector.errors import (
     DetectorError,
     ObjectUnreadable,
 )
+from detector.findings import Finding
 from detector.objects import ObjectRef, is_data_key
 from detector.output import safe_text, write_json, write_jsonl, write_table
+
+if TYPE_CHECKING:
+    from detector.alerting import Alerts
+    from detector.aws.athena import QueryStatus
+    from detector.pipeline import StateStore
 
 EXIT_OK, EXIT_UNREAD, EXIT_USAGE = 0, 1, 2
 
@@ -57,7 +70,111 @@ def _parser() -> argparse.ArgumentParser:
         "an empty file trusts no one. ssm:NAME reads an SSM parameter instead",
     )
     scan.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
+
+    sql = sub.add_parser(
+        "athena-sql",
+        help="print the detection as one Athena (Trino) SQL statement",
+        description="Print the detection over the Security Lake CloudTrail table of one source "
+        "version as one Athena SQL statement. firstTime/lastTime are epoch milliseconds (UTC).",
+    )
+    sql.add_argument("--allowlist", required=True, metavar="FILE", help=_ALLOWLIST_HELP)
+    _query_options(sql, required=True)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="run the detection over history in Athena and publish the findings",
+        description="Run the detection over a period of Security Lake history with Athena, print "
+        "the findings like scan, and publish them (Security Hub, then one SNS digest) unless "
+        "--dry-run. Athena bills the bytes the query scans: the cost is printed.",
+    )
+    backfill.add_argument("--allowlist", required=True, metavar="FILE", help=_ALLOWLIST_HELP)
+    _query_options(backfill, required=True)
+    _athena_options(backfill, required=True)
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="print the findings, publish nothing"
+    )
+    backfill.add_argument("--topic-arn", metavar="ARN", help="SNS topic for the digest")
+    backfill.add_argument(
+        "--security-hub",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="import the findings into Security Hub in --region (default: on)",
+    )
+    backfill.add_argument(
+        "--state-table",
+        metavar="TABLE",
+        help="the Lambda's DynamoDB state table (in --region): no email for keys alerted within "
+        "the dedup window, no Security Hub re-import of keys the Lambda already tracks",
+    )
+    backfill.add_argument(
+        "--dedup-window-minutes",
+        type=int,
+        default=60,
+        metavar="N",
+        help="with --state-table: the Lambda's DEDUP_WINDOW_MINUTES (default 60)",
+    )
+    backfill.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
+
+    sug = sub.add_parser(
+        "suggest-allowlist",
+        help="list who pushed images, in the allowlist format, for review",
+        description="Every principal that pushed images (PutImage) in the objects given, or in "
+        "an Athena query with --from-athena: roles for assumed-role sessions, AWS services for "
+        "calls they made, most pushes first, with # comments. Review before use.",
+    )
+    sug.add_argument("paths", nargs="*", metavar="PATH")
+    sug.add_argument(
+        "--from-athena",
+        action="store_true",
+        help="query Athena instead of reading objects (needs the query options below)",
+    )
+    _query_options(sug, required=False)
+    _athena_options(sug, required=False)
     return p
+
+
+_ALLOWLIST_HELP = (
+    "trusted principals: one ARN or glob per line (# comments), commas, or a JSON array; "
+    "ssm:NAME reads an SSM parameter instead"
+)
+
+
+def _query_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument(
+        "--region",
+        required=required,
+        help="the Security Lake region whose Glue database is queried, e.g. us-east-1",
+    )
+    p.add_argument(
+        "--source-version",
+        required=required,
+        metavar="1|2",
+        help="Security Lake source version: 1 (OCSF 1.0.0-rc.2) or 2 (OCSF 1.1.0)",
+    )
+    p.add_argument(
+        "--start",
+        required=required,
+        metavar="TIME",
+        help="start, included: a date (2026-08-01) or a UTC date-time (2026-08-01T06:00:00Z)",
+    )
+    p.add_argument(
+        "--end",
+        required=required,
+        metavar="TIME",
+        help="end: a date includes that whole day; a date-time is excluded",
+    )
+    p.add_argument(
+        "--accounts", metavar="A,B", help="only these 12-digit account ids (a partition column)"
+    )
+
+
+def _athena_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--workgroup", required=required, metavar="WG", help="Athena workgroup")
+    p.add_argument(
+        "--output",
+        metavar="S3URI",
+        help="s3://bucket/prefix/ for Athena's result files (unless the workgroup sets one)",
+    )
 
 
 def _load_allowlist(spec: str) -> Allowlist:
@@ -142,12 +259,10 @@ class Progress:
         self.stream.flush()
 
 
-def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    allowlist = _load_allowlist(args.allowlist)
-    if allowlist.empty:
-        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
+def _scan_paths(paths: Sequence[str], allowlist: Allowlist, err: TextIO) -> tuple[Run, list[str]]:
+    """Scan every object the paths name; the run and the inputs that could not be read."""
     problems: list[str] = []
-    refs = [ref for path in args.paths for ref in _expand(path, problems)]
+    refs = [ref for path in paths for ref in _expand(path, problems)]
     run = Run(allowlist)
     progress = Progress(err, len(refs))
     for done, ref in enumerate(refs, 1):
@@ -158,21 +273,299 @@ def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             problems.append(str(exc))
         progress.update(done, run.rows)
     progress.update(len(refs), run.rows, final=True)
-    findings = run.findings()
-    if args.format == "jsonl":
+    return run, problems
+
+
+def _write(findings: list[Finding], fmt: str, out: TextIO, **inputs: Any) -> None:
+    if fmt == "jsonl":
         write_jsonl(findings, out)
-    elif args.format == "json":
-        write_json(
-            findings, out, inputs={"objects": run.objects, "rows": run.rows, "unreadable": problems}
-        )
+    elif fmt == "json":
+        write_json(findings, out, inputs=inputs)
     else:
         write_table(findings, out)
+
+
+def _report_unread(problems: list[str], err: TextIO) -> int:
     for problem in problems:
         err.write(f"error: {safe_text(problem, 1000)}\n")
     if problems:
         err.write(f"{len(problems)} input(s) could not be read; the rest were scanned.\n")
         return EXIT_UNREAD
     return EXIT_OK
+
+
+def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    allowlist = _load_allowlist(args.allowlist)
+    if allowlist.empty:
+        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
+    run, problems = _scan_paths(args.paths, allowlist, err)
+    _write(
+        run.findings(),
+        args.format,
+        out,
+        objects=run.objects,
+        rows=run.rows,
+        unreadable=problems,
+    )
+    return _report_unread(problems, err)
+
+
+# --- Athena ----------------------------------------------------------------------------------
+
+
+def _query(args: argparse.Namespace) -> athena_sql.Query:
+    """The query options, validated (a bad one is a usage error, exit 2)."""
+    missing = [
+        f"--{name.replace('_', '-')}"
+        for name in ("region", "source_version", "start", "end")
+        if not getattr(args, name)
+    ]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} required")
+    return athena_sql.Query(
+        athena_sql.check_region(args.region),
+        athena_sql.parse_version(args.source_version),
+        athena_sql.Period.parse(args.start, args.end),
+        athena_sql.parse_accounts(args.accounts),
+    )
+
+
+def athena_sql_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    allowlist = _load_allowlist(args.allowlist)
+    query = _query(args)
+    if allowlist.empty:
+        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
+    out.write(athena_sql.build(query, allowlist) + "\n")
+    err.write(
+        f"-- {query.database}.{query.table}, {query.period.describe()}. "
+        "firstTime/lastTime are epoch milliseconds (UTC).\n"
+    )
+    return EXIT_OK
+
+
+class QueryProgress:
+    """The query's state, time so far and bytes scanned on one stderr line; only on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+
+    def __call__(self, status: QueryStatus) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        self.stream.write(
+            f"\rAthena {status.query_id[:8]}: {status.state}, {elapsed:,.0f} s, "
+            f"{athena_sql.human_bytes(status.scanned_bytes)} scanned\x1b[K"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.shown = False
+
+
+@dataclass
+class AthenaRun:
+    query: athena_sql.Query
+    query_id: str
+    scanned_bytes: int
+    findings: list[Finding]
+
+
+def _check_output(output: str | None) -> None:
+    if output is not None and not output.startswith("s3://"):
+        raise UsageError(f"--output {output[:80]!r} is not an s3:// location")
+
+
+def _run_athena(
+    query: athena_sql.Query, allowlist: Allowlist, args: argparse.Namespace, err: TextIO
+) -> AthenaRun:
+    """Run the detection in Athena and read its findings; ``QueryFailed`` if it does not end."""
+    from detector.aws.athena import AthenaQueries, QueryFailed  # boto3 only when asked for
+
+    if not args.workgroup:
+        raise UsageError("--workgroup required")
+    _check_output(args.output)
+    sql = athena_sql.build(query, allowlist)
+    athena = AthenaQueries(query.region)
+    err.write(f"Athena: {query.database}.{query.table}, {query.period.describe()}\n")
+    query_id = athena.start(sql, workgroup=args.workgroup, output=args.output)
+    progress = QueryProgress(err)
+    try:
+        status = athena.wait(query_id, progress)
+    except KeyboardInterrupt:
+        progress.done()
+        athena.stop(query_id)  # a query left running goes on costing money
+        err.write(f"Athena query {query_id} cancelled\n")
+        raise
+    except QueryFailed as exc:
+        progress.done()
+        if exc.status.state == "CANCELLED" and exc.status.scanned_bytes:
+            err.write(athena_sql.cost_line(exc.status.scanned_bytes) + " (billed)\n")
+        raise
+    progress.done()
+    err.write(f"Athena query {query_id} succeeded. {athena_sql.cost_line(status.scanned_bytes)}\n")
+    result = athena.results(query_id)
+    athena_sql.check_columns(result.columns)
+    return AthenaRun(query, query_id, status.scanned_bytes, athena_sql.findings(result.rows))
+
+
+def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    allowlist = _load_allowlist(args.allowlist)
+    query = _query(args)
+    if not args.dry_run and not args.topic_arn and not args.security_hub:
+        raise UsageError(
+            "nothing to publish to: give --topic-arn, leave --security-hub on, or use --dry-run"
+        )
+    if args.topic_arn is not None and not args.topic_arn.startswith("arn:"):
+        raise UsageError(f"--topic-arn {args.topic_arn[:80]!r} is not an SNS topic ARN")
+    if allowlist.empty:
+        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
+    run = _run_athena(query, allowlist, args, err)
+    _write(
+        run.findings,
+        args.format,
+        out,
+        athena={
+            "query_id": run.query_id,
+            "table": f"{query.database}.{query.table}",
+            "start": f"{query.period.start:%Y-%m-%dT%H:%M:%SZ}",
+            "end": f"{query.period.end:%Y-%m-%dT%H:%M:%SZ}",
+            "accounts": list(query.accounts),
+            "scanned_bytes": run.scanned_bytes,
+            "cost_usd": round(athena_sql.cost_usd(run.scanned_bytes), 6),
+        },
+    )
+    if args.dry_run:
+        err.write(f"dry run: {len(run.findings)} finding(s), nothing published\n")
+        return EXIT_OK
+    if not run.findings:
+        err.write("no findings: nothing to publish\n")
+        return EXIT_OK
+    _publish(run, args, err)
+    return EXIT_OK
+
+
+def _publish(run: AthenaRun, args: argparse.Namespace, err: TextIO) -> None:
+    """Security Hub, then the SNS digest: the Lambda's order, through the same ``Alerts``."""
+    from detector.alerting import Alerts
+    from detector.aws import regional
+    from detector.aws.sns import SnsPublisher
+
+    region = run.query.region
+    who = regional.caller(region)
+    context = {
+        "run": "backfill",
+        "table": f"{run.query.database}.{run.query.table}",
+        "period": run.query.period.describe(),
+        "athena_query": run.query_id,
+    }
+    if args.allowlist.startswith("ssm:"):
+        context["allowlist_parameter"] = args.allowlist.removeprefix("ssm:")
+    alerts = Alerts(
+        # Without a topic, nothing is ever sent through this publisher (see below).
+        regional.sns_publisher(args.topic_arn) if args.topic_arn else SnsPublisher(""),
+        regional.security_hub_publisher(region) if args.security_hub else None,
+        account_id=who.account_id,
+        region=region,
+        partition=who.partition,
+        context=context,
+    )
+    if args.state_table:
+        state = regional.state_table(args.state_table, region)
+        hub, mailed, held = _publish_with_state(
+            run.findings, alerts, state, args.dedup_window_minutes * 60, bool(args.topic_arn)
+        )
+    else:
+        alerts.security_hub(run.findings)
+        if args.topic_arn:
+            alerts.notify(run.findings)
+        hub, mailed, held = len(run.findings), len(run.findings), 0
+    parts = []
+    if args.security_hub:
+        parts.append(f"{hub} finding(s) imported into Security Hub ({region})")
+    if args.topic_arn:
+        parts.append(f"{mailed} in the SNS digest" + (f", {held} held back" if held else ""))
+    err.write("published: " + "; ".join(parts) + "\n")
+
+
+def _publish_with_state(
+    findings: list[Finding],
+    alerts: Alerts,
+    state: StateStore,
+    window_seconds: int,
+    notify: bool,
+) -> tuple[int, int, int]:
+    """Publish against the Lambda's state table; (imported, mailed, held back by the window).
+
+    A backfill has no objects, so it cannot add to the per-object cumulative totals without
+    counting events the Lambda already counted: the totals are left alone. Keys the Lambda
+    already tracks keep their (cumulative) Security Hub finding; the others are imported. The
+    email uses the Lambda's alert leases: a key alerted within the window is not mailed again,
+    and one that could not be mailed is not marked as mailed.
+    """
+    from detector.errors import PublishFailed
+    from detector.pipeline import key_id
+
+    fresh = [f for f in findings if state.totals(key_id(f.key)).count == 0]
+    alerts.security_hub(fresh)
+    if not notify:
+        return len(fresh), 0, 0
+    due = [
+        f
+        for f in findings
+        if window_seconds <= 0 or state.claim_alert(key_id(f.key), window_seconds)
+    ]
+    if due:
+        try:
+            alerts.notify(due)
+        except PublishFailed:
+            for f in due:
+                if window_seconds > 0:
+                    state.release_alert(key_id(f.key))
+            raise
+        for f in due:
+            if window_seconds > 0:
+                state.confirm_alert(key_id(f.key))
+    return len(fresh), len(due), len(findings) - len(due)
+
+
+# --- suggest-allowlist -----------------------------------------------------------------------
+
+
+def suggest_allowlist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.from_athena and args.paths:
+        raise UsageError("give PATHs or --from-athena, not both")
+    if not args.from_athena and not args.paths:
+        raise UsageError("give PATHs to read, or --from-athena with the query options")
+    nobody = Allowlist.of([], source="(none: every push is listed)")
+    problems: list[str] = []
+    if args.from_athena:
+        query = _query(args)
+        run = _run_athena(query, nobody, args, err)
+        findings = run.findings
+        source = f"Athena {query.database}.{query.table}, {query.period.describe()}"
+        if query.accounts:
+            source += f", accounts {', '.join(query.accounts)}"
+    else:
+        scanned, problems = _scan_paths(args.paths, nobody, err)
+        findings = scanned.findings()
+        source = ", ".join(args.paths)
+    out.write(suggest.render(suggest.suggest(findings), source=source))
+    return _report_unread(problems, err)
+
+
+COMMANDS = {
+    "scan": scan,
+    "athena-sql": athena_sql_command,
+    "backfill": backfill,
+    "suggest-allowlist": suggest_allowlist,
+}
 
 
 def main(
@@ -185,8 +578,8 @@ def main(
     except SystemExit as exc:  # argparse has printed the usage message
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return scan(args, out, err)
-    except (UsageError, AllowlistInvalid) as exc:
+        return COMMANDS[args.command](args, out, err)
+    except (UsageError, AllowlistInvalid, athena_sql.QueryInputInvalid) as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     except DetectorError as exc:

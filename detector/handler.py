@@ -2,32 +2,41 @@
 
 Thin on purpose: parse the notification, run the pipeline, report, answer. Everything that
 talks to AWS is built once per execution environment (cold start) and reused while warm.
+
+Importing this module loads only the logger and metrics: the detection engine (pyarrow), the
+AWS adapters (boto3) and X-Ray (aws-xray-sdk, which patches botocore) are loaded by the first
+invocation, which needs them. That keeps the import, and anything that imports the module
+without invoking it, cheap; the first invocation pays what the import no longer does.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from detector import notifications, pipeline
-from detector.alerting import Alerts
-from detector.aws.dynamodb import StateTable
-from detector.aws.s3 import S3Store
-from detector.aws.securityhub import SecurityHubPublisher
-from detector.aws.sns import SnsPublisher
-from detector.aws.ssm import AllowlistStore
+from detector import notifications
 from detector.errors import DetectorError
 from detector.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from detector import pipeline
+    from detector.alerting import Alerts
+    from detector.aws.dynamodb import StateTable
+    from detector.aws.s3 import S3Store
+    from detector.aws.ssm import AllowlistStore
 
 SERVICE = "ecr-upload-detector"
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="EcrUploadDetector", service=SERVICE)
-tracer = Tracer(service=SERVICE)
+
+Handler = Callable[[dict[str, Any], "LambdaContext"], dict[str, Any]]
 
 
 class InvocationFailed(DetectorError):
@@ -51,6 +60,13 @@ def app(context: LambdaContext) -> App:
     """The clients and settings of this execution environment, built on first use."""
     global _app
     if _app is None:
+        from detector.alerting import Alerts
+        from detector.aws.dynamodb import StateTable
+        from detector.aws.s3 import S3Store
+        from detector.aws.securityhub import SecurityHubPublisher
+        from detector.aws.sns import SnsPublisher
+        from detector.aws.ssm import AllowlistStore
+
         settings = Settings.from_env()
         # arn:aws:lambda:<region>:<account>:function:<name>: no STS call needed for either.
         arn = context.invoked_function_arn.split(":")
@@ -85,10 +101,23 @@ def reset() -> None:
     _app = None
 
 
+_traced: Handler | None = None
+
+
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _traced
+    if _traced is None:  # X-Ray on the first invocation: most of what an eager import costs
+        from aws_lambda_powertools import Tracer
+
+        _traced = Tracer(service=SERVICE).capture_lambda_handler(_handle)
+    return _traced(event, context)
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from detector import pipeline
+
     a = app(context)
     try:
         batch = notifications.parse(event)

@@ -16,7 +16,9 @@ With a state table (``STATE_TABLE``) the alerting is exactly-once:
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import IO, Literal, Protocol
@@ -27,7 +29,6 @@ from detector.engine import ObjectResult, Run, scan_object
 from detector.errors import (
     AllowlistInvalid,
     AllowlistUnavailable,
-    BadObject,
     DetectorError,
     ObjectUnreadable,
     PublishFailed,
@@ -39,6 +40,9 @@ from detector.objects import ObjectRef
 # Time kept back for publishing when the function nears its timeout: items not started by then
 # fail (and are retried) rather than half-finishing.
 RESERVE_MS = 30_000
+# Objects fetched and scanned at once. S3 waits and Parquet decoding (pyarrow releases the GIL)
+# overlap; memory grows with it (one row group's needed columns per object in flight).
+MAX_PARALLEL_OBJECTS = 4
 
 
 class AllowlistSource(Protocol):
@@ -103,21 +107,28 @@ class Outcome:
 
 @dataclass
 class _Done:
+    """What scanning one item gave: its objects' results, or the error that failed it."""
+
     item: Item
-    claims: list[ObjectRef]
-    results: list[tuple[ObjectRef, ObjectResult]]
+    claims: list[ObjectRef] = field(default_factory=list)
+    results: list[tuple[ObjectRef, ObjectResult]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 def _scan_item(
-    item: Item, objects: ObjectSource, allowlist: Allowlist, state: StateStore | None, out: Outcome
+    item: Item, objects: ObjectSource, allowlist: Allowlist, state: StateStore | None
 ) -> _Done:
-    done = _Done(item, [], [])
+    """Scan every object of one item. Runs in a worker thread: it shares nothing but the
+    (thread-safe) adapters, and reports through what it returns."""
+    done = _Done(item)
     try:
         for ref in item.refs:
             if state is not None:
                 claim = state.claim_object(ref)
                 if claim == "done":
-                    out.duplicates.append(ref.uri)
+                    done.duplicates.append(ref.uri)
                     continue
                 if claim == "busy":
                     raise Busy(f"{ref.uri}: being processed by another invocation")
@@ -129,14 +140,50 @@ def _scan_item(
                 if exc.code != "NoSuchKey":
                     raise
                 # Removed before it was read (e.g. lifecycle): retrying cannot bring it back.
-                out.missing.append(str(exc))
+                done.missing.append(str(exc))
                 continue
             done.results.append((ref, result))
-    except DetectorError:
+    except Exception as exc:
         if state is not None:
             state.release_objects(done.claims)
-        raise
+        if not isinstance(exc, DetectorError):
+            raise  # a bug: the invocation fails, but no claim is left to block the retry
+        done.error = str(exc)
     return done
+
+
+def _scan_items(
+    items: Sequence[Item], scan: Callable[[Item], _Done], time_left_ms: Callable[[], int] | None
+) -> list[_Done]:
+    """``scan`` each item, ``MAX_PARALLEL_OBJECTS`` at a time; results in the items' order.
+
+    An item starts only when a worker is free, and only if the function is not about to time
+    out: that is decided here, in the items' order, exactly as when scanning one by one.
+    """
+
+    def late(item: Item) -> _Done | None:
+        """The failed result of an item that must not start now, else None."""
+        if time_left_ms is not None and item.refs and time_left_ms() < RESERVE_MS:
+            uri = item.refs[0].uri
+            return _Done(item, error=f"{uri}: not started, the function is about to time out")
+        return None
+
+    workers = min(MAX_PARALLEL_OBJECTS, len(items))
+    if workers <= 1:
+        return [late(item) or scan(item) for item in items]
+    free = threading.Semaphore(workers)
+    started: list[Future[_Done] | _Done] = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="scan") as pool:
+        for item in items:
+            free.acquire()  # wait for a free worker: the item starts now, or not at all
+            if (not_started := late(item)) is not None:
+                free.release()
+                started.append(not_started)
+                continue
+            future = pool.submit(scan, item)
+            future.add_done_callback(lambda _: free.release())
+            started.append(future)
+    return [s.result() if isinstance(s, Future) else s for s in started]
 
 
 def process(
@@ -149,7 +196,11 @@ def process(
     window_seconds: int = 3600,
     time_left_ms: Callable[[], int] | None = None,
 ) -> Outcome:
-    """Scan every announced object, aggregate, alert; report which items failed and why."""
+    """Scan every announced object, aggregate, alert; report which items failed and why.
+
+    Items are scanned in parallel (``MAX_PARALLEL_OBJECTS``) and merged in their order, so the
+    outcome is the same as scanning them one after the other.
+    """
     out = Outcome()
     for item in batch.items:
         out.skipped.extend(item.skipped)
@@ -162,20 +213,24 @@ def process(
         return out
     run = Run(allowlist)
     done: list[_Done] = []
+    scanned = iter(
+        _scan_items(
+            [item for item in batch.items if item.error is None],
+            lambda item: _scan_item(item, objects, allowlist, state),
+            time_left_ms,
+        )
+    )
     for item in batch.items:
         if item.error is not None:
             out.failed.append(item)
             out.errors.append(item.error)
             continue
-        if time_left_ms is not None and item.refs and time_left_ms() < RESERVE_MS:
+        d = next(scanned)
+        out.duplicates.extend(d.duplicates)
+        out.missing.extend(d.missing)
+        if d.error is not None:
             out.failed.append(item)
-            out.errors.append(f"{item.refs[0].uri}: not started, the function is about to time out")
-            continue
-        try:
-            d = _scan_item(item, objects, allowlist, state, out)
-        except (BadObject, ObjectUnreadable, Busy, DetectorError) as exc:
-            out.failed.append(item)
-            out.errors.append(str(exc))
+            out.errors.append(d.error)
             continue
         for _, result in d.results:
             run.add(result)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -87,14 +88,17 @@ class StateTable:
     ) -> None:
         self.table = table
         self._client = client
+        self._lock = threading.Lock()
         self.lease_seconds = lease_seconds
         self.clock = clock
 
     @property
     def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = boto3.client("dynamodb", config=_RETRIES)
-        return self._client
+        # Objects are claimed from several threads; building a boto3 client is not thread-safe.
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.client("dynamodb", config=_RETRIES)
+            return self._client
 
     def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """Call the API; a failed condition is the caller's to handle, anything else is named."""

@@ -1,0 +1,326 @@
+"""The Lambda path of ``make bench``: ``detector.handler.lambda_handler`` against moto's server.
+
+moto's ThreadedMotoServer (``motoserver.py``, a process of its own) stands in for S3, SSM, SNS
+and Security Hub. A setup child uploads (a) the benchmark's 128 MB object and (b) 200 small
+objects (20 distinct objects of 20K rows, both OCSF versions, each under 10 keys), creates the
+allowlist parameters and the findings topic, and writes the SQS events: one record per
+invocation for the large object, ten per invocation (a full SQS batch) for the small ones.
+Each scenario then runs in a fresh interpreter that imports the handler and invokes it with
+every event of the scenario, as one warm Lambda execution environment would.
+
+Reported per scenario: bytes fetched from S3 and GET requests (``S3Store.stats``), the import
+time of ``detector.handler``, the first (cold) and the mean of the other (warm) invocations,
+CPU per invocation, the child's wall time and peak RSS, and an estimated Lambda cost per
+million announced objects at the template's ``MemorySize``: arm64 price
+$0.0000133334 per GB-second plus $0.20 per million requests, applied to durations measured
+here on x86, scaled naively. Lambda gives a function of 1024 MB about 0.58 of a vCPU
+(1 vCPU at 1769 MB), so a second estimate takes the larger of the measured duration and CPU
+time / that share.
+
+No state table (``STATE_TABLE``): its DynamoDB writes per finding key would dominate on moto.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench" / "lambda"  # a subdirectory: bench.py's cache pruning leaves it alone
+
+BUCKET = "aws-security-data-lake-us-east-1-bench"
+TOPIC = "bench-findings"
+PARAMS = {
+    "ci": ("/bench/allowlist-ci", "arn:aws:iam::111122223333:role/ci-deployer"),
+    "trust-all": ("/bench/allowlist-trust-all", "arn:aws:*\n*"),
+}
+SMALL_DISTINCT = 20
+SMALL_COPIES = 10
+SMALL_ROWS = 20_000
+BATCH = 10  # records per SQS invocation (the template's BatchSize)
+LARGE_INVOCATIONS = 2  # cold, then warm
+PRICE_GB_S = 0.0000133334  # arm64, per GB-second
+PRICE_REQUEST = 0.20 / 1_000_000
+VCPU_MB = 1769  # memory at which Lambda gives one full vCPU
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    events: str  # "large" or "small": which events file
+    allowlist: str  # key of PARAMS
+    parallel: int | None = None  # MAX_PARALLEL_OBJECTS override (None: the code's)
+
+
+SCENARIOS = (
+    Scenario("128MB ci", "large", "ci"),
+    Scenario("128MB trust-all", "large", "trust-all"),
+    Scenario("small ci", "small", "ci"),
+    Scenario("small trust-all", "small", "trust-all"),
+    Scenario("small trust-all serial", "small", "trust-all", parallel=1),
+)
+
+
+def memory_mb() -> int:
+    """The template's default ``MemorySize``."""
+    text = (ROOT / "template.yaml").read_text()
+    m = re.search(r"^  MemorySize:\n(?:    .*\n)*?    Default: (\d+)", text, re.MULTILINE)
+    return int(m.group(1)) if m else 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Children
+# --------------------------------------------------------------------------------------------
+
+
+def _small_objects() -> Iterator[tuple[int, Path]]:
+    """The distinct small objects (version, path), generated once into the cache."""
+    import pyarrow.parquet as pq
+
+    from tests.lake import nest, synthetic_columns
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for i in range(SMALL_DISTINCT):
+        version = 1 + i % 2
+        path = CACHE / f"small-v{version}-{SMALL_ROWS}rows-{i:02d}.parquet"
+        if not path.exists():
+            cols = synthetic_columns(SMALL_ROWS, 0.005, seed=7000 + i, uid_start=i * SMALL_ROWS)
+            pq.write_table(nest(cols, version), path.with_suffix(".tmp"), compression="gzip")
+            path.with_suffix(".tmp").replace(path)
+        yield version, path
+
+
+def _record(key: str, size: int, etag: str, n: int) -> dict[str, Any]:
+    body = {
+        "source": "aws.s3",
+        "detail-type": "Object Created",
+        "detail": {
+            "bucket": {"name": BUCKET},
+            "object": {"key": key, "size": size, "etag": etag.strip('"')},
+            "requester": "securitylake.amazonaws.com",
+            "reason": "PutObject",
+        },
+    }
+    return {
+        "messageId": f"bench-{n:06d}",
+        "receiptHandle": "bench",
+        "body": json.dumps(body),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:111122223333:AmazonSecurityLake-subscriber",
+        "awsRegion": "us-east-1",
+    }
+
+
+def setup(large: Path, out: Path) -> dict[str, Any]:
+    """(Child) AWS resources, uploads and the events files in ``out``; what the parent needs."""
+    import boto3
+
+    from tests.lake import key_for
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    ssm = boto3.client("ssm")
+    for name, value in PARAMS.values():
+        ssm.put_parameter(Name=name, Type="String", Value=value, Overwrite=True)
+    topic = boto3.client("sns").create_topic(Name=TOPIC)["TopicArn"]
+    boto3.client("securityhub").enable_security_hub()
+
+    n = 0
+    key = key_for(2, name="bench-large")
+    s3.upload_file(str(large), BUCKET, key)
+    etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"]
+    large_events = []
+    for _ in range(LARGE_INVOCATIONS):
+        n += 1
+        large_events.append({"Records": [_record(key, large.stat().st_size, etag, n)]})
+
+    records, small_bytes = [], 0
+    for version, path in _small_objects():
+        data = path.read_bytes()
+        for copy in range(SMALL_COPIES):
+            key = key_for(version, name=f"{path.stem}-{copy}")
+            etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"]
+            n += 1
+            records.append(_record(key, len(data), etag, n))
+            small_bytes += len(data)
+    # Interleave so that every batch mixes versions and distinct objects.
+    records.sort(key=lambda r: json.loads(r["body"])["detail"]["object"]["key"][::-1])
+    small_events = [{"Records": records[i : i + BATCH]} for i in range(0, len(records), BATCH)]
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "large.json").write_text(json.dumps(large_events))
+    (out / "small.json").write_text(json.dumps(small_events))
+    return {
+        "topic": topic,
+        "large": {
+            "objects": LARGE_INVOCATIONS,
+            "bytes": LARGE_INVOCATIONS * large.stat().st_size,
+            "per_invocation": 1,
+        },
+        "small": {"objects": len(records), "bytes": small_bytes, "per_invocation": BATCH},
+    }
+
+
+class _Context:
+    function_name = "ecr-upload-detector"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:111122223333:function:ecr-upload-detector"
+    memory_limit_in_mb = 1024
+    aws_request_id = "bench"
+    log_group_name = "/aws/lambda/ecr-upload-detector"
+    log_stream_name = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 300_000
+
+
+def invoke(events_path: Path) -> dict[str, Any]:
+    """(Child) import the handler, invoke it with every event of the file, report."""
+    t0 = time.perf_counter()
+    from detector import handler
+
+    import_ms = (time.perf_counter() - t0) * 1000
+    from detector import pipeline
+
+    if os.environ.get("BENCH_MAX_PARALLEL"):
+        pipeline.MAX_PARALLEL_OBJECTS = int(os.environ["BENCH_MAX_PARALLEL"])
+    # Time the fetch-and-scan phase apart from alerting (Security Hub, SNS).
+    scan_ms: list[float] = []
+    scan_items = pipeline._scan_items
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return scan_items(*args, **kwargs)
+        finally:
+            scan_ms.append((time.perf_counter() - t) * 1000)
+
+    pipeline._scan_items = timed  # type: ignore[assignment]
+    durations, cpu, failed = [], [], 0
+    for event in json.loads(events_path.read_text()):
+        w0, c0 = time.perf_counter(), time.process_time()
+        answer = handler.lambda_handler(event, _Context())
+        durations.append((time.perf_counter() - w0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+        failed += len(answer.get("batchItemFailures", []))
+    stats = handler.app(_Context()).objects.stats
+    return {
+        "requests": stats.requests,
+        "bytes": stats.bytes,
+        "import_ms": import_ms,
+        "durations_ms": durations,
+        "cpu_ms": cpu,
+        "scan_ms": scan_ms,
+        "failed_items": failed,
+        "pandas_loaded": "pandas" in sys.modules,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Parent
+# --------------------------------------------------------------------------------------------
+
+
+def run(
+    large: Path,
+    run_task: Callable[..., str],
+    run_child: Callable[..., Any],
+    timeout_s: float,
+) -> None:
+    """Start moto, set up, run every scenario in a child, print the table."""
+    import tempfile
+
+    from benchmarks.motoserver import moto_server
+
+    mem = memory_mb()
+    saved = dict(os.environ)
+    try:
+        with moto_server() as env, tempfile.TemporaryDirectory() as tmp:
+            os.environ.update(env)
+            print("setting up moto (uploads; small objects generated once) ...", flush=True)
+            info = json.loads(run_task("lambda-setup", large, "--out", tmp).splitlines()[-1])
+            os.environ.update(
+                FINDINGS_TOPIC_ARN=info["topic"],
+                SECURITY_HUB_ENABLED="true",
+                POWERTOOLS_LOG_LEVEL="WARNING",
+            )
+            rows = []
+            for sc in SCENARIOS:
+                print(f"running lambda: {sc.name} ...", flush=True)
+                os.environ["ALLOWLIST_PARAMETER"] = PARAMS[sc.allowlist][0]
+                os.environ.pop("BENCH_MAX_PARALLEL", None)
+                if sc.parallel is not None:
+                    os.environ["BENCH_MAX_PARALLEL"] = str(sc.parallel)
+                events = Path(tmp) / f"{sc.events}.json"
+                outcome = run_child("lambda-invoke", events, timeout_s, 8 * 1024)
+                rows.append((sc, info[sc.events], outcome))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    print_table(rows, mem)
+
+
+def _cost(duration_ms: float, mem_mb: int, per_invocation: int) -> float:
+    """Lambda cost of a million announced objects, ``per_invocation`` objects an invocation."""
+    invocations = 1_000_000 / per_invocation
+    billed_s = -(-duration_ms // 1) / 1000  # billed per started millisecond
+    return invocations * (billed_s * mem_mb / 1024 * PRICE_GB_S + PRICE_REQUEST)
+
+
+def print_table(rows: list[tuple[Scenario, dict[str, Any], Any]], mem: int) -> None:
+    share = mem / VCPU_MB
+    head = (
+        f"{'scenario':<22} {'inv':>3} {'obj':>4} {'MB obj':>7} {'MB read':>7} {'%':>5} "
+        f"{'GETs':>5} {'import':>6} {'first':>6} {'warm':>6} {'scan':>6} {'cpu':>6} {'wall s':>6} "
+        f"{'RSS MB':>6} {'$/1M obj':>8} {'cpu-bound':>9}"
+    )
+    print()
+    print(
+        f"Lambda path (handler against moto's server; times in ms per invocation; cost at "
+        f"{mem} MB, arm64 price, x86 measurement scaled naively)"
+    )
+    print(head)
+    print("-" * len(head))
+    for sc, data, o in rows:
+        if o.status != "ok":
+            print(f"{sc.name:<22} {o.status}")
+            continue
+        r = o.result
+        durations, cpu = r["durations_ms"], r["cpu_ms"]
+        warm = durations[1:] or durations
+        warm_cpu = cpu[1:] or cpu
+        mean = sum(warm) / len(warm)
+        mean_cpu = sum(warm_cpu) / len(warm_cpu)
+        warm_scan = r["scan_ms"][1:] or r["scan_ms"]
+        mean_scan = sum(warm_scan) / len(warm_scan)
+        per_inv = data["per_invocation"]
+        cost = _cost(mean, mem, per_inv)
+        cost_cpu = _cost(max(mean, mean_cpu / share), mem, per_inv)
+        print(
+            f"{sc.name:<22} {len(durations):>3} {data['objects']:>4} {data['bytes'] / 1e6:>7.1f} "
+            f"{r['bytes'] / 1e6:>7.1f} {r['bytes'] / data['bytes']:>5.0%} {r['requests']:>5} "
+            f"{r['import_ms']:>6.0f} {durations[0]:>6.0f} {mean:>6.0f} {mean_scan:>6.0f} "
+            f"{mean_cpu:>6.0f} "
+            f"{o.wall_s:>6.1f} {o.peak_rss_mb:>6.0f} {cost:>8.2f} {cost_cpu:>9.2f}"
+        )
+        if r["failed_items"] or r["pandas_loaded"]:
+            print(f"  !! failed items: {r['failed_items']}, pandas loaded: {r['pandas_loaded']}")
+    print(
+        "inv = invocations (one Lambda environment: the first is cold); obj, MB obj = objects\n"
+        "announced over all invocations and their size; MB read, GETs = fetched from S3, and\n"
+        "% = MB read / MB obj; import = `import detector.handler`; first / warm = the first\n"
+        "invocation / the mean of the others; scan = of warm, the part spent fetching and\n"
+        "scanning (the rest is mostly Security Hub and SNS); cpu = CPU of a warm invocation\n"
+        "(all threads); wall, RSS = the whole child; $/1M obj = Lambda cost per million\n"
+        "announced objects at the warm duration; cpu-bound = the same with duration >= cpu /\n"
+        f"{share:.2f} vCPU. moto is not S3: ~10 ms per request, no bandwidth limit, and it copies\n"
+        "the whole object for every ranged GET (the 128MB times are pessimistic for ranges).\n"
+    )

@@ -1,0 +1,132 @@
+"""A first allowlist from history: who pushed images, for a person to review.
+
+Findings of an allowlist-free run (every ``PutImage`` is a finding) are folded into one entry per
+principal, written so that the allowlist would actually match it:
+
+- an assumed-role session is trusted through its role: the session issuer ARN when recorded
+  (``arn:aws:iam::ACCT:role/path/ROLE``, path included, which is what the allowlist compares),
+  otherwise the glob ``arn:aws:sts::ACCT:assumed-role/ROLE/*`` over the caller ARN (a bare role
+  ARN would match nothing there: no issuer to compare it with);
+- any other caller ARN (IAM user, root, federated user) as it is;
+- a call with no caller ARN made by an AWS service (``actor.invoked_by``): the service name.
+
+Entries come most pushes first, each after a ``#`` comment with its push count, last push,
+accounts and repositories. A principal that the allowlist format cannot hold (spaces, control
+characters, ``#``, ``,``, or ``*``/``?`` that would turn it into a glob) is listed as a comment
+only. The output parses as an allowlist.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from detector.findings import Finding, Sample, ctime, max_opt
+from detector.output import safe_text
+
+_ASSUMED_ROLE = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):sts::(?P<account>[0-9]{12}):assumed-role/(?P<role>[^/]+)/.+",
+    re.DOTALL,
+)
+# What one allowlist line can hold as a plain (non-glob) entry.
+_PLAIN_ENTRY = re.compile(r"[!-~]+")
+_NOT_PLAIN = set("#,*?")
+
+
+@dataclass
+class Suggestion:
+    """One principal that pushed: the allowlist entry (None when it cannot be one)."""
+
+    entry: str | None
+    kind: str  # role, session issuer, user, service, unknown
+    shown: str  # what to show a person (the principal, escaped)
+    pushes: int = 0
+    last_ms: int | None = None
+    accounts: set[str] = field(default_factory=set)
+    repositories: Sample = field(default_factory=Sample)
+    via: set[str] = field(default_factory=set)
+
+
+def _plain(value: str) -> bool:
+    return bool(_PLAIN_ENTRY.fullmatch(value)) and not (set(value) & _NOT_PLAIN)
+
+
+def principal(f: Finding) -> tuple[str | None, str, str]:
+    """(allowlist entry or None, kind, the principal as shown) for one finding."""
+    issuers = f.session_issuers.sorted()
+    if len(issuers) == 1:
+        issuer = issuers[0]
+        kind = "role" if ":role/" in issuer else "session issuer"
+        return (issuer if _plain(issuer) else None), kind, issuer
+    user = f.user
+    if user:
+        m = _ASSUMED_ROLE.fullmatch(user)
+        if m:
+            role = m["role"]
+            glob = f"arn:{m['partition']}:sts::{m['account']}:assumed-role/{role}/*"
+            return (glob if _plain(role) else None), "role", glob
+        return (user if _plain(user) else None), "user", user
+    services = f.invoked_by.sorted()
+    if len(services) == 1:
+        service = services[0]
+        return (service if _plain(service) else None), "service", service
+    return None, "unknown", "(no caller identity recorded)"
+
+
+def suggest(findings: Iterable[Finding]) -> list[Suggestion]:
+    """One suggestion per principal, most pushes first (then by entry)."""
+    merged: dict[tuple[str | None, str, str], Suggestion] = {}
+    for f in findings:
+        entry, kind, shown = principal(f)
+        s = merged.setdefault((entry, kind, shown), Suggestion(entry, kind, shown))
+        s.pushes += f.count
+        s.last_ms = max_opt(s.last_ms, f.last_ms)
+        account = f.field("account")
+        if account:
+            s.accounts.add(account)
+        s.repositories.merge(f.repositories)
+        if kind != "service":
+            s.via.update(f.invoked_by.values)
+    return sorted(merged.values(), key=lambda s: (-s.pushes, s.entry is None, s.shown))
+
+
+def _listing(values: Iterable[str], more: bool, limit: int = 5) -> str:
+    items = sorted(values)
+    text = ", ".join(safe_text(v, 80) for v in items[:limit])
+    extra = len(items) - limit
+    if extra > 0 or more:
+        text += f", … ({max(extra, 0)}+ more)" if extra > 0 else ", …"
+    return text or "-"
+
+
+def render(suggestions: list[Suggestion], *, source: str) -> str:
+    """The suggestions in the allowlist format, with ``#`` comments for the reviewer."""
+    total = sum(s.pushes for s in suggestions)
+    lines = [
+        "# Suggested ECR push allowlist for ecr-upload-detector.",
+        f"# From: {safe_text(source, 200)}",
+        f"# {len(suggestions)} principal(s), {total} PutImage call(s). Review every entry:",
+        "# each one is trusted to push images from then on. Delete what you do not recognise.",
+    ]
+    for s in suggestions:
+        details = (
+            f"{s.kind}, {s.pushes} push(es), last {ctime(s.last_ms) or '-'}, "
+            f"account(s) {_listing(s.accounts, False)}, "
+            f"repositories {_listing(s.repositories.values, s.repositories.more)}"
+        )
+        if s.via:
+            details += f", via {_listing(s.via, False)}"
+        lines.append("")
+        if s.entry is None:
+            reason = (
+                "nothing to allowlist"
+                if s.kind == "unknown"
+                else "cannot be an allowlist entry (a space, control character, #, comma, * or ?)"
+            )
+            lines.append(f"# {safe_text(s.shown, 200)}: {reason}")
+            lines.append(f"# {details}")
+        else:
+            lines.append(f"# {details}")
+            lines.append(s.entry)
+    return "\n".join(lines) + "\n"

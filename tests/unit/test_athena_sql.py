@@ -1,0 +1,514 @@
+"""The Athena statement (``detector.athena_sql``), run on DuckDB over generated Security Lake
+objects of both versions registered under the Glue names, equals ``scan`` over the same objects.
+
+DuckDB lacks four Trino functions the statement uses; the test maps them (``trino_on_duckdb``):
+``element_at`` on a map (DuckDB's returns a list: ``map_extract_value``), ``json_extract_scalar``
+(null on bad JSON, like Trino), ``slice`` and ``json_format``. Everything else runs as written.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from detector import athena_sql, engine
+from detector.allowlist import Allowlist
+from detector.errors import AllowlistInvalid
+from detector.findings import Finding
+from detector.schema import SchemaVersion
+from tests.lake import ACCOUNT, event, key_for, put_image_request, write_object
+from tests.unit.test_differential import AGENTS, DOMAINS, IPS, PRINCIPALS, STATUSES
+
+OTHER = "444455556666"
+DAY0 = datetime(2026, 11, 18, tzinfo=UTC)
+DAYS = [DAY0 + timedelta(days=i) for i in range(4)]  # 18, 19, 20, 21 November
+REGION = "us-east-1"
+
+# Allowlist entries that SQL could get wrong: quotes, LIKE's own wildcards and escape character.
+QUOTED = "arn:aws:iam::111122223333:user/o'brien"
+HOSTILE_EXACT = ["x'OR'1'='1", QUOTED, "'--"]
+HOSTILE_GLOBS = ["arn:aws:iam::*:user/a%b_c?", "arn:aws:iam::*:user/back\\slash*"]
+ALLOWLIST = Allowlist.of(
+    [
+        f"arn:aws:iam::{ACCOUNT}:role/ci-deployer",
+        f"arn:aws:iam::{ACCOUNT}:user/dev0",
+        "codebuild.amazonaws.com",
+        "arn:aws:sts::*:assumed-role/eks-node/*",
+        "arn:aws:iam::*:user/bot?",
+        *HOSTILE_EXACT,
+        *HOSTILE_GLOBS,
+    ]
+)
+HOSTILE_PRINCIPALS: list[tuple[str | None, str | None, str | None]] = [
+    ("x'OR'1'='1", None, None),  # trusted (exact, with quotes)
+    ("x'OR'1'='2", None, None),  # not trusted
+    (QUOTED, None, None),  # trusted
+    ("'--", None, None),  # trusted
+    ("' OR ''='", None, None),  # not trusted
+    (f"arn:aws:iam::{ACCOUNT}:user/a%b_c1", None, None),  # trusted: % and _ literal
+    (f"arn:aws:iam::{ACCOUNT}:user/aXbYc1", None, None),  # not: % and _ are no wildcards
+    (f"arn:aws:iam::{ACCOUNT}:user/a%b_c", None, None),  # not: ? needs one character
+    (f"arn:aws:iam::{ACCOUNT}:user/back\\slash-1", None, None),  # trusted
+    (f"arn:aws:iam::{ACCOUNT}:user/backXslash-1", None, None),  # not
+    (f"ARN:AWS:IAM::{ACCOUNT}:USER/DEV0", None, None),  # not: case-sensitive
+]
+
+
+# --- DuckDB as Athena ------------------------------------------------------------------------
+
+
+def trino_on_duckdb(sql: str) -> str:
+    # element_at(map, key) is the one function DuckDB has under the same name with another
+    # result type; the allowlist literals in these tests never contain the text.
+    assert sql.count("element_at(") in (0, 2)
+    return sql.replace("element_at(", "map_extract_value(")
+
+
+def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the lake's objects as the two Glue tables, and Trino's functions."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    db = f"amazon_security_lake_glue_db_{REGION.replace('-', '_')}"
+    con.execute(f"CREATE SCHEMA {db}")
+    for version in (1, 2):
+        paths = [str(p) for p, v in files if v == version]
+        if not paths:
+            continue
+        listing = ", ".join(athena_sql.literal(p) for p in paths)
+        name = f"amazon_security_lake_table_{REGION.replace('-', '_')}_cloud_trail_mgmt_{version}_0"
+        table = f"{db}.{name}"
+        if version == 1:
+            # v1 partitions (region, accountid, eventday) come from the key, as in Glue.
+            source = (
+                f"read_parquet([{listing}], hive_partitioning = true, hive_types_autocast = false)"
+            )
+        else:
+            # v2 objects carry accountid and region; time_dt is the time partition.
+            source = f"read_parquet([{listing}], hive_partitioning = false)"
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
+    con.execute("CREATE MACRO json_extract_scalar(j, p) AS TRY(json_extract_string(j, p))")
+    con.execute("CREATE MACRO slice(l, s, n) AS list_slice(l, s, s + n - 1)")
+    con.execute("CREATE MACRO json_format(j) AS CAST(j AS VARCHAR)")
+    return con
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list[Finding]:
+    """Run the statement and read its rows the way ``backfill`` reads Athena's: all text."""
+    cursor = con.execute(trino_on_duckdb(sql))
+    athena_sql.check_columns([d[0] for d in cursor.description])
+    rows = [[None if v is None else str(v) for v in row] for row in cursor.fetchall()]
+    return athena_sql.findings(rows)
+
+
+def scan(files: Iterable[Path], allowlist: Allowlist = ALLOWLIST) -> list[Finding]:
+    run = engine.Run(allowlist)
+    for path in files:
+        with path.open("rb") as f:
+            run.add(engine.scan_object(f, str(path), allowlist))
+    return run.findings()
+
+
+def comparable(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """Every field both compute (scan also keeps event ids and source objects)."""
+    out = []
+    for f in findings:
+        rec = f.to_record()
+        del rec["event_ids"], rec["source_objects"]
+        out.append(rec)
+    return sorted(out, key=repr)
+
+
+def query(version: int, start: str, end: str, accounts: str | None = None) -> athena_sql.Query:
+    return athena_sql.Query(
+        REGION,
+        athena_sql.parse_version(str(version)),
+        athena_sql.Period.parse(start, end),
+        athena_sql.parse_accounts(accounts),
+    )
+
+
+# --- generated lake --------------------------------------------------------------------------
+
+
+def events_of_day(rng: random.Random, day: datetime, account: str, n: int) -> list[dict[str, Any]]:
+    start_ms = int(day.timestamp() * 1000)
+    out = []
+    for _ in range(n):
+        arn, issuer, invoked_by = rng.choice(PRINCIPALS + HOSTILE_PRINCIPALS)
+        out.append(
+            event(
+                time_ms=start_ms + rng.randrange(86_400_000),
+                operation=rng.choice(["PutImage"] * 5 + ["GetObject", None]),
+                arn=arn,
+                principal_id=rng.choice([f"AIDA{rng.randrange(4)}", None]),
+                session_issuer=issuer,
+                session_created_ms=start_ms if issuer else None,
+                invoked_by=invoked_by,
+                account=rng.choice([account, account, None]),
+                recipient_account=account,
+                user_agent=rng.choice(AGENTS),
+                src_ip=rng.choice(IPS),
+                src_domain=rng.choice(DOMAINS),
+                region=rng.choice(["us-east-1", "eu-west-1", None, "o'region"]),
+                status=rng.choice(STATUSES),
+                request_json=rng.choice(
+                    [
+                        put_image_request(f"repo-{rng.randrange(3)}", f"t{rng.randrange(5)}"),
+                        put_image_request('it\'s/a \u00e9"quoted" repo', None),
+                        None,
+                    ]
+                ),
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module", params=[11, 12])
+def lake(request, tmp_path_factory) -> list[tuple[Path, int, str, str]]:
+    """(path, version, account, eventday) of objects over four days, two accounts."""
+    rng = random.Random(request.param)
+    root = tmp_path_factory.mktemp(f"athena-lake-{request.param}")
+    written = []
+    for day in DAYS:
+        for account in (ACCOUNT, OTHER):
+            for version in (1, 2):
+                for part in range(2):
+                    eventday = f"{day:%Y%m%d}"
+                    path = root / key_for(version, account=account, day=eventday, name=f"p{part}")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_object(
+                        path, events_of_day(rng, day, account, rng.randint(1, 60)), version
+                    )
+                    written.append((path, version, account, eventday))
+    return written
+
+
+def of(lake_: list[tuple[Path, int, str, str]], version: int) -> list[tuple[Path, int]]:
+    return [(p, v) for p, v, _, _ in lake_ if v == version]
+
+
+# --- equality with scan ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_statement_on_duckdb_equals_scan_over_the_days_asked_for(lake, version):
+    con = athena_on_duckdb(of(lake, version))
+    sql = athena_sql.build(query(version, "2026-11-19", "2026-11-20"), ALLOWLIST)
+    mine = run_sql(con, sql)
+    inside = [p for p, v, _, day in lake if v == version and day in ("20261119", "20261120")]
+    expected = scan(inside)
+    assert comparable(mine) == comparable(expected)
+    # Not trivially equal: nulls in grouping fields, hostile values, several groups.
+    assert len(mine) > 10
+    assert any(f.user is None for f in mine)
+    assert any(f.field("user_agent") is None for f in mine)
+    assert any(f.field("region") is None for f in mine)
+    assert any(f.field("account") is None for f in mine)
+    assert {f.user for f in mine} >= {"x'OR'1'='2", "' OR ''='"}
+    assert not {f.user for f in mine} & {"x'OR'1'='1", QUOTED, "'--"}
+    # The order is scan's (most recent activity first).
+    assert [f.key for f in mine] == [f.key for f in expected]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_accounts_restrict_the_query(lake, version):
+    con = athena_on_duckdb(of(lake, version))
+    sql = athena_sql.build(query(version, "2026-11-18", "2026-11-21", OTHER), ALLOWLIST)
+    inside = [p for p, v, account, _ in lake if v == version and account == OTHER]
+    assert comparable(run_sql(con, sql)) == comparable(scan(inside))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_empty_allowlist_reports_every_put_image(lake, version):
+    con = athena_on_duckdb(of(lake, version))
+    sql = athena_sql.build(query(version, "2026-11-18", "2026-11-21"), Allowlist.of([]))
+    everything = [p for p, v, _, _ in lake if v == version]
+    nobody = Allowlist.of([])
+    assert comparable(run_sql(con, sql)) == comparable(scan(everything, nobody))
+    assert "NOT (" not in sql
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_period_boundaries_are_exact_to_the_millisecond(tmp_path, version):
+    t0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    t1 = t0 + timedelta(hours=2)
+    ms = [int(t.timestamp() * 1000) for t in (t0, t1)]
+    times = [ms[0] - 1, ms[0], ms[1] - 1, ms[1]]
+    path = tmp_path / key_for(version, day="20261120")
+    path.parent.mkdir(parents=True)
+    write_object(path, [event(time_ms=t, session_issuer=None) for t in times], version)
+    con = athena_on_duckdb([(path, version)])
+    sql = athena_sql.build(
+        query(version, "2026-11-20T10:00:00Z", "2026-11-20T12:00:00Z"), Allowlist.of([])
+    )
+    [found] = run_sql(con, sql)
+    assert (found.count, found.first_ms, found.last_ms) == (2, ms[0], ms[1] - 1)
+    assert found.to_record()["firstTime"] == "2026-11-20T10:00:00"
+    assert found.to_record()["lastTime"] == "2026-11-20T11:59:59"
+
+
+def test_v1_reads_only_the_partitions_asked_for(tmp_path):
+    """Objects of other days and accounts are never opened: here they are not even Parquet."""
+    good = tmp_path / key_for(1, account=ACCOUNT, day="20261120")
+    good.parent.mkdir(parents=True)
+    write_object(good, [event(session_issuer=None)], 1)
+    files = [(good, 1)]
+    for account, day in ((ACCOUNT, "20261119"), (ACCOUNT, "20261121"), (OTHER, "20261120")):
+        bad = tmp_path / key_for(1, account=account, day=day)
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"not parquet")
+        files.append((bad, 1))
+    con = athena_on_duckdb(files)
+    sql = athena_sql.build(query(1, "2026-11-20", "2026-11-20", ACCOUNT), Allowlist.of([]))
+    [found] = run_sql(con, sql)
+    assert found.count == 1
+    # Without the account restriction the other account's (broken) object is read.
+    with pytest.raises(duckdb.Error):
+        run_sql(con, athena_sql.build(query(1, "2026-11-20", "2026-11-20"), Allowlist.of([])))
+
+
+def test_v2_restricts_the_time_partition():
+    sql = athena_sql.build(query(2, "2026-11-19", "2026-11-20T06:30:00Z"), Allowlist.of([]))
+    assert "\"time_dt\" >= TIMESTAMP '2026-11-19 00:00:00.000000'" in sql
+    assert "\"time_dt\" < TIMESTAMP '2026-11-20 06:30:00.000000'" in sql
+    assert "eventday" not in sql
+
+
+def test_v1_restricts_eventday_with_whole_days():
+    sql = athena_sql.build(query(1, "2026-11-19T23:00:00Z", "2026-11-21"), Allowlist.of([]))
+    assert "\"eventday\" BETWEEN '20261119' AND '20261121'" in sql
+    sql = athena_sql.build(query(1, "2026-11-19", "2026-11-20T00:00:00Z"), Allowlist.of([]))
+    assert "\"eventday\" BETWEEN '20261119' AND '20261119'" in sql
+
+
+def test_table_names_follow_the_region():
+    q = athena_sql.Query(
+        "eu-west-2", SchemaVersion.V2, athena_sql.Period.parse("2026-01-01", "2026-01-02")
+    )
+    sql = athena_sql.build(q, Allowlist.of([]))
+    assert (
+        'FROM "amazon_security_lake_glue_db_eu_west_2".'
+        '"amazon_security_lake_table_eu_west_2_cloud_trail_mgmt_2_0"'
+    ) in sql
+
+
+def test_result_columns_carry_the_scan_jsonl_names():
+    assert list(athena_sql.RESULT_COLUMNS[:10]) == [
+        "api.operation",
+        "user",
+        "actor.user.account.uid",
+        "user_agent",
+        "src_ip",
+        "src_endpoint.domain",
+        "region",
+        "count",
+        "firstTime",
+        "lastTime",
+    ]
+    # Athena lowercases result column names: accepted.
+    athena_sql.check_columns([c.lower() for c in athena_sql.RESULT_COLUMNS])
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.check_columns(["a", "b"])
+
+
+# --- injection -------------------------------------------------------------------------------
+
+
+def one_statement(sql: str) -> None:
+    assert len(duckdb.extract_statements(trino_on_duckdb(sql))) == 1
+
+
+@pytest.mark.parametrize(
+    "accounts",
+    [
+        "111122223333' OR '1'='1",
+        "111122223333,1",
+        "11112222333a",
+        "111122223333;DROP",
+        "\uff11" * 12,  # full-width digits are not ASCII digits
+        " , ",
+    ],
+)
+def test_accounts_other_than_12_digits_are_rejected(accounts):
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.parse_accounts(accounts)
+
+
+def test_accounts_are_checked_again_when_building():
+    q = athena_sql.Query(
+        REGION,
+        SchemaVersion.V1,
+        athena_sql.Period.parse("2026-11-20", "2026-11-20"),
+        ("111122223333') OR ('1'='1",),
+    )
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.build(q, Allowlist.of([]))
+
+
+@pytest.mark.parametrize(
+    "region", ["us-east-1'", 'us-east-1"', "us_east_1", "US-EAST-1", "us-east-1;", "useast1", ""]
+)
+def test_regions_are_validated(region):
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.check_region(region)
+    q = athena_sql.Query(
+        region, SchemaVersion.V2, athena_sql.Period.parse("2026-11-20", "2026-11-20")
+    )
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.build(q, Allowlist.of([]))
+
+
+@pytest.mark.parametrize(
+    "region", ["us-east-1", "us-gov-west-1", "cn-northwest-1", "ap-southeast-5"]
+)
+def test_real_regions_are_accepted(region):
+    assert athena_sql.check_region(region) == region
+
+
+def test_allowlist_entries_with_quotes_are_escaped_into_one_statement():
+    sql = athena_sql.build(query(2, "2026-11-20", "2026-11-20"), ALLOWLIST)
+    one_statement(sql)
+    assert "'x''OR''1''=''1'" in sql
+    assert "'arn:aws:iam::111122223333:user/o''brien'" in sql
+    assert "'arn:aws:iam::%:user/a\\%b\\_c_' ESCAPE '\\'" in sql
+    assert "'arn:aws:iam::%:user/back\\\\slash%' ESCAPE '\\'" in sql
+
+
+def test_sql_comment_and_statement_breaks_in_entries_stay_inside_literals(tmp_path):
+    hostile = ["x'--", "x';DROP/**/TABLE/**/t;--", "*'/*", "a'||'b"]
+    allowlist = Allowlist.of(hostile)
+    sql = athena_sql.build(query(2, "2026-11-20", "2026-11-20"), allowlist)
+    one_statement(sql)
+    path = tmp_path / key_for(2, day="20261120")
+    path.parent.mkdir(parents=True)
+    callers = ["x'--", "x';DROP/**/TABLE/**/t;--", "*'/* anything", "a'||'b", "ab", "x'"]
+    write_object(path, [event(arn=a, session_issuer=None) for a in callers], 2)
+    found = run_sql(athena_on_duckdb([(path, 2)]), sql)
+    assert sorted(f.user or "" for f in found) == ["ab", "x'"]
+
+
+def test_an_entry_with_spaces_never_reaches_the_query():
+    with pytest.raises(AllowlistInvalid):
+        Allowlist.parse("x' OR 1=1 --\n")
+
+
+def test_control_characters_are_refused_even_past_allowlist_validation():
+    # Allowlist.of rejects them; a directly built Allowlist must not smuggle them in either.
+    for bad in ("a\nb", "a\x00", "caf\u00e9", "a\u202eb"):
+        with pytest.raises(athena_sql.QueryInputInvalid):
+            athena_sql.build(query(2, "2026-11-20", "2026-11-20"), Allowlist((bad,)))
+
+
+def test_an_allowlist_too_long_for_athena_is_a_usage_error():
+    many = Allowlist.of(f"arn:aws:iam::{ACCOUNT}:role/role-number-{i:05d}" for i in range(2000))
+    with pytest.raises(athena_sql.QueryInputInvalid, match="too long"):
+        athena_sql.build(query(2, "2026-11-20", "2026-11-20"), many)
+
+
+# --- times, results, cost --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "first", "after"),
+    [
+        ("2026-11-20", "2026-11-20", "2026-11-20T00:00:00", "2026-11-21T00:00:00"),
+        ("2026-11-20", "2026-11-22", "2026-11-20T00:00:00", "2026-11-23T00:00:00"),
+        (
+            "2026-11-20T10:00:00Z",
+            "2026-11-20T11:30:00Z",
+            "2026-11-20T10:00:00",
+            "2026-11-20T11:30:00",
+        ),
+        ("2026-11-20T10:00:00", "2026-11-20 11:00", "2026-11-20T10:00:00", "2026-11-20T11:00:00"),
+        (
+            "2026-11-20T12:00:00+02:00",
+            "2026-11-20T12:00:00+00:00",
+            "2026-11-20T10:00:00",
+            "2026-11-20T12:00:00",
+        ),
+    ],
+)
+def test_period_parsing(start, end, first, after):
+    period = athena_sql.Period.parse(start, end)
+    assert period.start == datetime.fromisoformat(first).replace(tzinfo=UTC)
+    assert period.end == datetime.fromisoformat(after).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("yesterday", "2026-11-20"),
+        ("2026-11-20", "2026-13-01"),
+        ("2026-11-21", "2026-11-20"),
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:00:00Z"),
+        ("1969-12-31", "2026-11-20"),
+        ("2026-11-20", "9999-12-31"),
+    ],
+)
+def test_bad_periods_are_usage_errors(start, end):
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.Period.parse(start, end)
+
+
+def test_source_version():
+    assert athena_sql.parse_version("1") is SchemaVersion.V1
+    assert athena_sql.parse_version("2.0") is SchemaVersion.V2
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.parse_version("3")
+
+
+def test_result_rows_become_findings_like_scan_records():
+    row = [
+        "PutImage",
+        "arn:aws:iam::111122223333:user/intruder",
+        "111122223333",
+        None,
+        "198.51.100.7",
+        None,
+        "us-east-1",
+        "3",
+        str(int(datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp() * 1000)),
+        str(int(datetime(2026, 11, 20, 11, tzinfo=UTC).timestamp() * 1000)),
+        "2",
+        "1",
+        '["app","web"]',
+        '["v1"]',
+        None,
+        '["AIDAX"]',
+        "[]",
+    ]
+    [f] = athena_sql.findings([row])
+    rec = f.to_record()
+    assert rec["user"] == "arn:aws:iam::111122223333:user/intruder"
+    assert rec["user_agent"] is None
+    assert (rec["count"], rec["succeeded"], rec["failed"]) == (3, 2, 1)
+    assert (rec["firstTime"], rec["lastTime"]) == ("2026-11-20T10:00:00", "2026-11-20T11:00:00")
+    assert rec["repositories"] == ["app", "web"]
+    assert rec["session_issuers"] == []
+    assert rec["samples_truncated"] is False
+    many = [*row[:12], str([f"r{i:02d}" for i in range(51)]).replace("'", '"'), *row[13:]]
+    [f] = athena_sql.findings([many])
+    assert len(f.repositories.values) == 50
+    assert f.to_record()["samples_truncated"] is True
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.findings([row[:5]])
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.findings([[*row[:7], "three", *row[8:]]])
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.findings([[*row[:12], '{"a": 1}', *row[13:]]])
+
+
+def test_cost_is_five_dollars_per_tb_with_a_10_mb_minimum():
+    mb = 1024**2
+    assert athena_sql.billed_bytes(0) == 10 * mb
+    assert athena_sql.billed_bytes(10 * mb + 1) == 11 * mb
+    assert athena_sql.cost_usd(1024**4) == pytest.approx(5.0)
+    assert athena_sql.cost_usd(0) == pytest.approx(10 * mb / 1024**4 * 5)
+    assert "1.00 TB" in athena_sql.cost_line(1024**4)
+    assert "$5.0000" in athena_sql.cost_line(1024**4)

@@ -1,0 +1,230 @@
+"""``suggest-allowlist``: who pushed, folded into entries the allowlist really matches."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from detector import engine, suggest
+from detector.allowlist import Allowlist
+from detector.cli import main
+from detector.findings import Finding
+from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, key_for, write_object
+
+STS = f"arn:aws:sts::{ACCOUNT}:assumed-role"
+
+
+def finding(
+    user: str | None,
+    count: int = 1,
+    *,
+    issuer: str | None = None,
+    invoked_by: str | None = None,
+    last_ms: int = T0_MS,
+    repository: str = "app",
+    account: str | None = ACCOUNT,
+) -> Finding:
+    f = Finding(
+        key=("PutImage", user, account, "docker", "198.51.100.7", None, "us-east-1"),
+        count=count,
+        first_ms=last_ms - 1000,
+        last_ms=last_ms,
+    )
+    f.session_issuers.add([issuer])
+    f.invoked_by.add([invoked_by])
+    f.repositories.add([repository])
+    return f
+
+
+def entries(text: str) -> list[str]:
+    return list(Allowlist.parse(text).entries)
+
+
+def test_sessions_of_a_role_collapse_to_the_session_issuer():
+    out = suggest.suggest(
+        [
+            finding(f"{STS}/ci-deployer/build-1", 3, issuer=CI_ROLE, last_ms=T0_MS),
+            finding(f"{STS}/ci-deployer/build-2", 2, issuer=CI_ROLE, last_ms=T0_MS + 5000),
+        ]
+    )
+    [s] = out
+    assert (s.entry, s.kind, s.pushes, s.last_ms) == (CI_ROLE, "role", 5, T0_MS + 5000)
+
+
+def test_the_issuer_keeps_the_role_path():
+    role = f"arn:aws:iam::{ACCOUNT}:role/service-role/builder"
+    [s] = suggest.suggest([finding(f"{STS}/builder/x", issuer=role)])
+    assert s.entry == role
+    assert Allowlist.of([s.entry]).matches(role)
+
+
+def test_a_session_without_issuer_becomes_a_glob_that_matches_its_sessions():
+    [s] = suggest.suggest([finding(f"{STS}/deployer/s-1"), finding(f"{STS}/deployer/s-2")])
+    assert s.entry == f"{STS}/deployer/*"
+    assert s.pushes == 2
+    allow = Allowlist.of([s.entry])
+    assert allow.matches(f"{STS}/deployer/s-9")
+    assert not allow.matches(f"{STS}/deployer-admin/s-1")
+
+
+def test_users_services_and_unknown_callers():
+    user = f"arn:aws:iam::{ACCOUNT}:user/alice"
+    out = suggest.suggest(
+        [
+            finding(user, 4),
+            finding(None, 2, invoked_by="codebuild.amazonaws.com"),
+            finding(None, 1),
+        ]
+    )
+    assert [(s.entry, s.kind) for s in out] == [
+        (user, "user"),
+        ("codebuild.amazonaws.com", "service"),
+        (None, "unknown"),
+    ]
+    text = suggest.render(out, source="test")
+    assert entries(text) == [user, "codebuild.amazonaws.com"]
+    assert "# (no caller identity recorded): nothing to allowlist" in text
+
+
+def test_a_role_that_a_service_used_stays_the_role_with_the_service_noted():
+    [s] = suggest.suggest(
+        [finding(f"{STS}/ci/x", issuer=CI_ROLE, invoked_by="codebuild.amazonaws.com")]
+    )
+    assert s.entry == CI_ROLE
+    assert "via codebuild.amazonaws.com" in suggest.render([s], source="t")
+
+
+def test_most_pushes_first_then_by_name():
+    out = suggest.suggest(
+        [
+            finding(f"arn:aws:iam::{ACCOUNT}:user/b", 1),
+            finding(f"arn:aws:iam::{ACCOUNT}:user/a", 1),
+            finding(f"arn:aws:iam::{ACCOUNT}:user/c", 7),
+        ]
+    )
+    assert [s.entry for s in out] == [
+        f"arn:aws:iam::{ACCOUNT}:user/c",
+        f"arn:aws:iam::{ACCOUNT}:user/a",
+        f"arn:aws:iam::{ACCOUNT}:user/b",
+    ]
+    text = suggest.render(out, source="t")
+    assert entries(text) == [s.entry for s in out]
+    assert "# user, 7 push(es), last 2026-11-20T10:00:00" in text
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        f"arn:aws:iam::{ACCOUNT}:user/with space",
+        f"arn:aws:iam::{ACCOUNT}:user/new\nline",
+        f"arn:aws:iam::{ACCOUNT}:user/comma,split",
+        f"arn:aws:iam::{ACCOUNT}:user/hash#comment",
+        f"arn:aws:iam::{ACCOUNT}:user/*",
+        f"arn:aws:iam::{ACCOUNT}:user/caf\u00e9",
+        "\x1b[31mred\x1b[0m",
+        f"{STS}/role,with,commas/x",
+    ],
+)
+def test_principals_the_format_cannot_hold_are_only_comments(hostile):
+    out = suggest.suggest([finding(hostile, 2), finding(f"arn:aws:iam::{ACCOUNT}:user/ok")])
+    text = suggest.render(out, source="t")
+    assert entries(text) == [f"arn:aws:iam::{ACCOUNT}:user/ok"]
+    assert "cannot be an allowlist entry" in text
+    assert "\x1b" not in text
+    assert all(
+        line.startswith("#") or line in ("", f"arn:aws:iam::{ACCOUNT}:user/ok")
+        for line in text.splitlines()
+    )
+
+
+def test_repositories_accounts_and_samples_in_the_comment():
+    out = suggest.suggest(
+        [
+            finding(f"{STS}/ci/{i}", issuer=CI_ROLE, repository=f"repo-{i}", account=acct)
+            for i, acct in enumerate([ACCOUNT, "444455556666"] * 4)
+        ]
+    )
+    text = suggest.render(out, source="s3://lake/aws/CLOUD_TRAIL_MGMT/")
+    assert "account(s) 111122223333, 444455556666" in text
+    assert "repositories repo-0, repo-1, repo-2, repo-3, repo-4, … (3+ more)" in text
+    assert "# From: s3://lake/aws/CLOUD_TRAIL_MGMT/" in text
+    assert "# 1 principal(s), 8 PutImage call(s)." in text
+
+
+# --- applied to real objects ------------------------------------------------------------------
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    for version in (1, 2):
+        path = root / key_for(version)
+        path.parent.mkdir(parents=True)
+        write_object(
+            path,
+            [
+                event(),  # the CI role, with its issuer
+                event(arn=f"{STS}/ci-deployer/build-2", time_ms=T0_MS + 60_000),
+                event(arn=f"{STS}/no-issuer/s1", session_issuer=None),
+                event(arn=f"arn:aws:iam::{ACCOUNT}:user/alice", session_issuer=None),
+                event(
+                    arn=None,
+                    principal_id=None,
+                    session_issuer=None,
+                    invoked_by="codebuild.amazonaws.com",
+                    src_ip=None,
+                    src_domain="codebuild.amazonaws.com",
+                ),
+                event(arn=None, principal_id=None, account=None, session_issuer=None),
+                event(arn=f"arn:aws:iam::{ACCOUNT}:user/odd name", session_issuer=None),
+                event(
+                    operation="GetAuthorizationToken",
+                    arn=f"arn:aws:iam::{ACCOUNT}:user/bob",
+                    session_issuer=None,
+                    request_json=None,
+                ),
+            ],
+            version,
+        )
+    return root
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_suggestion_applied_leaves_only_what_it_could_not_allowlist(lake_dir: Path):
+    code, out, err = run("suggest-allowlist", str(lake_dir))
+    assert code == 0, err
+    allow = Allowlist.parse(out)
+    assert list(allow.entries) == [
+        CI_ROLE,  # 4 pushes over both versions, then 2 each, by name
+        f"arn:aws:iam::{ACCOUNT}:user/alice",
+        f"{STS}/no-issuer/*",
+        "codebuild.amazonaws.com",
+    ]
+    assert f"arn:aws:iam::{ACCOUNT}:user/bob" not in out  # did not push
+    run_ = engine.Run(allow)
+    for path in sorted(lake_dir.rglob("*.parquet")):
+        with path.open("rb") as f:
+            run_.add(engine.scan_object(f, str(path), allow))
+    left = {f.user for f in run_.findings()}
+    assert left == {None, f"arn:aws:iam::{ACCOUNT}:user/odd name"}
+
+
+def test_cli_usage_and_unreadable_inputs(lake_dir: Path, tmp_path: Path):
+    assert run("suggest-allowlist")[0] == 2
+    code, _, err = run("suggest-allowlist", str(lake_dir), "--from-athena")
+    assert code == 2 and "not both" in err
+    code, _, err = run("suggest-allowlist", "--from-athena", "--workgroup", "wg")
+    assert code == 2 and "--region" in err
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"nope")
+    code, out, err = run("suggest-allowlist", str(lake_dir), str(broken))
+    assert code == 1
+    assert CI_ROLE in out
+    assert "broken.parquet" in err
