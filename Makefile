@@ -12,7 +12,7 @@ PYTHON_VERSION ?=
 help:
 	@echo "make demo   - generate a Security Lake sample (both OCSF versions) and scan it"
 	@echo "make test   - ruff, mypy and pytest in $(VENV) (created if missing)"
-	@echo "make bench  - scan vs DuckDB / pyarrow / pandas on a 4M-row object"
+	@echo "make bench  - scan vs DuckDB / pyarrow / pandas on a 4M-row object, then the Lambda path on moto"
 	@echo "make package - dist/lambda.zip for ARCH=arm64|x86_64 (PYTHON_VERSION defaults to the template's)"
 
 $(STAMP): pyproject.toml

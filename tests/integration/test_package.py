@@ -52,7 +52,7 @@ import json, sys
 args = json.loads(sys.argv[1])
 sys.path[:0] = [args["task"], args["runtime"]]
 assert not [p for p in sys.path if "site-packages" in p], sys.path
-import detector.handler  # Logger, Metrics, Tracer: powertools, aws-xray-sdk, wrapt, boto3
+import detector.handler  # powertools Logger and Metrics load here; the rest on first call
 import aws_lambda_powertools, aws_xray_sdk, boto3, botocore, pyarrow, wrapt
 from detector import engine
 from detector.allowlist import Allowlist
