@@ -509,30 +509,14 @@ def _publish_with_state(
     email uses the Lambda's alert leases: a key alerted within the window is not mailed again,
     and one that could not be mailed is not marked as mailed.
     """
-    from detector.errors import PublishFailed
-    from detector.pipeline import key_id
+    from detector.pipeline import key_id, notify_once
 
     fresh = [f for f in findings if state.totals(key_id(f.key)).count == 0]
     alerts.security_hub(fresh)
     if not notify:
         return len(fresh), 0, 0
-    due = [
-        f
-        for f in findings
-        if window_seconds <= 0 or state.claim_alert(key_id(f.key), window_seconds)
-    ]
-    if due:
-        try:
-            alerts.notify(due)
-        except PublishFailed:
-            for f in due:
-                if window_seconds > 0:
-                    state.release_alert(key_id(f.key))
-            raise
-        for f in due:
-            if window_seconds > 0:
-                state.confirm_alert(key_id(f.key))
-    return len(fresh), len(due), len(findings) - len(due)
+    sent = notify_once(findings, alerts, state, window_seconds)
+    return len(fresh), sent, len(findings) - sent
 
 
 # --- suggest-allowlist -----------------------------------------------------------------------

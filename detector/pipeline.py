@@ -316,22 +316,33 @@ def _deliver_once(
     )
     _settle_security_hub(out.findings, totals, alerts, state)
     cumulative = _with_totals(out.findings, totals)
+    out.alerted = notify_once(cumulative, alerts, state, window_seconds)
+    out.suppressed = len(cumulative) - out.alerted
+
+
+def notify_once(
+    findings: Sequence[Finding], alerts: AlertSink, state: StateStore, window_seconds: int
+) -> int:
+    """Send the SNS digest for the keys not alerted within the window; how many were sent.
+
+    A key is claimed before sending and confirmed after; a failed send releases the claim, so
+    the key is not marked as alerted and the next attempt sends it.
+    """
     due = [
         f
-        for f in cumulative
+        for f in findings
         if window_seconds <= 0 or state.claim_alert(key_id(f.key), window_seconds)
     ]
-    out.suppressed = len(cumulative) - len(due)
     if not due:
-        return
+        return 0
     try:
         alerts.notify(due)
     except PublishFailed:
-        for f in due:
-            if window_seconds > 0:
+        if window_seconds > 0:
+            for f in due:
                 state.release_alert(key_id(f.key))
         raise
-    for f in due:
-        if window_seconds > 0:
+    if window_seconds > 0:
+        for f in due:
             state.confirm_alert(key_id(f.key))
-    out.alerted = len(due)
+    return len(due)

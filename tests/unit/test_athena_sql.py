@@ -22,6 +22,7 @@ from detector.allowlist import Allowlist
 from detector.errors import AllowlistInvalid
 from detector.findings import Finding
 from detector.schema import SchemaVersion
+from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, event, key_for, put_image_request, write_object
 from tests.unit.test_differential import AGENTS, DOMAINS, IPS, PRINCIPALS, STATUSES
 
@@ -299,18 +300,7 @@ def test_table_names_follow_the_region():
 
 
 def test_result_columns_carry_the_scan_jsonl_names():
-    assert list(athena_sql.RESULT_COLUMNS[:10]) == [
-        "api.operation",
-        "user",
-        "actor.user.account.uid",
-        "user_agent",
-        "src_ip",
-        "src_endpoint.domain",
-        "region",
-        "count",
-        "firstTime",
-        "lastTime",
-    ]
+    assert list(athena_sql.RESULT_COLUMNS[:10]) == JSONL_KEYS
     # Athena lowercases result column names: accepted.
     athena_sql.check_columns([c.lower() for c in athena_sql.RESULT_COLUMNS])
     with pytest.raises(athena_sql.ResultInvalid):
