@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ from detector.output import safe_text, write_json, write_jsonl, write_table
 if TYPE_CHECKING:
     from detector.alerting import Alerts
     from detector.aws.athena import QueryStatus
+    from detector.aws.s3 import S3Store
     from detector.pipeline import StateStore
 
 EXIT_OK, EXIT_UNREAD, EXIT_USAGE = 0, 1, 2
@@ -196,10 +198,8 @@ def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
     """The objects a PATH names; a PATH naming nothing is an error, not a silent no-op."""
     found = False
     if path.startswith("s3://"):
-        from detector.aws.s3 import S3Store  # boto3 only when S3 is asked for
-
         try:
-            for ref in S3Store().list(path):
+            for ref in _s3().list(path):
                 found = True
                 yield ref
         except DetectorError as exc:
@@ -228,9 +228,15 @@ def _open(ref: ObjectRef) -> IO[bytes]:
             return Path(ref.key).open("rb")
         except OSError as exc:
             raise ObjectUnreadable(ref.key, exc.strerror or str(exc)) from exc
-    from detector.aws.s3 import S3Store
+    return _s3().open(ref)
 
-    return S3Store().open(ref)
+
+@functools.cache
+def _s3() -> S3Store:
+    """One S3 client per process, built when S3 is first asked for (not once per object)."""
+    from detector.aws.s3 import S3Store  # boto3 only when S3 is asked for
+
+    return S3Store()
 
 
 class Progress:
@@ -262,6 +268,7 @@ class Progress:
 def _scan_paths(paths: Sequence[str], allowlist: Allowlist, err: TextIO) -> tuple[Run, list[str]]:
     """Scan every object the paths name; the run and the inputs that could not be read."""
     problems: list[str] = []
+    _s3.cache_clear()  # one S3 client per run (credentials or endpoint may change between runs)
     refs = [ref for path in paths for ref in _expand(path, problems)]
     run = Run(allowlist)
     progress = Progress(err, len(refs))

@@ -234,3 +234,27 @@ def test_s3_bucket_that_does_not_exist_is_named(allowlist: Path, monkeypatch: py
     code, _, err = run("scan", "s3://no-such-bucket/aws/", "--allowlist", str(allowlist))
     assert code == 1
     assert "s3://no-such-bucket/aws/: cannot list: NoSuchBucket" in err
+
+
+@mock_aws
+def test_scan_of_an_s3_prefix_builds_one_client(allowlist: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    for i in range(3):
+        buf = io.BytesIO()
+        lake.write_object(buf, [lake.event(arn=INTRUDER, session_issuer=None)], 2)
+        s3.put_object(Bucket="lake", Key=lake.key_for(2, name=f"o{i}"), Body=buf.getvalue())
+    import detector.aws.s3 as adapter
+
+    built = []
+    real = adapter.boto3.client
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adapter.boto3, "client", counting)
+    code, out, _ = run("scan", "s3://lake/aws/", "--allowlist", str(allowlist), "--format", "jsonl")
+    assert code == 0 and json.loads(out)["count"] == 3
+    assert len(built) == 1  # not one client per object
