@@ -33,6 +33,7 @@ from detector.aws.dynamodb import StateTable
 from detector.cli import main
 from detector.objects import ObjectRef
 from detector.pipeline import key_id
+from tests.integration.world import create_state_table, findings_inbox, read_digests
 from tests.lake import ACCOUNT, key_for, write_object
 from tests.unit.test_athena_sql import (
     ALLOWLIST,
@@ -72,12 +73,7 @@ class World:
         self.sns = boto3.client("sns")
         self.hub = boto3.client("securityhub")
         self.hub.enable_security_hub()
-        self.topic = self.sns.create_topic(Name="findings")["TopicArn"]
-        self.queue = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])
-        self.sns.subscribe(
-            TopicArn=self.topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
-        )
+        self.topic, self.queue = findings_inbox(self.sns, self.sqs)
         boto3.client("s3").create_bucket(Bucket="athena-results")
         self.allowlist = tmp / "allowlist.txt"
         self.allowlist.write_text("\n".join(ALLOWLIST.entries) + "\n")
@@ -116,14 +112,7 @@ class World:
 
     # what was published
     def digests(self) -> list[dict[str, Any]]:
-        out = []
-        while msgs := self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
-            for m in msgs:
-                out.append(json.loads(json.loads(m["Body"])["Message"]))
-                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
-        return out
+        return read_digests(self.sqs, self.queue)
 
     def hub_findings(self) -> list[dict[str, Any]]:
         return list(self.hub.get_findings()["Findings"])
@@ -370,13 +359,7 @@ def test_no_findings_publishes_nothing(world):
 
 
 def test_state_table_holds_back_keys_the_lambda_already_alerted(world, lake):
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_state_table(TABLE)
     rows = athena_rows(lake, 2, statement(2))
     findings = athena_sql.findings(rows)
     known = findings[0]

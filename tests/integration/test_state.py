@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
 from detector.pipeline import process
 from tests import lake
+from tests.integration.world import create_state_table, findings_inbox, read_digests
 
 BUCKET = "lake"
 TABLE = "ecr-upload-detector-state"
@@ -48,20 +48,9 @@ class World:
         self.sqs = boto3.client("sqs")
         self.sns = boto3.client("sns")
         self.hub = boto3.client("securityhub")
-        ddb = boto3.client("dynamodb")
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_state_table(TABLE)
         self.s3.create_bucket(Bucket=BUCKET)
-        self.topic = self.sns.create_topic(Name="findings")["TopicArn"]
-        self.queue = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])
-        self.sns.subscribe(
-            TopicArn=self.topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
-        )
+        self.topic, self.queue = findings_inbox(self.sns, self.sqs)
         self.hub.enable_security_hub()
         self.clock = Clock()
         self.state = StateTable(TABLE, clock=self.clock)
@@ -95,14 +84,7 @@ class World:
         )
 
     def digests(self) -> list[dict[str, Any]]:
-        out = []
-        while msgs := self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
-            for m in msgs:
-                out.append(json.loads(json.loads(m["Body"])["Message"]))
-                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
-        return out
+        return read_digests(self.sqs, self.queue)
 
     def hub_count(self) -> int:
         (f,) = self.hub.get_findings()["Findings"]
@@ -255,12 +237,7 @@ def test_handler_with_state_table_alerts_once_for_a_redelivered_batch(
     with mock_aws():
         aws = Aws()
         aws.allowlist(lake.CI_ROLE)
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_state_table(TABLE)
         monkeypatch.setenv("FINDINGS_TOPIC_ARN", aws.topic)
         event = load("sqs-security-lake-subscriber.json")
         assert handler.lambda_handler(event, Context()) == {"batchItemFailures": []}

@@ -44,6 +44,35 @@ def parquet(events: list[dict[str, Any]], version: int) -> bytes:
     return buf.getvalue()
 
 
+def findings_inbox(sns: Any, sqs: Any) -> tuple[str, str]:
+    """A findings topic with a queue subscribed, so tests read what was published."""
+    topic = sns.create_topic(Name="findings")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"])
+    return topic, queue
+
+
+def read_digests(sqs: Any, queue: str) -> list[dict[str, Any]]:
+    """Every digest delivered to the queue so far (the JSON body), consumed."""
+    out = []
+    while msgs := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        for m in msgs:
+            out.append(json.loads(json.loads(m["Body"])["Message"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+    return out
+
+
+def create_state_table(name: str) -> None:
+    """The state table as template.yaml defines it: key `pk` (string)."""
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 class Aws:
     """The moto world one test runs in."""
 
@@ -54,12 +83,7 @@ class Aws:
         self.sqs = boto3.client("sqs")
         self.hub = boto3.client("securityhub")
         self.s3.create_bucket(Bucket=BUCKET)
-        self.topic = self.sns.create_topic(Name="findings")["TopicArn"]
-        self.queue = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])
-        self.sns.subscribe(
-            TopicArn=self.topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
-        )
+        self.topic, self.queue = findings_inbox(self.sns, self.sqs)
         self.hub.enable_security_hub()
         for version, key in ((1, K1), (2, K2)):
             self.put(
@@ -73,12 +97,4 @@ class Aws:
         self.ssm.put_parameter(Name=PARAM, Type=type_, Value=value, Overwrite=True)
 
     def digests(self) -> list[dict[str, Any]]:
-        out = []
-        while True:
-            got = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10)
-            msgs = got.get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append(json.loads(json.loads(m["Body"])["Message"]))
-                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
+        return read_digests(self.sqs, self.queue)
