@@ -1,8 +1,9 @@
-"""Delivers one invocation's findings: Security Hub first, then the SNS digest.
+"""Delivers one invocation's alerts: Security Hub first, then one SNS message.
 
 Security Hub goes first because re-importing a finding with the same Id only updates it: if SNS
 then fails, the retry re-imports harmlessly and sends the email once. The other order would
-email twice.
+email twice. A finding Security Hub rejects for good does not hold the email back: it is
+reported (``Report.rejected``) for the caller to log and count.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from detector import asff, digest
-from detector.aws.securityhub import SecurityHubPublisher
+from detector.alerts import Alert
+from detector.aws.securityhub import Report, SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
-from detector.findings import Finding, GroupKey
 
 
 class Alerts:
@@ -37,38 +38,39 @@ class Alerts:
         self.context = context or {}
         self.clock = clock
 
-    def __call__(self, findings: Sequence[Finding]) -> None:
-        self.security_hub(findings)
-        self.notify(findings)
-
     def security_hub(
-        self, findings: Sequence[Finding], created_at: Mapping[GroupKey, int] | None = None
-    ) -> None:
-        """Import (or update) one ASFF finding per finding; no-op when Security Hub is off.
+        self,
+        alerts: Sequence[Alert],
+        created_at: Mapping[str, int] | None = None,
+        *,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Report:
+        """Import (or update) one ASFF finding per alert; no-op when Security Hub is off.
 
-        ``created_at`` (epoch seconds per key) keeps ``CreatedAt`` stable for known keys.
+        ``created_at`` (epoch seconds per alert id) keeps ``CreatedAt`` stable for known keys.
         """
-        if self.hub is None or not findings:
-            return
+        if self.hub is None or not alerts:
+            return Report()
         now = self.clock()
         created = created_at or {}
-        self.hub.publish(
+        return self.hub.publish(
             [
                 asff.to_asff(
-                    f,
+                    a,
                     account_id=self.account_id,
                     region=self.region,
                     partition=self.partition,
                     now=now,
                     created_at=(
-                        datetime.fromtimestamp(created[f.key], tz=UTC) if f.key in created else None
+                        datetime.fromtimestamp(created[a.id], tz=UTC) if a.id in created else None
                     ),
                 )
-                for f in findings
-            ]
+                for a in alerts
+            ],
+            deadline=deadline,
         )
 
-    def notify(self, findings: Sequence[Finding]) -> None:
-        """The SNS digest (split only if it would exceed SNS's size limit)."""
-        if findings:
-            self.sns.publish(digest.messages(findings, context=self.context))
+    def notify(self, alerts: Sequence[Alert]) -> None:
+        """One SNS message for every alert, whatever their number."""
+        if alerts:
+            self.sns.publish([digest.message(alerts, context=self.context)])

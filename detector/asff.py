@@ -21,17 +21,16 @@ is how the service counts) before it goes anywhere in the finding.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from detector.alerts import Alert, Limits
 from detector.detection import DETECTION
-from detector.findings import Finding, GroupKey
 from detector.output import safe_text
 
 SCHEMA_VERSION = "2018-10-08"
@@ -56,6 +55,9 @@ MAX_OTHER_VALUE = 1023  # "fewer than 1,024"
 MAX_DOMAIN = 128
 MAX_API_NAME = 128
 MAX_FINDING_BYTES = 240 * 1024
+
+# Samples rendered into ProductFields: values are joined and cut at 2048 characters anyway.
+FIELD_LIMITS = Limits(values=20, findings=0, text=256)
 
 # Room left in ProductFields for the keys Security Hub adds itself (aws/securityhub/FindingId,
 # ProductName, CompanyName, ...).
@@ -160,14 +162,10 @@ def _ms_timestamp(ms: int | None) -> str | None:
 # --- identity ---------------------------------------------------------------------------------
 
 
-def key_digest(key: GroupKey) -> str:
-    """Stable per grouping key; ``json.dumps`` keeps ``None`` (``null``) apart from ``""``."""
-    return hashlib.sha256(json.dumps(list(key)).encode("utf-8")).hexdigest()
-
-
-def finding_id(finding: Finding) -> str:
-    """Stable per grouping key, so a re-import updates the finding instead of adding one."""
-    return f"{DETECTION.id}/{key_digest(finding.key)}"
+def finding_id(alert: Alert) -> str:
+    """Stable per alert key (detection, account, principal): a re-import updates the finding
+    in place (GuardDuty's model: one finding per actor and type, with a count)."""
+    return f"{alert.key.detection_id}/principal/{alert.id}"
 
 
 def product_arn(*, account_id: str, region: str, partition: str = "aws") -> str:
@@ -186,12 +184,15 @@ def _parse_arn(arn: str | None) -> tuple[str, str, str, str, str] | None:
 
 
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not value:
+    """An IP address, or None. An IPv6 zone id (``fe80::1%eth0``) is data the caller chose and
+    may hold anything: it is dropped, the address kept."""
+    if not value or len(value) > 4096:
         return None
     try:
-        return ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
         return None
+    return ip
 
 
 def _domain(value: str | None) -> str | None:
@@ -210,48 +211,33 @@ def _other(pairs: Iterable[tuple[str, object]]) -> dict[str, str]:
         if value is None or (isinstance(value, list | tuple) and not value):
             continue
         if isinstance(value, list | tuple):
-            value = ", ".join(str(v) for v in value)
+            value = ", ".join(_text(v, MAX_OTHER_VALUE) for v in value[:20])
         out[key] = _text(value, MAX_OTHER_VALUE)
     return dict(list(out.items())[:MAX_OTHER_FIELDS])
 
 
-def _principal(finding: Finding, partition: str, region: str) -> dict[str, Any]:
-    """The caller as a resource.
-
-    - assumed-role session (``arn:aws:sts::A:assumed-role/R/s``): ``AwsIamRole``, Id the role
-      ARN from the session issuer when there is exactly one, else the session ARN;
-    - IAM user (``arn:aws:iam::A:user/u``): ``AwsIamUser``; IAM role ARN: ``AwsIamRole``;
-    - anything else (root, federated user, an AWS service, no ARN): ``Other``, Id the best name
-      there is (``Finding.who``: caller ARN, session issuer, invoking service, principal id).
-    """
-    user = finding.user
-    issuers = finding.session_issuers.sorted()
-    parsed = _parse_arn(user)
-    kind, ident = "Other", finding.who()
-    if parsed is not None and user is not None:
-        service, name = parsed[1], parsed[4]
-        if service == "sts" and name.startswith("assumed-role/"):
-            roles = [
-                i
-                for i in issuers
-                if (p := _parse_arn(i)) and p[1] == "iam" and p[4].startswith("role/")
-            ]
-            kind, ident = "AwsIamRole", roles[0] if len(roles) == 1 else user
-        elif service == "iam" and name.startswith("user/"):
-            kind, ident = "AwsIamUser", user
-        elif service == "iam" and name.startswith("role/"):
-            kind, ident = "AwsIamRole", user
-    resource: dict[str, Any] = {"Type": kind, "Id": _text(ident, MAX_RESOURCE_ID)}
+def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
+    """The principal as a resource: ``AwsIamRole`` for a role (assumed-role sessions are rolled
+    up to their role), ``AwsIamUser`` for a user, ``Other`` for anything else (root, federated
+    user, an AWS service, a source domain, the unknown principal)."""
+    who = alert.who()
+    parsed = _parse_arn(who)
+    kind = "Other"
+    if parsed is not None and parsed[1] == "iam":
+        if parsed[4].startswith("role/"):
+            kind = "AwsIamRole"
+        elif parsed[4].startswith("user/"):
+            kind = "AwsIamUser"
+    resource: dict[str, Any] = {"Type": kind, "Id": _text(who, MAX_RESOURCE_ID)}
     if partition in PARTITIONS:
         resource["Partition"] = partition
     resource["Region"] = region
+    sessions, _, _ = alert.sample("sessions")
     other = _other(
         [
-            ("CallerArn", user),
-            ("AccountId", finding.field("account")),
-            ("PrincipalId", finding.principal_ids.sorted()),
-            ("SessionIssuer", issuers),
-            ("InvokedBy", finding.invoked_by.sorted()),
+            ("Principal", who),
+            ("AccountId", alert.key.account),
+            ("CallerArns", sessions),
         ]
     )
     if other:
@@ -290,20 +276,30 @@ def _field_value(value: object) -> str | None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Mapping) and "values" in value:  # an alert sample
+        value = value["values"]
+    if isinstance(value, Mapping):  # flags: the names set
+        value = [str(k) for k, v in value.items() if v]
     if isinstance(value, list | tuple):
         if not value:
             return None
-        items = [_text(v, MAX_PRODUCT_FIELD_VALUE) for v in value[:200]]
+        items = [_text(v, MAX_PRODUCT_FIELD_VALUE) for v in value[:200] if not isinstance(v, dict)]
+        if not items:
+            return None
         return _clip(", ".join(items), MAX_PRODUCT_FIELD_VALUE)
     return _text(value, MAX_PRODUCT_FIELD_VALUE)
 
 
+# Alert record keys not worth a ProductFields entry (nested findings; repeated metadata).
+_SKIPPED_FIELDS = frozenset({"findings", "message", "first_ms", "last_ms"})
+
+
 def product_fields(record: Mapping[str, Any]) -> dict[str, str]:
-    """The JSON record's fields under the same names, as strings; nulls and empty lists left
-    out (an empty string shows as ``""``)."""
+    """The alert's JSON record under the same names, as strings (samples as their values,
+    ``truncated`` as the names of the samples cut); nulls and empty lists left out."""
     out: dict[str, str] = {}
     for key, value in record.items():
-        if not _KEY_RE.fullmatch(key) or key.startswith("aws/"):
+        if key in _SKIPPED_FIELDS or not _KEY_RE.fullmatch(key) or key.startswith("aws/"):
             continue
         text = _field_value(value)
         if text is not None:
@@ -316,57 +312,60 @@ def product_fields(record: Mapping[str, Any]) -> dict[str, str]:
 # --- the finding ------------------------------------------------------------------------------
 
 
-def _listing(label: str, values: list[str], truncated: bool, width: int) -> list[str]:
+def _listing(label: str, values: Sequence[str], total: int, more: bool, width: int) -> list[str]:
     """``Label: a, b, c (+N more).`` for the first five values; nothing when there are none."""
     if not values:
         return []
     shown = ", ".join(_text(v, width) for v in values[:5])
-    more = len(values) - 5
-    if truncated:
-        return [f"{label}: {shown} (+{max(more, 0)} more and others not recorded)."]
-    return [f"{label}: {shown}" + (f" (+{more} more)." if more > 0 else ".")]
+    extra = total - min(len(values), 5)
+    if more:
+        return [f"{label}: {shown} (+{max(extra, 0)} more and others not recorded)."]
+    return [f"{label}: {shown}" + (f" (+{extra} more)." if extra > 0 else ".")]
 
 
-def _description(
-    finding: Finding,
-    record: Mapping[str, Any],
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-    region: str | None,
-) -> str:
-    who = _text(finding.who(), 300)
+def _description(alert: Alert, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+    who = _text(alert.who(), 300)
     parts = [
-        f"{finding.count} PutImage call(s) ({finding.succeeded} succeeded, {finding.failed} "
-        f"failed) by {who}, which is not on the allowlist of image publishers."
+        f"{alert.count} PutImage call(s) ({alert.succeeded} succeeded, {alert.failed} failed) "
+        f"by {who}, which is not on the allowlist of image publishers."
     ]
-    parts += _listing("Repositories", record["repositories"], finding.repositories.more, 80)
-    parts += _listing("Tags", record["image_tags"], finding.image_tags.more, 60)
-    src_domain = finding.field("src_domain")
-    src_ip = finding.field("src_ip")
-    if ip is not None:
-        source = f"From {ip}"
-    elif src_domain is not None:
-        source = f"From {_text(src_domain, 128)}"
-    elif src_ip is not None:
-        source = f"From {_text(src_ip, 64)}"
-    else:
-        source = "From an unrecorded source"
-    if region:
-        source += f" in {_text(region, 32)}"
-    account = finding.field("account")
-    if account is not None:
-        source += f", account {_text(account, 32)}"
+    ok = alert.succeeded_repositories()
+    parts += _listing("Pushed to", ok, len(ok), False, 80)
+    for label, name, width in (("Repositories", "repositories", 80), ("Tags", "image_tags", 60)):
+        values, total, more = alert.sample(name)
+        parts += _listing(label, values, total, more, width)
+    source = f"From {ip}" if ip is not None else "From an unrecorded source"
+    regions, _, _ = alert.sample("regions")
+    if regions:
+        source += f" in {_text(regions[0], 32)}"
+    if alert.key.account is not None:
+        source += f", account {_text(alert.key.account, 32)}"
     parts.append(source + ".")
-    first, last = _ms_timestamp(finding.first_ms), _ms_timestamp(finding.last_ms)
+    first, last = _ms_timestamp(alert.first_ms), _ms_timestamp(alert.last_ms)
     if first and last:
         parts.append(f"First seen {first}, last seen {last}.")
-    user_agent = finding.field("user_agent")
-    if user_agent is not None:
-        parts.append(f"User agent: {_text(user_agent, 200)}")
+    agents, total, _ = alert.sample("user_agents")
+    parts += _listing("User agents", agents, total, False, 120)
     return _clip(" ".join(parts), MAX_DESCRIPTION)
 
 
+def _first_ip(alert: Alert) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    values, _, _ = alert.sample("src_ips")
+    for value in values:
+        if (ip := _ip(value)) is not None:
+            return ip
+    return None
+
+
+def _first_domain(alert: Alert) -> str | None:
+    for f in alert.ordered():
+        if (domain := _domain(f.field("src_domain"))) is not None:
+            return domain
+    return None
+
+
 def to_asff(
-    finding: Finding,
+    alert: Alert,
     *,
     account_id: str,
     region: str,
@@ -374,36 +373,41 @@ def to_asff(
     now: datetime,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One ASFF finding for ``finding``, from the account and region the detector runs in.
+    """One ASFF finding for ``alert``, from the account and region the detector runs in.
 
     ``now`` becomes ``UpdatedAt`` and, unless ``created_at`` is given (the key was seen before:
     keep ``CreatedAt`` stable across re-imports), ``CreatedAt``. The customer-owned fields
     (``Workflow``, ``Note``, ``UserDefinedFields``, ``VerificationState``) are never set.
+    Every value from the data goes through ``_text``, ``_ip`` or ``_domain`` first.
     """
-    record = finding.to_record()
-    event_region = finding.field("region")
-    res_region = event_region if event_region and _REGION_RE.fullmatch(event_region) else region
-    actor_account = finding.field("account")
+    record = alert.to_record(FIELD_LIMITS)
+    regions, _, _ = alert.sample("regions")
+    event_region = next((r for r in regions if _REGION_RE.fullmatch(r)), None)
+    res_region = event_region or region
+    actor_account = alert.key.account
     res_account = (
         actor_account if actor_account and _ACCOUNT_RE.fullmatch(actor_account) else account_id
     )
-    ip = _ip(finding.field("src_ip"))
-    domain = _domain(finding.field("src_domain"))
-    first, last = _ms_timestamp(finding.first_ms), _ms_timestamp(finding.last_ms)
+    ip = _first_ip(alert)
+    domain = _first_domain(alert)
+    first, last = _ms_timestamp(alert.first_ms), _ms_timestamp(alert.last_ms)
     created = _timestamp(now)
     severity = {"Label": DETECTION.severity.upper(), "Original": str(DETECTION.risk_score)}
     types = list(FINDING_TYPES)
 
-    resources = [_principal(finding, partition, res_region)]
+    resources = [_principal(alert, partition, res_region)]
+    ok = alert.succeeded_repositories()
+    repos, _, _ = alert.sample("repositories")  # successful ones first
     resources += _repositories(
-        record["repositories"], partition, res_region, res_account, MAX_RESOURCES - 1
+        list(dict.fromkeys([*ok, *repos])), partition, res_region, res_account, MAX_RESOURCES - 1
     )
+    fields = product_fields(record)
 
     asff: dict[str, Any] = {
         "SchemaVersion": SCHEMA_VERSION,
-        "Id": finding_id(finding),
+        "Id": finding_id(alert),
         "ProductArn": product_arn(account_id=account_id, region=region, partition=partition),
-        "GeneratorId": DETECTION.id,
+        "GeneratorId": alert.key.detection_id,
         "AwsAccountId": account_id,
         "Types": types,
         "CreatedAt": _timestamp(created_at) if created_at is not None else created,
@@ -423,8 +427,8 @@ def to_asff(
             "Severity": dict(severity),
             "Types": list(types),
         },
-        "Title": _clip(DETECTION.message(_text(finding.who(), 200)), MAX_TITLE),
-        "Description": _description(finding, record, ip, event_region),
+        "Title": _clip(DETECTION.message(_text(alert.who(), 200)), MAX_TITLE),
+        "Description": _description(alert, ip),
         "Remediation": {
             "Recommendation": {
                 "Text": _clip(DETECTION.how_to_respond, MAX_REMEDIATION_TEXT),
@@ -432,7 +436,7 @@ def to_asff(
             }
         },
         "SourceUrl": DETECTION.references[1],
-        "ProductFields": product_fields(record),
+        "ProductFields": fields,
         "Resources": resources,
     }
 
@@ -446,10 +450,7 @@ def to_asff(
     if network:
         asff["Network"] = {"Direction": "IN", **network}
 
-    call: dict[str, Any] = {
-        "Api": _text(finding.field("operation") or "PutImage", MAX_API_NAME),
-        "ServiceName": ECR_SERVICE,
-    }
+    call: dict[str, Any] = {"Api": "PutImage", "ServiceName": ECR_SERVICE}
     if ip is not None:
         call["CallerType"] = "remoteip"
         if isinstance(ip, ipaddress.IPv4Address):

@@ -64,10 +64,16 @@ _SAMPLES = {
     "principal_ids": ("principal_id", "principal_ids"),
     "invoked_by": ("invoked_by", "invoked_by"),
 }
+# Values of successful calls: added first, with priority, so failed calls cannot evict them.
+_OK_SAMPLES = {
+    "succeeded_repositories": ("repository", "repositories"),
+    "succeeded_image_tags": ("image_tag", "image_tags"),
+}
 RESULT_COLUMNS: tuple[str, ...] = (
     *(KEY_NAMES[k] for k in GROUP_KEYS),
     *_AGGREGATES,
     *_SAMPLES,
+    *_OK_SAMPLES,
 )
 
 
@@ -270,11 +276,11 @@ def _partition_filter(query: Query) -> list[str]:
     return where
 
 
-def _sample(inner: str) -> str:
+def _sample(inner: str, condition: str = "") -> str:
     # One more than a finding keeps, so the finding knows its sample was cut.
     return (
         f"json_format(CAST(slice(array_agg(DISTINCT e.{inner} ORDER BY e.{inner}) "
-        f"FILTER (WHERE e.{inner} IS NOT NULL), 1, {MAX_VALUES + 1}) AS JSON))"
+        f"FILTER (WHERE e.{inner} IS NOT NULL{condition}), 1, {MAX_VALUES + 1}) AS JSON))"
     )
 
 
@@ -319,6 +325,8 @@ def build(query: Query, allowlist: Allowlist) -> str:
         "sum(CASE WHEN lower(e.status) = 'failure' THEN 1 ELSE 0 END) AS \"failed\"",
     ]
     outer += [f"{_sample(src)} AS {identifier(name)}" for name, (src, _) in _SAMPLES.items()]
+    ok = " AND lower(e.status) = 'success'"
+    outer += [f"{_sample(src, ok)} AS {identifier(name)}" for name, (src, _) in _OK_SAMPLES.items()]
     sep = ",\n  "
     sql = (
         f"SELECT\n  {sep.join(outer)}\n"
@@ -384,6 +392,8 @@ def finding(row: Sequence[str | None]) -> Finding:
         succeeded=_int(values["succeeded"], "succeeded") or 0,
         failed=_int(values["failed"], "failed") or 0,
     )
+    for name, (_, attribute) in _OK_SAMPLES.items():
+        getattr(out, attribute).add(_strings(values[name], name), priority=True)
     for name, (_, attribute) in _SAMPLES.items():
         getattr(out, attribute).add(_strings(values[name], name))
     return out

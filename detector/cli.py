@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from detector import __version__, athena_sql, suggest
+from detector.alerts import Alert, rollup
 from detector.allowlist import Allowlist
 from detector.engine import Run, scan_object
 from detector.errors import (
@@ -483,47 +484,56 @@ def _publish(run: AthenaRun, args: argparse.Namespace, err: TextIO) -> None:
         partition=who.partition,
         context=context,
     )
+    rolled = rollup(run.findings)
     if args.state_table:
         state = regional.state_table(args.state_table, region)
-        hub, mailed, held = _publish_with_state(
-            run.findings, alerts, state, args.dedup_window_minutes * 60, bool(args.topic_arn)
+        hub, mailed, held, rejected = _publish_with_state(
+            rolled, alerts, state, args.dedup_window_minutes * 60, bool(args.topic_arn)
         )
     else:
-        alerts.security_hub(run.findings)
+        report = alerts.security_hub(rolled)
         if args.topic_arn:
-            alerts.notify(run.findings)
-        hub, mailed, held = len(run.findings), len(run.findings), 0
+            alerts.notify(rolled)
+        hub, mailed, held = report.imported, len(rolled), 0
+        rejected = report.rejected
+    for fid, why in rejected:
+        err.write(f"Security Hub rejected {fid}: {why}\n")
     parts = []
     if args.security_hub:
-        parts.append(f"{hub} finding(s) imported into Security Hub ({region})")
+        parts.append(f"{hub} alert(s) imported into Security Hub ({region})")
+        if rejected:
+            parts.append(f"{len(rejected)} rejected by Security Hub")
     if args.topic_arn:
-        parts.append(f"{mailed} in the SNS digest" + (f", {held} held back" if held else ""))
+        parts.append(
+            f"{mailed} alert(s) in the SNS message" + (f", {held} held back" if held else "")
+        )
     err.write("published: " + "; ".join(parts) + "\n")
 
 
 def _publish_with_state(
-    findings: list[Finding],
+    rolled: list[Alert],
     alerts: Alerts,
     state: StateStore,
     window_seconds: int,
     notify: bool,
-) -> tuple[int, int, int]:
-    """Publish against the Lambda's state table; (imported, mailed, held back by the window).
+) -> tuple[int, int, int, list[tuple[str, str]]]:
+    """Publish against the Lambda's state table; (imported, mailed, held back by the window,
+    rejected by Security Hub).
 
     A backfill has no objects, so it cannot add to the per-object cumulative totals without
-    counting events the Lambda already counted: the totals are left alone. Keys the Lambda
-    already tracks keep their (cumulative) Security Hub finding; the others are imported. The
-    email uses the Lambda's alert leases: a key alerted within the window is not mailed again,
-    and one that could not be mailed is not marked as mailed.
+    counting events the Lambda already counted: the totals are left alone. Alert keys the
+    Lambda already tracks keep their (cumulative) Security Hub finding; the others are
+    imported. The email uses the Lambda's alert window: a key emailed within the window is
+    not mailed again unless it escalates, and one that could not be mailed is not marked.
     """
-    from detector.pipeline import key_id, notify_once
+    from detector.pipeline import notify_due
 
-    fresh = [f for f in findings if state.totals(key_id(f.key)).count == 0]
-    alerts.security_hub(fresh)
+    fresh = [a for a in rolled if state.totals(a.id).count == 0]
+    report = alerts.security_hub(fresh)
     if not notify:
-        return len(fresh), 0, 0
-    sent = notify_once(findings, alerts, state, window_seconds)
-    return len(fresh), sent, len(findings) - sent
+        return report.imported, 0, 0, report.rejected
+    sent = notify_due(rolled, alerts, state, window_seconds)
+    return report.imported, len(sent), len(rolled) - len(sent), report.rejected
 
 
 # --- suggest-allowlist -----------------------------------------------------------------------

@@ -1,15 +1,22 @@
-"""The SNS digest: every finding of one run in one message (ESCU alerts in digest mode).
+"""The SNS message: every alert of one invocation in one message (ESCU alerts in digest mode).
 
-Pure: builds subjects, bodies and message attributes; ``detector.aws.sns`` sends them.
+Pure: builds the subject, bodies and message attributes; ``detector.aws.sns`` sends them.
 
 One publish carries a body per protocol (``MessageStructure="json"``): ``email`` gets plain text
-a person reads on a phone, ``default`` and ``sqs`` get the JSON document every machine output
-shares. A digest that would pass SNS's size limit is split into parts, and a finding too large
-on its own is shrunk (long strings cut, samples trimmed, marked ``truncated_for_size``): a
-finding is never dropped.
+a person reads on a phone, ``default`` (every other protocol, SQS included) gets JSON
+``{"detection": {...}, "alerts": [...]}``.
 
-Everything taken from the data (user agent, repository names, ARNs) is attacker-controlled:
-in the email and subject it is escaped and length-capped; in JSON it is JSON-escaped.
+**One message, under SNS's 256 KiB by construction.** The alert unit is the principal
+(``detector.alerts``), and everything that grows with attacker-controlled data is bounded:
+- the email details at most ``DETAIL_MAX`` principals (with a successful push first, then by
+  count), each section with capped lists and values, then one line for the rest;
+- the JSON carries every alert, rendered at the largest ``Limits`` step that fits the room the
+  email leaves; only if even minimal alerts (totals, no samples) cannot all fit, the last ones
+  (fewest pushes, no success) are left out and counted in ``omitted``.
+
+Everything taken from the data (user agent, repository names, ARNs) is attacker-controlled: in
+the email and subject it is escaped, whitespace-collapsed and length-capped; in JSON it is cut
+and JSON-escaped (ASCII JSON: control, bidi and line-separator characters become ``\\uXXXX``).
 """
 
 from __future__ import annotations
@@ -19,34 +26,42 @@ import re
 import shlex
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Any
 
+from detector.alerts import FIRST_SUCCESS, NEW_REPOSITORY, Alert, Limits
 from detector.detection import DETECTION
-from detector.findings import Finding
-from detector.output import document, safe_text
+from detector.findings import ctime
+from detector.output import detection_dict, safe_text
 
 # SNS: message body plus attribute names, types and values, in UTF-8 bytes (topic default).
 MAX_MESSAGE_BYTES = 262_144
-# Left free under the limit: subject, part numbers growing a digit, anything SNS adds.
+# Left free under the limit: anything SNS adds, and rounding in our own accounting.
 HEADROOM = 4_096
 # SNS subjects must be shorter than 100 characters.
 SUBJECT_MAX = 99
 # Longest data value shown in the email; more is cut with an ellipsis.
-VALUE_MAX = 300
-# Longest list shown in the email; the JSON body has the whole sample.
-LIST_MAX = 10
+VALUE_MAX = 200
+# Longest list shown in the email; the JSON body has more.
+LIST_MAX = 5
+# Principals described in detail in the email; the rest are summed up in one line.
+DETAIL_MAX = 20
+# Bytes the email may take in the envelope (escaped); the JSON body gets the rest.
+EMAIL_BUDGET = 100_000
+# Values in the message attributes (filter policies), each cut to ATTRIBUTE_VALUE_MAX.
+ATTRIBUTE_VALUES_MAX = 50
+ATTRIBUTE_VALUE_MAX = 64
 WIDTH = 70
 
-# Shrinking steps for a finding too large for a message on its own: (longest string, longest
-# list). The last one always fits: about 30 keys of at most ~100 bytes.
-_SHRINK_STEPS = ((8192, 50), (2048, 20), (512, 10), (128, 5), (64, 1), (64, 0))
-# Part label used when sizing one finding alone: the widest a real label can be.
-_WIDEST_PART = (99_999, 99_999)
-# Room kept while packing for the summary lines, which depend on the findings in a part.
-_PACKING_SLACK = 1_024
+# Steps tried, largest first, until every alert fits in the JSON body.
+LEVELS = (
+    Limits(values=20, findings=10, text=512),
+    Limits(values=10, findings=5, text=256),
+    Limits(values=5, findings=2, text=128),
+    Limits(values=1, findings=1, text=64),
+    Limits(values=0, findings=0, text=64),
+)
 
 _MITRE_NAMES = {
     "T1204.003": "User Execution: Malicious Image",
@@ -62,7 +77,19 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _ALLOWLIST_ENTRY = re.compile(r"[!-~]{1,2048}")
 _PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
 
-Part = tuple[int, int]  # (i, n): part i of n, 1-based
+
+@dataclass(frozen=True)
+class Style:
+    """How much the email shows: principals in detail, values per list, characters a value."""
+
+    detail: int = DETAIL_MAX
+    list_max: int = LIST_MAX
+    value_max: int = VALUE_MAX
+
+
+# Tried in turn until the email fits EMAIL_BUDGET; the last always does (a few KB).
+STYLES = (Style(), Style(10, 5, 120), Style(5, 3, 80), Style(1, 2, 60))
+_SPACES = re.compile(r"[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +99,9 @@ class Message:
     subject: str
     message: str
     attributes: dict[str, dict[str, str]]
-    finding_count: int
+    alert_count: int
+    # Alerts present in the JSON body (all of them unless the message had to leave some out).
+    alerts_in_body: int = 0
 
     @property
     def size(self) -> int:
@@ -87,60 +116,25 @@ class Message:
         )
 
 
-@dataclass(frozen=True)
-class _Item:
-    """A finding as rendered: its place among ``total``, its actor's name, its JSON record."""
-
-    index: int
-    total: int
-    who: str
-    record: dict[str, Any]
-
-    @cached_property
-    def record_json(self) -> str:
-        return json.dumps(self.record)
-
-    @cached_property
-    def section(self) -> str:
-        """The finding's part of the email."""
-        return "\n".join(_finding_lines(self)) + "\n"
-
-    @cached_property
-    def cost(self) -> int:
-        """Bytes this finding adds to a message: twice in the envelope as JSON (default, sqs),
-        once as email text, and at most one new value in each attribute array."""
-        attrs = sum(
-            len(json.dumps(self.record[k])) + 2 for k in ("actor.user.account.uid", "region")
-        )
-        return 2 * _escaped_len(self.record_json + ", ") + _escaped_len(self.section) + attrs
-
-
-def _escaped_len(text: str) -> int:
-    """UTF-8 bytes of ``text`` as a JSON string value in the envelope, quotes excluded."""
-    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
-
-
-def _items(findings: Sequence[Finding]) -> list[_Item]:
-    total = len(findings)
-    return [_Item(i, total, f.who(), f.to_record()) for i, f in enumerate(findings, 1)]
-
-
-def _require(findings: Sequence[Finding]) -> None:
-    if not findings:
-        raise ValueError("a digest needs at least one finding")
+def _require(alerts: Sequence[Alert]) -> None:
+    if not alerts:
+        raise ValueError("a message needs at least one alert")
 
 
 # --- subject ---------------------------------------------------------------------------------
 
 
-def subject(findings: Sequence[Finding]) -> str:
+def subject(alerts: Sequence[Alert]) -> str:
     """``[MEDIUM] ECR push by unknown principal: <name> (+N more)``: < 100 printable ASCII."""
-    _require(findings)
-    return _subject(findings[0].who(), len(findings), None)
+    _require(alerts)
+    prefix = f"[{DETECTION.severity.upper()}] ECR push by unknown principal: "
+    more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
+    room = SUBJECT_MAX - len(prefix) - len(more)
+    return prefix + _subject_text(_short_name(alerts[0].who()), room) + more
 
 
 def _short_name(who: str) -> str:
-    """``arn:aws:iam::1:user/old-contractor`` → ``old-contractor``; role sessions keep the role."""
+    """``arn:aws:iam::1:user/old-contractor`` → ``old-contractor``; roles keep their path."""
     parts = who.split(":", 5)
     if len(parts) == 6 and parts[0] == "arn":
         resource = parts[5]
@@ -152,6 +146,7 @@ def _short_name(who: str) -> str:
 def _subject_text(value: str, room: int) -> str:
     # ASCII only: SNS documents subjects as free of line breaks and control characters, and
     # older documentation said ASCII. IAM names and ARNs are ASCII, so nothing real is lost.
+    value = value[: room * 4]
     text = "".join(ch if " " <= ch <= "~" else " " if ch.isspace() else "?" for ch in value)
     text = " ".join(text.split()) or "(unnamed)"
     if len(text) > room:
@@ -159,31 +154,17 @@ def _subject_text(value: str, room: int) -> str:
     return text
 
 
-def _subject(who: str, count: int, part: Part | None) -> str:
-    prefix = f"[{DETECTION.severity.upper()}] ECR push by unknown principal: "
-    more = f" (+{count - 1} more)" if count > 1 else ""
-    label = f" (part {part[0]}/{part[1]})" if part and part[1] > 1 else ""
-    room = SUBJECT_MAX - len(prefix) - len(more) - len(label)
-    return prefix + _subject_text(_short_name(who), room) + more + label
-
-
 # --- email -----------------------------------------------------------------------------------
 
 
-def email_text(findings: Sequence[Finding], *, context: Mapping[str, str] | None = None) -> str:
-    """Plain text for a person on a phone: what, who, from where, why it matters, what next."""
-    _require(findings)
-    items = _items(findings)
-    return _email(items, None, len(items), context)
-
-
 def _clean(value: object, limit: int = VALUE_MAX) -> str:
-    """A data value made safe to show: control characters escaped, length capped."""
+    """A data value made safe to show: control characters escaped, runs of spaces collapsed
+    (padding must not push text onto a line of its own), length capped."""
     if value is None or value == "":
         return "(not recorded)"
     # Escaping only lengthens text, so cutting first gives the same result without walking
     # a megabyte-long user agent character by character.
-    text = str(value)[: limit + 1]
+    text = _SPACES.sub(" ", str(value)[: limit * 4 + 1])[: limit + 1]
     if text.isprintable():  # no Other or Separator character: nothing for safe_text to escape
         return text if len(text) <= limit else text[: limit - 1] + "…"
     return safe_text(text, limit)
@@ -202,25 +183,44 @@ def _wrap(text: str, indent: str = "  ", hang: str = "    ") -> list[str]:
     ) or [indent.rstrip()]
 
 
-def _field(label: str, value: object) -> list[str]:
-    return _wrap(f"{label}: {_clean(value)}")
+def _field(label: str, value: object, st: Style) -> list[str]:
+    return _wrap(f"{label}: {_clean(value, st.value_max)}")
 
 
-def _list_field(label: str, values: Sequence[Any], *, optional: bool = False) -> list[str]:
+def _list_field(
+    label: str, alert: Alert, name: str, st: Style, *, optional: bool = False
+) -> list[str]:
+    values, total, more = alert.sample(name)
+    return _values_field(label, values, total, more, st, optional=optional)
+
+
+def _values_field(
+    label: str,
+    values: Sequence[str],
+    total: int,
+    more: bool,
+    st: Style,
+    *,
+    optional: bool = False,
+) -> list[str]:
     if not values:
         return [] if optional else _wrap(f"{label}: (not recorded)")
-    shown = [_clean(v) for v in values[:LIST_MAX]]
-    extra = len(values) - len(shown)
+    shown = [_clean(v, st.value_max) for v in values[: st.list_max]]
+    extra = total - len(shown)
     text = ", ".join(shown)
-    if extra > 0:
-        text += f" (+{extra} more in the JSON)"
-    return _wrap(f"{label} ({len(values)}): {text}")
+    if extra > 0 or more:
+        text += f" (+{extra}{' or more' if more else ''} more in the JSON)"
+    count = f"{total}+" if more else str(total)
+    return _wrap(f"{label} ({count}): {text}")
 
 
-def _when(value: object) -> str:
-    if isinstance(value, str) and _TIME.fullmatch(value):
-        return value.replace("T", " ") + " UTC"
-    return _clean(value)
+def _when(ms: int | None) -> str:
+    text = ctime(ms)
+    if text is not None:
+        return text.replace("T", " ") + " UTC"
+    if ms is None:
+        return "(not recorded)"
+    return f"(out of range: {ms} ms since 1970)"
 
 
 def _command(words: Sequence[str], options: Sequence[tuple[str, str]]) -> list[str]:
@@ -236,32 +236,28 @@ def _command(words: Sequence[str], options: Sequence[tuple[str, str]]) -> list[s
     return lines
 
 
-def _window(first: object, last: object) -> tuple[str, str] | None:
-    """The finding's time range padded by a minute each side, as CLI timestamps."""
-    if not (isinstance(first, str) and isinstance(last, str)):
-        return None
-    if not (_TIME.fullmatch(first) and _TIME.fullmatch(last)):
+def _window(first_ms: int | None, last_ms: int | None) -> tuple[str, str] | None:
+    """The alert's time range padded by a minute each side, as CLI timestamps; None when a
+    time is missing or outside what a calendar date can hold (hostile data)."""
+    first, last = ctime(first_ms), ctime(last_ms)
+    if first is None or last is None:
         return None
     pad = timedelta(minutes=1)
-    start = datetime.strptime(first, _TIME_FORMAT).replace(tzinfo=UTC) - pad
-    end = datetime.strptime(last, _TIME_FORMAT).replace(tzinfo=UTC) + pad
+    try:
+        start = datetime.strptime(first, _TIME_FORMAT).replace(tzinfo=UTC) - pad
+        end = datetime.strptime(last, _TIME_FORMAT).replace(tzinfo=UTC) + pad
+    except (ValueError, OverflowError):
+        return None
     return start.strftime(_TIME_FORMAT) + "Z", end.strftime(_TIME_FORMAT) + "Z"
 
 
-def _allowlist_entry(rec: Mapping[str, Any], who: str) -> str | None:
-    """What to add to trust this actor: the role (covers its sessions), else the caller."""
-    for candidate in (*rec["session_issuers"][:1], rec["user"], *rec["invoked_by"][:1], who):
-        if isinstance(candidate, str) and _ALLOWLIST_ENTRY.fullmatch(candidate):
-            return candidate
-    return None
-
-
-def _next_steps(item: _Item) -> list[str]:
-    rec = item.record
-    region = rec["region"] if isinstance(rec["region"], str) else ""
-    region_opt = [("--region", region)] if _REGION.fullmatch(region) else []
+def _next_steps(alert: Alert) -> list[str]:
+    regions, _, _ = alert.sample("regions")
+    region = next((r for r in regions if _REGION.fullmatch(r)), "")
+    region_opt = [("--region", region)] if region else []
     lines = ["Check next"]
-    repos = [r for r in rec["repositories"] if isinstance(r, str) and _REPOSITORY.fullmatch(r)]
+    repos_all, _, _ = alert.sample("repositories")
+    repos = [r for r in repos_all if _REPOSITORY.fullmatch(r)]
     if repos:
         lines.append("  - The images pushed (newest five per repository):")
         for repo in repos[:3]:
@@ -274,9 +270,9 @@ def _next_steps(item: _Item) -> list[str]:
                 ],
             )
         lines.append("    (add --registry-id if the repository is in another account)")
-    elif rec["repositories"]:
+    elif repos_all:
         lines.append("  - Repository names above are not valid ECR names: check by hand.")
-    window = _window(rec["firstTime"], rec["lastTime"])
+    window = _window(alert.first_ms, alert.last_ms)
     if window:
         lines.append("  - Every PutImage around then, in the repository's account:")
         lines += _command(
@@ -288,12 +284,125 @@ def _next_steps(item: _Item) -> list[str]:
                 ("--end-time", window[1]),
             ],
         )
-    entry = _allowlist_entry(rec, item.who)
     lines.append("  - If the push was expected, add to the allowlist (see end):")
-    if entry is None:
-        lines.append("    (no caller ARN usable as an allowlist entry was recorded)")
+    if _ALLOWLIST_ENTRY.fullmatch(alert.who()):
+        lines += _wrap(alert.who(), indent="    ", hang="      ")
     else:
-        lines += _wrap(entry, indent="    ", hang="      ")
+        lines.append("    (no caller ARN usable as an allowlist entry was recorded)")
+    return lines
+
+
+def _outcome_lines(alert: Alert) -> list[str]:
+    count, ok, bad = alert.count, alert.succeeded, alert.failed
+    status = f"{ok} succeeded, {bad} failed"
+    if count > ok + bad:
+        status += f", {count - ok - bad} without a recorded status"
+    lines = _wrap(
+        f"PutImage calls: {count} ({status}) in {alert.groups} Splunk group(s)", indent="  "
+    )
+    if ok:
+        return lines
+    if bad == count:
+        note = "No push succeeded, so no image was written; the credentials still reached ECR."
+    else:
+        note = "No push is known to have succeeded: the outcome of some calls was not recorded."
+    return lines + _wrap(note, indent="    ", hang="    ")
+
+
+def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
+    lines = ["-" * 40]
+    verdict = "IMAGE PUSHED" if alert.succeeded else "PUSH ATTEMPTED"
+    lines.append(f"PRINCIPAL {index} OF {total}: {verdict}")
+    lines += _wrap(DETECTION.message(_clean(alert.who(), st.value_max)), indent="", hang="  ")
+    if alert.reason == FIRST_SUCCESS:
+        lines += _wrap(
+            "Again within the alert window: the first successful push after failed ones.",
+            indent="",
+            hang="",
+        )
+    elif alert.reason == NEW_REPOSITORY:
+        lines += _wrap(
+            "Again within the alert window: a successful push to a repository not reported before.",
+            indent="",
+            hang="",
+        )
+    lines.append("Who")
+    lines += _field("Principal", alert.who(), st)
+    lines += _field("Account", alert.key.account, st)
+    lines += _list_field("Caller ARNs (sessions)", alert, "sessions", st, optional=True)
+    lines.append("From where")
+    lines += _list_field("Source IPs", alert, "src_ips", st)
+    lines += _list_field("Regions", alert, "regions", st)
+    lines += _list_field("User agents", alert, "user_agents", st)
+    lines.append("What")
+    ok_repos = alert.succeeded_repositories()
+    if ok_repos:
+        lines += _values_field("Repositories pushed to", ok_repos, len(ok_repos), False, st)
+    lines += _list_field("Repositories", alert, "repositories", st)
+    lines += _list_field("Image tags", alert, "image_tags", st)
+    lines += _outcome_lines(alert)
+    lines.append(f"  First seen: {_when(alert.first_ms)}")
+    lines.append(f"  Last seen:  {_when(alert.last_ms)}")
+    lines.append("Evidence")
+    lines += _list_field("Sample event ids", alert, "event_ids", st)
+    lines += _next_steps(alert)
+    lines.append("")
+    return lines
+
+
+def _summary_lines(alerts: Sequence[Alert]) -> list[str]:
+    calls = sum(a.count for a in alerts)
+    ok = sum(a.succeeded for a in alerts)
+    pushed = sum(1 for a in alerts if a.succeeded)
+    accounts = _distinct(a.key.account for a in alerts)
+    lines = [
+        "ECR image push by a principal not on the allowlist",
+        "=" * 50,
+    ]
+    lines += _wrap(
+        f"{calls} PutImage call(s) by {len(alerts)} principal(s) that are not on the list of "
+        f"principals allowed to push images; {ok} succeeded.",
+        indent="",
+        hang="",
+    )
+    if pushed:
+        lines += _wrap(
+            f"{pushed} principal(s) pushed an image: they are listed first.", indent="", hang=""
+        )
+    if accounts:
+        shown = ", ".join(_clean(a, 64) for a in accounts[:5])
+        if len(accounts) > 5:
+            shown += f" (+{len(accounts) - 5} more)"
+        lines += _wrap(f"Caller account(s): {shown}", indent="", hang="  ")
+    mitre = ", ".join(DETECTION.mitre_attack_ids)
+    lines.append(
+        f"Severity {DETECTION.severity.upper()} (risk {DETECTION.risk_score}), "
+        f"MITRE ATT&CK {mitre}."
+    )
+    lines.append("")
+    return lines
+
+
+def _rest_lines(rest: Sequence[Alert], context: Mapping[str, str], st: Style) -> list[str]:
+    if not rest:
+        return []
+    pushes = sum(a.count for a in rest)
+    pushed = sum(1 for a in rest if a.succeeded)
+    lines = ["-" * 40]
+    text = f"And {len(rest)} more principal(s) ({pushes} PutImage call(s)"
+    text += f", {pushed} with a successful push)." if pushed else ")."
+    lines += _wrap(text, indent="", hang="")
+    names = ", ".join(_clean(a.who(), min(80, st.value_max)) for a in rest[: st.list_max])
+    lines += _wrap(f"Among them: {names}", indent="  ", hang="    ")
+    where = (
+        "Every principal is in this message's JSON body (any SQS or HTTPS subscriber of the "
+        f"topic gets it) and in Security Hub (filter GeneratorId = {DETECTION.id})"
+    )
+    function = context.get("function")
+    if function and _PARAMETER_NAME.fullmatch(function):
+        where += f", and in the logs of {function}"
+    lines += _wrap(where + ".", indent="  ", hang="  ")
+    lines.append("")
     return lines
 
 
@@ -322,95 +431,11 @@ def _allowlist_lines(context: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _finding_lines(item: _Item) -> list[str]:
-    rec = item.record
-    lines = ["-" * 40, f"FINDING {item.index} OF {item.total}"]
-    lines += _wrap(DETECTION.message(_clean(item.who)), indent="", hang="  ")
-    if rec.get("truncated_for_size"):
-        lines += _wrap(
-            "(Some values of this finding were cut to fit the SNS size limit: the detector's "
-            "CLI output has them whole.)",
-            indent="",
-            hang="",
-        )
-    lines.append("Who")
-    lines += _field("Caller ARN", rec["user"])
-    lines += _field("Account", rec["actor.user.account.uid"])
-    lines += _list_field("Session issuer (role)", rec["session_issuers"], optional=True)
-    lines += _list_field("Principal id", rec["principal_ids"], optional=True)
-    lines += _list_field("Invoked by (AWS service)", rec["invoked_by"], optional=True)
-    lines.append("From where")
-    if rec["src_ip"] or not rec["src_endpoint.domain"]:
-        lines += _field("Source IP", rec["src_ip"])
-    if rec["src_endpoint.domain"]:
-        lines += _field("Source domain", rec["src_endpoint.domain"])
-    lines += _field("Region", rec["region"])
-    lines += _field("User agent", rec["user_agent"])
-    lines.append("What")
-    lines += _list_field("Repositories", rec["repositories"])
-    lines += _list_field("Image tags", rec["image_tags"])
-    if rec["samples_truncated"]:
-        lines += _wrap("(More distinct values were seen than the detector keeps.)")
-    count, ok, bad = rec["count"], rec["succeeded"], rec["failed"]
-    status = f"{ok} succeeded, {bad} failed"
-    if isinstance(count, int) and count > ok + bad:
-        status += f", {count - ok - bad} without a status"
-    lines += _wrap(f"PutImage calls: {count} ({status})")
-    if not ok:
-        lines += _wrap(
-            "No push succeeded, so no image was written; the credentials still reached ECR.",
-            indent="    ",
-            hang="    ",
-        )
-    lines.append(f"  First seen: {_when(rec['firstTime'])}")
-    lines.append(f"  Last seen:  {_when(rec['lastTime'])}")
-    lines.append("Evidence")
-    lines += _list_field("Sample event ids", rec["event_ids"])
-    lines += _list_field("Source objects", rec["source_objects"], optional=True)
-    lines += _next_steps(item)
-    lines.append("")
-    return lines
-
-
-def _summary_lines(items: Sequence[_Item], part: Part | None, total: int) -> list[str]:
-    calls = sum(int(it.record["count"] or 0) for it in items)
-    principals = len({it.who for it in items})
-    accounts = _distinct(it.record["actor.user.account.uid"] for it in items)
-    lines = [
-        "ECR image push by a principal not on the allowlist",
-        "=" * 50,
-    ]
-    noun = "finding" if len(items) == 1 else "findings"
-    lines += _wrap(
-        f"{len(items)} {noun}: {calls} PutImage call(s) by {principals} principal(s) "
-        "that are not on the list of principals allowed to push images.",
-        indent="",
-        hang="",
-    )
-    if accounts:
-        shown = ", ".join(_clean(a, 64) for a in accounts[:5])
-        if len(accounts) > 5:
-            shown += f" (+{len(accounts) - 5} more)"
-        lines += _wrap(f"Caller account(s): {shown}", indent="", hang="  ")
-    if part is not None and part[1] > 1 and items:
-        first, last = items[0].index, items[-1].index
-        lines.append(
-            f"Part {part[0]} of {part[1]} of this digest: findings {first}-{last} of {total}."
-        )
-    mitre = ", ".join(DETECTION.mitre_attack_ids)
-    lines.append(
-        f"Severity {DETECTION.severity.upper()} (risk {DETECTION.risk_score}), "
-        f"MITRE ATT&CK {mitre}."
-    )
-    lines.append("")
-    return lines
-
-
 def _context_lines(context: Mapping[str, str]) -> list[str]:
     if not context:
         return []
     lines = ["Run"]
-    for key, value in context.items():
+    for key, value in list(context.items())[:10]:
         lines += _wrap(f"{_clean(key, 64)}: {_clean(value)}")
     lines.append("")
     return lines
@@ -447,178 +472,145 @@ def _about_lines(context: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _email(
-    items: Sequence[_Item], part: Part | None, total: int, context: Mapping[str, str] | None
-) -> str:
-    ctx = context or {}
-    lines = _summary_lines(items, part, total) + _context_lines(ctx)
-    head = "\n".join(lines) + "\n"
-    return head + "".join(item.section for item in items) + "\n".join(_about_lines(ctx)) + "\n"
+def email_text(alerts: Sequence[Alert], *, context: Mapping[str, str] | None = None) -> str:
+    """Plain text for a person on a phone: what, who, from where, why it matters, what next.
+
+    At most ``DETAIL_MAX`` principals in detail (bounded sections), then one line for the
+    rest; fewer and shorter when the values are long, so it stays within ``EMAIL_BUDGET``.
+    """
+    _require(alerts)
+    for st in STYLES:
+        text = _email(alerts, context or {}, st)
+        if _escaped_len(text) <= EMAIL_BUDGET:
+            break
+    return text
+
+
+def _escaped_len(text: str) -> int:
+    """UTF-8 bytes of ``text`` as a JSON string value in the envelope, quotes excluded."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+def _email(alerts: Sequence[Alert], ctx: Mapping[str, str], st: Style) -> str:
+    lines = _summary_lines(alerts) + _context_lines(ctx)
+    for i, alert in enumerate(alerts[: st.detail], 1):
+        lines += _alert_lines(alert, i, len(alerts), st)
+    lines += _rest_lines(alerts[st.detail :], ctx, st)
+    lines += _about_lines(ctx)
+    return "\n".join(lines) + "\n"
 
 
 # --- JSON body and attributes ----------------------------------------------------------------
-
-
-def json_body(findings: Sequence[Finding]) -> str:
-    """``{"detection": {...}, "findings": [...]}``: the JSON every machine output shares."""
-    return json.dumps(document(findings))
-
-
-def _body(items: Sequence[_Item], part: Part, total: int, context: Mapping[str, str] | None) -> str:
-    digest = {
-        "part": part[0],
-        "parts": part[1],
-        "finding_count": len(items),
-        "first_finding": items[0].index if items else None,
-        "total_findings": total,
-    }
-    extra: dict[str, Any] = {"digest": digest}
-    if context:
-        extra["context"] = dict(context)
-    # json.dumps(document(findings, **extra)), assembled from each finding's cached JSON.
-    # ASCII JSON (json.dumps' default): valid UTF-8 whatever the data holds.
-    doc = document([], **extra)
-    return "".join(
-        [
-            '{"detection": ',
-            json.dumps(doc["detection"]),
-            ', "findings": [',
-            ", ".join(it.record_json for it in items),
-            "]",
-            *(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in doc.items() if k in extra),
-            "}",
-        ]
-    )
 
 
 def _distinct(values: Iterable[object]) -> list[str]:
     return sorted({v for v in values if isinstance(v, str) and v})
 
 
-def attributes(findings: Sequence[Finding]) -> dict[str, dict[str, str]]:
-    """SNS ``MessageAttributes`` for subscription filter policies."""
-    return _attributes([f.to_record() for f in findings])
+def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
+    """SNS ``MessageAttributes`` for subscription filter policies (bounded lists)."""
+    accounts = _distinct(a.key.account for a in alerts)
+    regions = _distinct(r for a in alerts for r in a.sample("regions")[0])
 
+    def array(values: list[str]) -> str:
+        # String.Array values are JSON arrays; ASCII JSON keeps them valid whatever the data.
+        return json.dumps([v[:ATTRIBUTE_VALUE_MAX] for v in values[:ATTRIBUTE_VALUES_MAX]])
 
-def _attributes(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    accounts = _distinct(r["actor.user.account.uid"] for r in records)
-    regions = _distinct(r["region"] for r in records)
     return {
         "severity": {"DataType": "String", "StringValue": DETECTION.severity},
         "detection_id": {"DataType": "String", "StringValue": DETECTION.id},
-        "finding_count": {"DataType": "Number", "StringValue": str(len(records))},
-        # String.Array values are JSON arrays; ASCII JSON keeps them valid whatever the data.
-        "account_ids": {"DataType": "String.Array", "StringValue": json.dumps(accounts)},
-        "regions": {"DataType": "String.Array", "StringValue": json.dumps(regions)},
+        "alert_count": {"DataType": "Number", "StringValue": str(len(alerts))},
+        "finding_count": {
+            "DataType": "Number",
+            "StringValue": str(sum(a.groups for a in alerts)),
+        },
+        "pushed": {
+            "DataType": "String",
+            "StringValue": "true" if any(a.succeeded for a in alerts) else "false",
+        },
+        "account_ids": {"DataType": "String.Array", "StringValue": array(accounts)},
+        "regions": {"DataType": "String.Array", "StringValue": array(regions)},
     }
 
 
-# --- messages --------------------------------------------------------------------------------
+def document(alerts: Sequence[Alert], limits: Limits = LEVELS[0], **extra: Any) -> dict[str, Any]:
+    """``{"detection": {...}, "alerts": [...]}``: the machine-facing JSON."""
+    doc: dict[str, Any] = {
+        "detection": detection_dict(),
+        "alerts": [a.to_record(limits) for a in alerts],
+    }
+    doc.update(extra)
+    return doc
 
 
-def _build(
-    items: Sequence[_Item], part: Part, total: int, context: Mapping[str, str] | None
+def _envelope(body: str, email: str) -> str:
+    # Not ensure_ascii: the email's non-ASCII text costs 2-4 bytes a character instead of
+    # 6-12. The email is free of lone surrogates (escaped by safe_text), the body is ASCII.
+    return json.dumps({"default": body, "email": email}, ensure_ascii=False)
+
+
+def _message(
+    alerts: Sequence[Alert],
+    shown: int,
+    limits: Limits,
+    email: str,
+    attrs: dict[str, dict[str, str]],
+    subj: str,
+    context: Mapping[str, str] | None,
 ) -> Message:
-    body = _body(items, part, total, context)
-    envelope = {
-        "default": body,
-        "email": _email(items, part, total, context),
-        "sqs": body,
+    rest = alerts[shown:]
+    extra: dict[str, Any] = {
+        "alert_count": len(alerts),
+        "finding_count": sum(a.groups for a in alerts),
     }
-    who = items[0].who if items else ""
-    return Message(
-        subject=_subject(who, len(items), part),
-        # Not ensure_ascii: the email's non-ASCII text costs 2-4 bytes a character instead of
-        # 6-12. The email is free of lone surrogates (escaped by safe_text), the body is ASCII.
-        message=json.dumps(envelope, ensure_ascii=False),
-        attributes=_attributes([it.record for it in items]),
-        finding_count=len(items),
-    )
+    if rest:
+        extra["omitted"] = {
+            "alerts": len(rest),
+            "pushes": sum(a.count for a in rest),
+            "why": "the message would pass SNS's 256 KiB limit; see Security Hub",
+        }
+    if context:
+        extra["context"] = {str(k)[:64]: str(v)[:512] for k, v in list(context.items())[:10]}
+    # ASCII JSON (json.dumps' default): valid UTF-8 whatever the data holds.
+    body = json.dumps(document(alerts[:shown], limits, **extra))
+    return Message(subj, _envelope(body, email), attrs, len(alerts), shown)
 
 
-def _cap(value: str, limit: int) -> str:
-    if len(value) <= limit:
-        return value
-    return f"{value[:limit]}…[{len(value) - limit} more characters cut]"
-
-
-def _shrink_record(rec: Mapping[str, Any], str_max: int, list_max: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    trimmed = False
-    for key, value in rec.items():
-        if isinstance(value, str):
-            out[key] = _cap(value, str_max)
-        elif isinstance(value, list):
-            out[key] = [_cap(v, str_max) if isinstance(v, str) else v for v in value[:list_max]]
-            trimmed = trimmed or len(value) > list_max
-        else:
-            out[key] = value
-    out["samples_truncated"] = bool(rec.get("samples_truncated")) or trimmed
-    out["truncated_for_size"] = True
-    return out
-
-
-def _fit_alone(item: _Item, base: int, budget: int, context: Mapping[str, str] | None) -> _Item:
-    """The item, shrunk step by step if it cannot fit in a message on its own."""
-    if base + item.cost + _PACKING_SLACK <= budget:
-        return item
-    for str_max, list_max in _SHRINK_STEPS:
-        small = replace(
-            item,
-            who=_cap(item.who, str_max),
-            record=_shrink_record(item.record, str_max, list_max),
-        )
-        if _build([small], _WIDEST_PART, item.total, context).size + _PACKING_SLACK <= budget:
-            return small
-    raise ValueError(f"a message of {budget} bytes cannot hold even one shrunk finding")
-
-
-def messages(
-    findings: Sequence[Finding],
+def message(
+    alerts: Sequence[Alert],
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
     context: Mapping[str, str] | None = None,
-) -> list[Message]:
-    """The digest as SNS messages: one when it fits, else parts of at most ``max_bytes``.
+) -> Message:
+    """The one SNS message for ``alerts``, at most ``max_bytes - HEADROOM`` bytes.
 
-    Every finding is in exactly one part, in order. Sizes count UTF-8 bytes of the envelope,
-    subject and attributes, with ``HEADROOM`` bytes left free.
+    Tries each ``LEVELS`` step in turn; at the smallest, keeps as many alerts as fit (the
+    first ones in alert order: pushes first, then the busiest).
     """
-    _require(findings)
+    _require(alerts)
     budget = max_bytes - HEADROOM
-    items = _items(findings)
-    total = len(items)
-    whole = _build(items, (1, 1), total, context)
-    if whole.size <= budget:
-        return [whole]
-
-    # A message's size is nearly additive: a fixed overhead plus each finding's cost (body and
-    # email are concatenations; a union's attribute arrays are no longer than the sum). Pack
-    # greedily on that estimate, leaving slack for what varies (the summary lines), then check
-    # the real size of every part and halve any part that is still too big.
-    base = _build([], _WIDEST_PART, total, context).size
-    groups: list[list[_Item]] = []
-    current: list[_Item] = []
-    used = base + _PACKING_SLACK
-    for item in (_fit_alone(it, base, budget, context) for it in items):
-        if current and used + item.cost > budget:
-            groups.append(current)
-            current, used = [], base + _PACKING_SLACK
-        current.append(item)
-        used += item.cost
-    groups.append(current)
-
-    while True:
-        built = [_build(g, (i, len(groups)), total, context) for i, g in enumerate(groups, 1)]
-        if all(m.size <= budget for m in built):
+    email = email_text(alerts, context=context)
+    attrs = attributes(alerts)
+    subj = subject(alerts)
+    for limits in LEVELS:
+        built = _message(alerts, len(alerts), limits, email, attrs, subj, context)
+        if built.size <= budget:
             return built
-        regrouped: list[list[_Item]] = []
-        for group, msg in zip(groups, built, strict=True):
-            if msg.size <= budget:
-                regrouped.append(group)
-            elif len(group) > 1:
-                half = len(group) // 2
-                regrouped += [group[:half], group[half:]]
-            else:  # pragma: no cover - _fit_alone sized it with the widest part label
-                raise ValueError(f"finding {group[0].index} does not fit in {budget} bytes")
-        groups = regrouped
+    # Even minimal alerts do not all fit: keep the longest prefix that does (binary search).
+    low, high = 0, len(alerts)
+    best = _message(alerts, 0, LEVELS[-1], email, attrs, subj, context)
+    if best.size > budget:
+        raise ValueError(f"a message of {budget} bytes cannot hold even the email")
+    while low < high:
+        mid = (low + high + 1) // 2
+        built = _message(alerts, mid, LEVELS[-1], email, attrs, subj, context)
+        if built.size <= budget:
+            best, low = built, mid
+        else:
+            high = mid - 1
+    return best
+
+
+def json_body(alerts: Sequence[Alert]) -> str:
+    """The JSON of ``document(alerts)`` (largest step), for tests and the CLI."""
+    return json.dumps(document(alerts))

@@ -52,27 +52,56 @@ def ctime(ms: int | None) -> str | None:
 
 @dataclass
 class Sample:
-    """A bounded set of distinct values, remembering whether more were seen."""
+    """A bounded set of distinct values, remembering whether more were seen.
 
-    values: dict[str, None] = field(default_factory=dict)
+    Values added with ``priority`` (e.g. repositories of successful pushes) are kept before the
+    others: when the sample is full, a priority value evicts an ordinary one. So 50 failed
+    pushes to decoy repositories cannot push the one successful push out of the sample.
+    """
+
+    values: dict[str, bool] = field(default_factory=dict)  # value -> added with priority
     more: bool = False
     limit: int = MAX_VALUES
 
-    def add(self, items: list[Any] | None) -> None:
+    def add(self, items: list[Any] | None, *, priority: bool = False) -> None:
         for item in items or ():
-            if item is None or item in self.values:
+            if item is None:
+                continue
+            if item in self.values:
+                if priority and not self.values[item]:
+                    self.values[item] = True
                 continue
             if len(self.values) >= self.limit:
                 self.more = True
-                return
-            self.values[item] = None
+                if not priority:
+                    return
+                if not self._evict_ordinary():
+                    continue  # full of priority values already
+            self.values[item] = priority
+
+    def _evict_ordinary(self) -> bool:
+        for value, prio in reversed(self.values.items()):
+            if not prio:
+                del self.values[value]
+                return True
+        return False
 
     def merge(self, other: Sample) -> None:
-        self.add(list(other.values))
+        self.add([v for v, p in other.values.items() if p], priority=True)
+        self.add([v for v, p in other.values.items() if not p])
         self.more = self.more or other.more
 
     def sorted(self) -> list[str]:
         return sorted(self.values)
+
+    def succeeded(self) -> list[str]:
+        return sorted(v for v, p in self.values.items() if p)
+
+    def prioritised(self) -> list[str]:
+        """Priority values first, each part sorted."""
+        return sorted(v for v, p in self.values.items() if p) + sorted(
+            v for v, p in self.values.items() if not p
+        )
 
 
 _SAMPLE_FIELDS = (
@@ -164,6 +193,10 @@ class Finding:
             "invoked_by": self.invoked_by.sorted(),
             "event_ids": self.event_ids.sorted(),
             "source_objects": self.objects.sorted(),
+            # Added keys: the repositories and tags of successful calls (also in the lists
+            # above, and never evicted from them by failed calls).
+            "succeeded_repositories": self.repositories.succeeded(),
+            "succeeded_image_tags": self.image_tags.succeeded(),
             "samples_truncated": any(
                 s.more
                 for s in (
@@ -194,6 +227,8 @@ _AGGS = [
     ("bad", "sum"),
     ("repository", "distinct"),
     ("image_tag", "distinct"),
+    ("repository_ok", "distinct"),
+    ("image_tag_ok", "distinct"),
     ("session_issuer", "distinct"),
     ("principal_id", "distinct"),
     ("invoked_by", "distinct"),
@@ -206,6 +241,11 @@ _SAMPLED = {
     "principal_id_distinct": "principal_ids",
     "invoked_by_distinct": "invoked_by",
     "event_uid_list": "event_ids",
+}
+# Values of successful calls, added to the same samples first and with priority.
+_SAMPLED_OK = {
+    "repository_ok_distinct": "repositories",
+    "image_tag_ok_distinct": "image_tags",
 }
 
 
@@ -220,14 +260,17 @@ class Aggregate:
         if batch.num_rows == 0:
             return
         status = pc.utf8_lower(batch.column("status"))
+        ok = pc.fill_null(pc.equal(status, "success"), False)
         table = (
             pa.Table.from_batches([batch])
-            .append_column("ok", pc.fill_null(pc.equal(status, "success"), False).cast(pa.int64()))
+            .append_column("ok", ok.cast(pa.int64()))
             .append_column("bad", pc.fill_null(pc.equal(status, "failure"), False).cast(pa.int64()))
+            .append_column("repository_ok", pc.if_else(ok, batch.column("repository"), None))
+            .append_column("image_tag_ok", pc.if_else(ok, batch.column("image_tag"), None))
         )
         grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(_AGGS)
         # Cap the sampled lists before they become Python objects.
-        for col, target in _SAMPLED.items():
+        for col, target in (_SAMPLED | _SAMPLED_OK).items():
             limit = MAX_EVENT_IDS if target == "event_ids" else MAX_VALUES + 1
             idx = grouped.schema.get_field_index(col)
             grouped = grouped.set_column(idx, col, pc.list_slice(grouped.column(col), 0, limit))
@@ -241,6 +284,8 @@ class Aggregate:
                 succeeded=row["ok_sum"] or 0,
                 failed=row["bad_sum"] or 0,
             )
+            for col, target in _SAMPLED_OK.items():
+                getattr(part, target).add(row[col], priority=True)
             for col, target in _SAMPLED.items():
                 getattr(part, target).add(row[col])
             part.objects.add([source])

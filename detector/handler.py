@@ -142,6 +142,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {
         "objects": outcome.objects,
         "findings": len(outcome.findings),
+        "alerts": len(outcome.alerts),
         "alerted": outcome.alerted,
         "already_processed": len(outcome.duplicates),
     }
@@ -156,11 +157,18 @@ def _report(outcome: pipeline.Outcome) -> None:
         logger.warning("object gone before it was read, not retried", extra={"error": missing})
     for error in outcome.errors:
         logger.error("failed", extra={"error": error})
+    for finding_id, why in outcome.rejected:
+        # The email went out anyway; the alarm on SecurityHubRejected points here.
+        logger.error(
+            "Security Hub rejected a finding", extra={"finding_id": finding_id, "error": why}
+        )
     for name, value in (
         ("ObjectsScanned", outcome.objects),
         ("RowsScanned", outcome.rows),
         ("UntrustedPutImage", outcome.untrusted),
         ("Findings", len(outcome.findings)),
+        ("Alerts", len(outcome.alerts)),
+        ("SecurityHubRejected", len(outcome.rejected)),
         ("ItemsFailed", len(outcome.failed)),
         ("ObjectsSkipped", len(outcome.skipped)),
         ("ObjectsDuplicate", len(outcome.duplicates)),
@@ -175,6 +183,8 @@ def _report(outcome: pipeline.Outcome) -> None:
             "objects": outcome.objects,
             "rows": outcome.rows,
             "findings": len(outcome.findings),
+            "alerts": len(outcome.alerts),
+            "security_hub_rejected": len(outcome.rejected),
             "failed_items": len(outcome.failed),
             "published": outcome.published,
             "alerted": outcome.alerted,

@@ -5,26 +5,35 @@ item (an SQS record, or the whole direct event) succeeds only when every object 
 and the findings it contributed were delivered; otherwise it is reported as failed so Lambda
 retries it and, in the end, dead-letters it. Nothing is dropped silently.
 
+Alerting works on alerts (``detector.alerts``: findings rolled up per detection, account and
+principal), so what it costs grows with principals, not with attacker-chosen values: one SNS
+message per invocation, one Security Hub finding and a few state calls per alert.
+
 With a state table (``STATE_TABLE``) the alerting is exactly-once:
 - an object already delivered is skipped when announced again (no double count, no alert);
-- each object's events are added to a key's cumulative totals exactly once, so Security Hub
-  shows the total count and first/last time over every object seen;
-- SNS alerts on the first occurrence of a key, and again only after the dedup window; an alert
-  that could not be sent is not marked as sent, so it comes on retry rather than never.
+- each object's events are added to an alert key's cumulative totals exactly once, so Security
+  Hub shows the total count and first/last time over every object seen;
+- SNS alerts on the first occurrence of a key, and again within the dedup window only when it
+  escalates (a first successful push, or a successful push to a repository not yet reported);
+  an alert that could not be sent is not marked as sent, so it comes on retry rather than never.
+
+Any exception, expected or not, fails only the items it concerns and releases the object
+claims and alert leases they held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import IO, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
+from detector.alerts import Alert, Contribution, rollup
 from detector.allowlist import Allowlist
-from detector.asff import key_digest
 from detector.engine import ObjectResult, Run, scan_object
 from detector.errors import (
     AllowlistInvalid,
@@ -33,16 +42,25 @@ from detector.errors import (
     ObjectUnreadable,
     PublishFailed,
 )
-from detector.findings import Finding, GroupKey
+from detector.findings import Finding
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
+
+if TYPE_CHECKING:
+    from detector.aws.dynamodb import AlertClaim
+    from detector.aws.securityhub import Report
 
 # Time kept back for publishing when the function nears its timeout: items not started by then
 # fail (and are retried) rather than half-finishing.
 RESERVE_MS = 30_000
+# Time Security Hub leaves for the SNS message and the state writes after it: no Security Hub
+# batch starts with less than this left, and publishing does not start at all.
+PUBLISH_RESERVE_MS = 10_000
 # Objects fetched and scanned at once. S3 waits and Parquet decoding (pyarrow releases the GIL)
 # overlap; memory grows with it (one row group's needed columns per object in flight).
 MAX_PARALLEL_OBJECTS = 4
+# State-table calls in flight at once (one worker per alert key, so keys never race here).
+STATE_WORKERS = 8
 
 
 class AllowlistSource(Protocol):
@@ -55,15 +73,23 @@ class ObjectSource(Protocol):
 
 class AlertSink(Protocol):
     def security_hub(
-        self, findings: Sequence[Finding], created_at: Mapping[GroupKey, int] | None = None
-    ) -> None: ...
+        self,
+        alerts: Sequence[Alert],
+        created_at: Mapping[str, int] | None = None,
+        *,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Report: ...
 
-    def notify(self, findings: Sequence[Finding]) -> None: ...
+    def notify(self, alerts: Sequence[Alert]) -> None: ...
 
 
 class Totals(Protocol):
     @property
     def count(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
     @property
     def first_ms(self) -> int | None: ...
     @property
@@ -78,10 +104,17 @@ class StateStore(Protocol):
     def claim_object(self, ref: ObjectRef) -> Literal["new", "done", "busy"]: ...
     def complete_objects(self, refs: Sequence[ObjectRef]) -> None: ...
     def release_objects(self, refs: Sequence[ObjectRef]) -> None: ...
-    def add(self, key_id: str, ref: ObjectRef, part: Finding) -> Totals: ...
+    def add(self, key_id: str, ref: ObjectRef, part: Contribution) -> Totals: ...
     def totals(self, key_id: str) -> Totals: ...
-    def claim_alert(self, key_id: str, window_seconds: int) -> bool: ...
-    def confirm_alert(self, key_id: str) -> None: ...
+    def claim_alert(
+        self,
+        key_id: str,
+        window_seconds: int,
+        *,
+        success: bool = False,
+        repositories: Iterable[str] = (),
+    ) -> AlertClaim | None: ...
+    def confirm_alert(self, key_id: str, claim: AlertClaim) -> None: ...
     def release_alert(self, key_id: str) -> None: ...
 
 
@@ -97,6 +130,9 @@ class Outcome:
     duplicates: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    # Security Hub findings rejected for good: (finding Id, why); the email went out anyway.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
     alerted: int = 0
     suppressed: int = 0
     objects: int = 0
@@ -123,8 +159,10 @@ def _scan_item(
     """Scan every object of one item. Runs in a worker thread: it shares nothing but the
     (thread-safe) adapters, and reports through what it returns."""
     done = _Done(item)
+    current = item.refs[0].uri if item.refs else "(no object)"
     try:
         for ref in item.refs:
+            current = ref.uri
             if state is not None:
                 claim = state.claim_object(ref)
                 if claim == "done":
@@ -144,12 +182,19 @@ def _scan_item(
                 continue
             done.results.append((ref, result))
     except Exception as exc:
+        # Whatever went wrong (a bug included), this item alone fails and is retried, and it
+        # leaves no claim behind to make its retry wait for the lease to run out.
         if state is not None:
-            state.release_objects(done.claims)
-        if not isinstance(exc, DetectorError):
-            raise  # a bug: the invocation fails, but no claim is left to block the retry
-        done.error = str(exc)
+            with contextlib.suppress(Exception):
+                state.release_objects(done.claims)
+        done.error = _describe(exc, current)
     return done
+
+
+def _describe(exc: BaseException, what: str) -> str:
+    if isinstance(exc, DetectorError):
+        return str(exc)
+    return f"{what}: unexpected {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _scan_items(
@@ -240,109 +285,178 @@ def process(
     out.findings = run.findings()
     claims = [ref for d in done for ref in d.claims]
     try:
-        if out.findings:
+        out.alerts = rollup(out.findings)
+        if out.alerts:
+            deadline = _deadline(time_left_ms)
+            if deadline():
+                raise PublishFailed("publishing", "not started: the function is about to time out")
             if state is None:
-                alerts.security_hub(out.findings)
-                alerts.notify(out.findings)
-                out.alerted = len(out.findings)
+                out.rejected = alerts.security_hub(out.alerts, deadline=deadline).rejected
+                alerts.notify(out.alerts)
+                out.alerted = len(out.alerts)
             else:
-                _deliver_once(out, done, alerts, state, window_seconds)
+                _deliver_once(out, done, alerts, state, window_seconds, deadline)
             out.published = True
         if state is not None:
             state.complete_objects(claims)
-    except DetectorError as exc:
-        # Not (fully) delivered: every item read in this run is retried, so the alert comes
-        # later rather than never. Counts already added are not added again on retry.
+    except Exception as exc:
+        # Not (fully) delivered, whatever the reason: every item read in this run is retried,
+        # so the alert comes later rather than never, and nothing it held blocks the retry.
+        # Counts already added are not added again on retry.
         out.failed.extend(d.item for d in done)
-        out.errors.append(str(exc))
+        out.errors.append(_describe(exc, "publishing"))
         if state is not None:
-            state.release_objects(claims)
+            with contextlib.suppress(Exception):
+                state.release_objects(claims)
     return out
 
 
-def key_id(key: GroupKey) -> str:
-    """The state table's name for a grouping key: the same digest as the ASFF finding Id."""
-    return key_digest(key)
+def _deadline(time_left_ms: Callable[[], int] | None) -> Callable[[], bool]:
+    """True once too little time is left to start another Security Hub batch or publish."""
+    if time_left_ms is None:
+        return lambda: False
+    return lambda: time_left_ms() < PUBLISH_RESERVE_MS
 
 
-def _with_totals(findings: Sequence[Finding], totals: Mapping[GroupKey, Totals]) -> list[Finding]:
-    """Findings with the key's cumulative count and first/last time instead of this run's."""
-    return [
-        dataclasses.replace(f, count=t.count, first_ms=t.first_ms, last_ms=t.last_ms)
-        if (t := totals.get(f.key)) is not None
-        else f
-        for f in findings
-    ]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``fn`` over ``items`` on up to ``STATE_WORKERS`` threads; results in order. The first
+    exception is raised once every call has finished (none is left running)."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(STATE_WORKERS, len(items)), thread_name_prefix="state") as pool:
+        futures = [pool.submit(fn, i) for i in items]
+    return [f.result() for f in futures]
+
+
+def _add_contributions(done: list[_Done], state: StateStore) -> dict[str, Totals]:
+    """Each object's share of each alert key, added to the key's totals exactly once.
+
+    Calls grow with (objects x alert keys), not with Splunk groups; each key is one task
+    (its objects in order), so two workers never race on the same key.
+    """
+    per_key: dict[str, list[tuple[ObjectRef, Contribution]]] = {}
+    for d in done:
+        for ref, result in d.results:
+            for alert in rollup(result.aggregate.groups.values()):
+                per_key.setdefault(alert.id, []).append((ref, alert.contribution()))
+
+    def add_all(key: str) -> Totals:
+        totals = None
+        for ref, part in per_key[key]:
+            totals = state.add(key, ref, part)
+        assert totals is not None
+        return totals
+
+    keys = list(per_key)
+    return dict(zip(keys, _parallel(add_all, keys), strict=True))
 
 
 def _settle_security_hub(
-    findings: Sequence[Finding],
-    totals: dict[GroupKey, Totals],
-    alerts: AlertSink,
+    alerts_: Sequence[Alert],
+    totals: dict[str, Totals],
+    sink: AlertSink,
     state: StateStore,
+    deadline: Callable[[], bool],
     rounds: int = 5,
-) -> None:
+) -> list[tuple[str, str]]:
     """Re-import keys whose totals moved on while we imported.
 
     Concurrent invocations may import in any order, and Security Hub keeps the last import. So
     after importing, each invocation checks that the totals it sent are still the newest and
     re-imports the newest otherwise: whichever import lands last carries the latest totals.
     """
+    rejected: list[tuple[str, str]] = []
+    by_id = {a.id: a for a in alerts_}
     for _ in range(rounds):
-        stale = {}
-        for key, sent in totals.items():
-            now = state.totals(key_id(key))
-            if now.version != sent.version:
-                stale[key] = now
-        if not stale:
-            return
+        ids = list(totals)
+        now = _parallel(state.totals, ids)
+        stale = {k: t for k, t in zip(ids, now, strict=True) if t.version != totals[k].version}
+        if not stale or deadline():
+            return rejected
         totals.update(stale)
-        changed = [f for f in findings if f.key in stale]
-        alerts.security_hub(
-            _with_totals(changed, stale), {k: t.created_at for k, t in stale.items()}
+        changed = [by_id[k].with_totals(t) for k, t in stale.items()]
+        report = sink.security_hub(
+            changed, {k: t.created_at for k, t in stale.items()}, deadline=deadline
         )
+        rejected += report.rejected
+    return rejected
 
 
 def _deliver_once(
-    out: Outcome, done: list[_Done], alerts: AlertSink, state: StateStore, window_seconds: int
+    out: Outcome,
+    done: list[_Done],
+    sink: AlertSink,
+    state: StateStore,
+    window_seconds: int,
+    deadline: Callable[[], bool],
 ) -> None:
-    totals: dict[GroupKey, Totals] = {}
-    for d in done:
-        for ref, result in d.results:
-            for part in result.aggregate.groups.values():
-                totals[part.key] = state.add(key_id(part.key), ref, part)
-    alerts.security_hub(
-        _with_totals(out.findings, totals), {k: t.created_at for k, t in totals.items()}
+    totals = _add_contributions(done, state)
+    cumulative = [a.with_totals(totals[a.id]) if a.id in totals else a for a in out.alerts]
+    report = sink.security_hub(
+        cumulative, {k: t.created_at for k, t in totals.items()}, deadline=deadline
     )
-    _settle_security_hub(out.findings, totals, alerts, state)
-    cumulative = _with_totals(out.findings, totals)
-    out.alerted = notify_once(cumulative, alerts, state, window_seconds)
-    out.suppressed = len(cumulative) - out.alerted
+    out.rejected = report.rejected
+    out.rejected += _settle_security_hub(out.alerts, totals, sink, state, deadline)
+    run = {a.id: a for a in out.alerts}
+    cumulative = [a.with_totals(totals[a.id]) if a.id in totals else a for a in out.alerts]
+    sent = notify_due(cumulative, sink, state, window_seconds, run=run)
+    out.alerted = len(sent)
+    out.suppressed = len(cumulative) - len(sent)
 
 
-def notify_once(
-    findings: Sequence[Finding], alerts: AlertSink, state: StateStore, window_seconds: int
-) -> int:
-    """Send the SNS digest for the keys not alerted within the window; how many were sent.
+def notify_due(
+    alerts_: Sequence[Alert],
+    sink: AlertSink,
+    state: StateStore,
+    window_seconds: int,
+    *,
+    run: Mapping[str, Alert] | None = None,
+) -> list[Alert]:
+    """Send one SNS message for the alerts due under the window; the alerts sent.
 
-    A key is claimed before sending and confirmed after; a failed send releases the claim, so
-    the key is not marked as alerted and the next attempt sends it.
+    Whether an alert is due is judged on what this run saw (``run``: a successful push, and
+    to which repositories), the message shows ``alerts_`` (cumulative totals). A key is
+    claimed before sending and confirmed after; if sending fails, or anything else does, the
+    claims are released, so the keys are not marked as alerted and the next attempt sends.
     """
-    due = [
-        f
-        for f in findings
-        if window_seconds <= 0 or state.claim_alert(key_id(f.key), window_seconds)
-    ]
+    seen = run or {}
+
+    def claim(a: Alert) -> tuple[Alert, AlertClaim | None, Exception | None]:
+        mine = seen.get(a.id, a)
+        try:
+            got = state.claim_alert(
+                a.id,
+                window_seconds,
+                success=mine.succeeded > 0,
+                repositories=mine.succeeded_repositories(),
+            )
+        except Exception as exc:
+            return a, None, exc
+        return a, got, None
+
+    due: list[tuple[Alert, AlertClaim | None]]
+    if window_seconds <= 0:
+        due = [(a, None) for a in alerts_]
+    else:
+        claimed = _parallel(claim, list(alerts_))
+        errors = [e for _, _, e in claimed if e is not None]
+        if errors:
+            # Give back the claims taken before the failure; the others are not ours.
+            _parallel(state.release_alert, [a.id for a, c, _ in claimed if c is not None])
+            raise errors[0]
+        due = [(dataclasses.replace(a, reason=c.reason), c) for a, c, _ in claimed if c]
     if not due:
-        return 0
+        return []
     try:
-        alerts.notify(due)
-    except PublishFailed:
+        sink.notify([a for a, _ in due])
+    except BaseException:
         if window_seconds > 0:
-            for f in due:
-                state.release_alert(key_id(f.key))
+            _parallel(state.release_alert, [a.id for a, _ in due])
         raise
-    if window_seconds > 0:
-        for f in due:
-            state.confirm_alert(key_id(f.key))
-    return len(due)
+    confirmed = [(a.id, c) for a, c in due if c is not None]
+    _parallel(lambda pair: state.confirm_alert(*pair), confirmed)
+    return [a for a, _ in due]

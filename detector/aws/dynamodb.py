@@ -5,10 +5,13 @@ One table, partition key ``pk`` (string), TTL attribute ``expires_at`` (epoch se
 - ``obj#<bucket>/<key>#<etag>``: an object's processing. ``IN_PROGRESS`` with a lease while an
   invocation works on it, ``COMPLETED`` once its findings were delivered. A completed object
   announced again is skipped: it neither counts nor alerts twice.
-- ``key#<finding hash>``: the cumulative finding of one grouping key (total count, first and
-  last time, when it was first created) and when it last alerted through SNS (``alerted_at``,
-  with ``alert_lease`` while an alert is being sent).
-- ``part#<finding hash>#<object hash>``: the marker that one object's events were added to a
+- ``key#<alert id>``: the cumulative totals of one alert key (detection, account, principal:
+  count, succeeded, failed, first and last time, when it was first created) and its alert
+  window: when it last started an email window (``alerted_at``), whether a successful push
+  was reported in it (``alerted_success``) and which successfully pushed repositories were
+  (``reported_repos``), with ``alert_lease`` and what the lease holder is about to report
+  (``pending_*``) while an email is being sent.
+- ``part#<alert id>#<object hash>``: the marker that one object's events were added to a
   key's totals. Written in the same transaction as the totals, so a retry never adds twice.
 
 Totals use optimistic concurrency (a ``version`` attribute) so concurrent invocations never lose
@@ -29,8 +32,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from detector.alerts import FIRST_SUCCESS, NEW, NEW_REPOSITORY, Contribution
 from detector.errors import DetectorError
-from detector.findings import Finding, max_opt, min_opt
+from detector.findings import max_opt, min_opt
 from detector.objects import ObjectRef
 
 if TYPE_CHECKING:
@@ -43,6 +47,9 @@ OBJECT_TTL = 15 * DAY
 # Security Hub keeps findings 90 days; the cumulative totals live as long.
 KEY_TTL = 90 * DAY
 _MAX_CONFLICTS = 20
+# Successfully pushed repositories remembered per alert window (item size stays far below
+# DynamoDB's 400 KB whatever the data: ECR names are at most 256 characters).
+MAX_REPORTED_REPOS = 200
 
 
 class StateUnavailable(DetectorError):
@@ -50,14 +57,21 @@ class StateUnavailable(DetectorError):
 
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(Contribution):
     """A key's cumulative numbers over every object ever counted for it."""
 
-    count: int
-    first_ms: int | None
-    last_ms: int | None
-    created_at: int  # epoch seconds the key was first seen, for a stable ASFF CreatedAt
+    created_at: int = 0  # epoch seconds the key was first seen, for a stable ASFF CreatedAt
     version: int = 0  # grows with every change: tells a stale copy from the current one
+
+
+@dataclass(frozen=True)
+class AlertClaim:
+    """This invocation may email about a key: why, and what the window then remembers."""
+
+    reason: str  # alerts.NEW, FIRST_SUCCESS or NEW_REPOSITORY
+    window_start: int  # alerted_at after the email: now for a new window, else unchanged
+    success: bool  # a successful push has been reported in the window
+    reported: frozenset[str]  # successfully pushed repositories reported in the window
 
 
 def object_id(ref: ObjectRef) -> str:
@@ -170,7 +184,7 @@ class StateTable:
                 continue
 
     # --- cumulative totals ----------------------------------------------------------------
-    def add(self, key_id: str, ref: ObjectRef, part: Finding) -> Totals:
+    def add(self, key_id: str, ref: ObjectRef, part: Contribution) -> Totals:
         """Add one object's contribution to a key's totals, exactly once; the new totals."""
         pk = f"key#{key_id}"
         marker = f"part#{key_id}#{_h(object_id(ref))}"
@@ -181,6 +195,8 @@ class StateTable:
             totals = _totals(item, now)
             new = Totals(
                 count=totals.count + part.count,
+                succeeded=totals.succeeded + part.succeeded,
+                failed=totals.failed + part.failed,
                 first_ms=min_opt(totals.first_ms, part.first_ms),
                 last_ms=max_opt(totals.last_ms, part.last_ms),
                 created_at=totals.created_at,
@@ -188,11 +204,20 @@ class StateTable:
             )
             values: dict[str, Any] = {
                 ":count": _n(new.count),
+                ":ok": _n(new.succeeded),
+                ":bad": _n(new.failed),
                 ":created": _n(new.created_at),
                 ":v": _n((version or 0) + 1),
                 ":exp": _n(now + KEY_TTL),
             }
-            sets = ["#count = :count", "created_at = :created", "version = :v", "expires_at = :exp"]
+            sets = [
+                "#count = :count",
+                "succeeded = :ok",
+                "failed = :bad",
+                "created_at = :created",
+                "version = :v",
+                "expires_at = :exp",
+            ]
             for name, value in (("first_ms", new.first_ms), ("last_ms", new.last_ms)):
                 if value is not None:
                     sets.append(f"{name} = :{name}")
@@ -246,37 +271,108 @@ class StateTable:
         """The key's current totals (consistent read)."""
         return _totals(self._get(f"key#{key_id}"), int(self.clock()))
 
-    # --- the dedup window -----------------------------------------------------------------
-    def claim_alert(self, key_id: str, window_seconds: int) -> bool:
-        """True if this invocation should alert for the key (none sent within the window)."""
-        now = int(self.clock())
-        try:
-            self._call(
-                "claim alert",
-                self.client.update_item,
-                TableName=self.table,
-                Key={"pk": {"S": f"key#{key_id}"}},
-                UpdateExpression="SET alert_lease = :lease",
-                ConditionExpression="(attribute_not_exists(alerted_at) OR alerted_at <= :since) "
-                "AND (attribute_not_exists(alert_lease) OR alert_lease < :now)",
-                ExpressionAttributeValues={
-                    ":lease": _n(now + self.lease_seconds),
-                    ":since": _n(now - window_seconds),
-                    ":now": _n(now),
-                },
-            )
-        except ClientError:
-            return False
-        return True
+    # --- the dedup window ---------------------------------------------------------------
+    def claim_alert(
+        self,
+        key_id: str,
+        window_seconds: int,
+        *,
+        success: bool = False,
+        repositories: Iterable[str] = (),
+    ) -> AlertClaim | None:
+        """Whether this invocation should email about the key, and why; None if not.
 
-    def confirm_alert(self, key_id: str) -> None:
+        Due when no email went out within the window (``NEW``), or, within it, when this is
+        the first successful push after failures only (``FIRST_SUCCESS``) or a successful
+        push to a repository not reported yet (``NEW_REPOSITORY``). What an invocation holding
+        the lease is about to send counts as reported: it sends it, or fails and its retry
+        does. The lease records what this one will send, for the same reason.
+        """
+        pk = f"key#{key_id}"
+        ours = frozenset(sorted(repositories)[:MAX_REPORTED_REPOS])
+        for _ in range(_MAX_CONFLICTS):
+            now = int(self.clock())
+            item = self._get(pk)
+            alerted_at = _opt_int(item, "alerted_at")
+            in_window = alerted_at is not None and alerted_at > now - window_seconds
+            lease = _opt_int(item, "alert_lease")
+            leased = lease is not None and lease >= now
+            reported = _strings(item, "reported_repos") if in_window else frozenset()
+            pending = _strings(item, "pending_repos") if leased else frozenset()
+            reported_ok = in_window and _bool(item, "alerted_success")
+            pending_ok = leased and _bool(item, "pending_success")
+            if not (in_window or leased):
+                reason = NEW
+            elif success and not (reported_ok or pending_ok):
+                reason = FIRST_SUCCESS
+            elif ours - reported - pending:
+                reason = NEW_REPOSITORY
+            else:
+                return None
+            remembered = reported | ours
+            if len(remembered) > MAX_REPORTED_REPOS:  # keep the item small: forget older ones
+                remembered = ours
+            claim = AlertClaim(
+                reason=reason,
+                window_start=alerted_at if in_window and alerted_at is not None else now,
+                success=reported_ok or success,
+                reported=remembered,
+            )
+            version = _opt_int(item, "alert_v")
+            values: dict[str, Any] = {
+                ":lease": _n(now + self.lease_seconds),
+                ":ps": {"BOOL": pending_ok or success},
+                ":v1": _n((version or 0) + 1),
+                ":exp": _n(now + KEY_TTL),
+            }
+            update = (
+                "SET alert_lease = :lease, pending_success = :ps, alert_v = :v1, "
+                "expires_at = if_not_exists(expires_at, :exp)"
+            )
+            pending_next = pending | ours
+            if pending_next and len(pending_next) <= MAX_REPORTED_REPOS:
+                update += ", pending_repos = :pr"
+                values[":pr"] = {"SS": sorted(pending_next)}
+            if version is None:
+                condition = "attribute_not_exists(alert_v)"
+            else:
+                condition = "alert_v = :v0"
+                values[":v0"] = _n(version)
+            try:
+                self._call(
+                    "claim alert",
+                    self.client.update_item,
+                    TableName=self.table,
+                    Key={"pk": {"S": pk}},
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError:
+                continue  # another invocation changed the window first: look again
+            return claim
+        raise StateUnavailable(f"DynamoDB table {self.table}: {pk} alert window kept changing")
+
+    def confirm_alert(self, key_id: str, claim: AlertClaim) -> None:
+        """The email went out: record the window and what it reported; drop the lease."""
+        values: dict[str, Any] = {
+            ":at": _n(claim.window_start),
+            ":ok": {"BOOL": claim.success},
+        }
+        update = "SET alerted_at = :at, alerted_success = :ok"
+        if claim.reported:
+            update += ", reported_repos = :r"
+            values[":r"] = {"SS": sorted(claim.reported)}
+            remove = " REMOVE alert_lease, pending_repos, pending_success"
+        else:
+            remove = " REMOVE alert_lease, pending_repos, pending_success, reported_repos"
         self._call(
             "confirm alert",
             self.client.update_item,
             TableName=self.table,
             Key={"pk": {"S": f"key#{key_id}"}},
-            UpdateExpression="SET alerted_at = :now REMOVE alert_lease",
-            ExpressionAttributeValues={":now": _n(int(self.clock()))},
+            UpdateExpression=update + remove,
+            ExpressionAttributeValues=values,
         )
 
     def release_alert(self, key_id: str) -> None:
@@ -287,7 +383,7 @@ class StateTable:
                 self.client.update_item,
                 TableName=self.table,
                 Key={"pk": {"S": f"key#{key_id}"}},
-                UpdateExpression="REMOVE alert_lease",
+                UpdateExpression="REMOVE alert_lease, pending_repos, pending_success",
             )
 
     def _get(self, pk: str) -> dict[str, Any]:
@@ -302,9 +398,21 @@ class StateTable:
         return item
 
 
+def _strings(item: dict[str, Any], name: str) -> frozenset[str]:
+    raw = item.get(name)
+    return frozenset(raw["SS"]) if raw and "SS" in raw else frozenset()
+
+
+def _bool(item: dict[str, Any], name: str) -> bool:
+    raw = item.get(name)
+    return bool(raw and raw.get("BOOL"))
+
+
 def _totals(item: dict[str, Any], now: int) -> Totals:
     return Totals(
         count=_opt_int(item, "count") or 0,
+        succeeded=_opt_int(item, "succeeded") or 0,
+        failed=_opt_int(item, "failed") or 0,
         first_ms=_opt_int(item, "first_ms"),
         last_ms=_opt_int(item, "last_ms"),
         created_at=_opt_int(item, "created_at") or now,

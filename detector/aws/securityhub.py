@@ -7,8 +7,12 @@
 - A throttled or failed call (``ClientError`` 5xx/throttling, connection errors) is retried the
   same way; an error that retrying cannot fix (access denied, Security Hub not enabled, invalid
   input) raises at once.
-- Every finding is checked with ``detector.asff.validate`` first; an invalid one is not sent and
-  is reported in the ``PublishFailed`` message.
+- A finding rejected for good (our own ``detector.asff.validate``, or Security Hub's
+  ``InvalidInput``/access errors for that finding) does not hold the others back, nor the
+  email: it is returned in ``Report.rejected`` with its Id and why, for the caller to log and
+  count (metric ``SecurityHubRejected``). Only what a later attempt can cure raises.
+- Batches are sent in parallel (``MAX_PARALLEL_BATCHES``), and no batch starts once
+  ``deadline`` says the function's time is nearly up: it raises ``PublishFailed`` instead.
 
 Retrying is safe: a re-import of the same ``Id`` updates the finding instead of adding one.
 Decisions look at error codes and HTTP status only, never at message text.
@@ -17,8 +21,11 @@ Decisions look at error codes and HTTP status only, never at message text.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -36,6 +43,7 @@ TARGET = "securityhub"
 MAX_BATCH = 100
 # 6 MB per call, less room for the request envelope.
 MAX_BATCH_BYTES = 6 * 1024 * 1024 - 64 * 1024
+MAX_PARALLEL_BATCHES = 4
 BASE_DELAY = 0.5
 MAX_DELAY = 8.0
 
@@ -64,6 +72,14 @@ PERMANENT_FINDING_CODES = frozenset(
 _MAX_REPORTED = 10
 
 
+@dataclass
+class Report:
+    """What an import did: how many findings were imported, which were rejected for good."""
+
+    imported: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (finding Id, why)
+
+
 class SecurityHubPublisher:
     def __init__(
         self,
@@ -75,46 +91,71 @@ class SecurityHubPublisher:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._client = client
+        self._lock = threading.Lock()
         self.max_attempts = max_attempts
         self.sleep = sleep
 
     @property
     def client(self) -> SecurityHubClient:
-        if self._client is None:
-            self._client = boto3.client("securityhub")
-        return self._client
+        # Batches are sent from several threads; building a boto3 client is not thread-safe.
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.client("securityhub")
+            return self._client
 
-    def publish(self, asff_findings: Sequence[Mapping[str, Any]]) -> int:
-        """Import every finding; return how many were imported.
+    def publish(
+        self,
+        asff_findings: Sequence[Mapping[str, Any]],
+        *,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Report:
+        """Import every finding, batches in parallel.
 
-        Raises ``PublishFailed`` naming each finding that was not imported (after retries),
-        once every batch has been tried.
+        Findings rejected for good are returned in ``Report.rejected``. Raises
+        ``PublishFailed`` naming the findings a later attempt could still import (throttling,
+        5xx, time running out per ``deadline``), once every batch has been tried.
         """
-        failures: list[str] = []
+        report = Report()
         valid: list[Mapping[str, Any]] = []
         for i, finding in enumerate(asff_findings):
             try:
                 validate(finding)
             except ValueError as exc:
-                failures.append(f"{_finding_name(finding, i)}: invalid {exc}")
+                report.rejected.append((_finding_name(finding, i), f"invalid: {exc}"))
             else:
                 valid.append(finding)
-        imported = 0
-        for batch in _batches(valid):
-            done, failed = self._import(batch, imported)
-            imported += done
-            failures += failed
-        if failures:
-            raise PublishFailed(TARGET, _summary(failures, imported))
-        return imported
+        batches = list(_batches(valid))
+        failures: list[str] = []
 
-    def _import(self, batch: list[Mapping[str, Any]], before: int) -> tuple[int, list[str]]:
-        """One batch, retrying the findings that failed; (imported, final failures)."""
+        def one(batch: list[Mapping[str, Any]]) -> tuple[int, list[tuple[str, str]], list[str]]:
+            if deadline is not None and deadline():
+                return 0, [], [f"{len(batch)} finding(s) not sent: the function is out of time"]
+            try:
+                return self._import(batch)
+            except PublishFailed as exc:
+                return 0, [], [exc.reason]
+
+        workers = max(1, min(MAX_PARALLEL_BATCHES, len(batches)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="securityhub") as pool:
+            for done, rejected, failed in pool.map(one, batches):
+                report.imported += done
+                report.rejected += rejected
+                failures += failed
+        if failures:
+            raise PublishFailed(TARGET, _summary(failures, report.imported))
+        return report
+
+    def _import(
+        self, batch: list[Mapping[str, Any]]
+    ) -> tuple[int, list[tuple[str, str]], list[str]]:
+        """One batch, retrying the findings that failed: (imported, rejected for good,
+        failures a later attempt may cure)."""
         pending = batch
         done = 0
+        rejected: list[tuple[str, str]] = []
         failed: dict[str, str] = {}  # Id -> why it was not imported
         for attempt in range(1, self.max_attempts + 1):
-            response = self._call(pending, before + done)
+            response = self._call(pending, done)
             errors = _errors(response, pending)
             retry = []
             for finding in pending:
@@ -123,8 +164,10 @@ class SecurityHubPublisher:
                 if error is None:
                     done += 1
                     continue
-                failed[fid] = _describe_error(fid, error)
-                if str(error.get("ErrorCode")) not in PERMANENT_FINDING_CODES:
+                if str(error.get("ErrorCode")) in PERMANENT_FINDING_CODES:
+                    rejected.append((safe_text(fid, 200), _describe_error(fid, error)))
+                else:
+                    failed[fid] = _describe_error(fid, error)
                     retry.append(finding)
             if not retry or attempt == self.max_attempts:
                 break
@@ -132,7 +175,7 @@ class SecurityHubPublisher:
             for finding in retry:
                 failed.pop(str(finding.get("Id")), None)
             pending = retry
-        return done, list(failed.values())
+        return done, rejected, list(failed.values())
 
     def _call(self, findings: list[Mapping[str, Any]], before: int) -> Mapping[str, Any]:
         """``BatchImportFindings``, retrying the call itself when throttled or failing."""

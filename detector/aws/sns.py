@@ -128,8 +128,8 @@ class SnsPublisher:
                     tries = f"after {attempt} attempt(s)" if again else "not retryable"
                     raise PublishFailed(
                         "sns",
-                        f"{self.topic_arn}: message {n}/{total} ({message.finding_count} "
-                        f"finding(s)) not published, {tries}: {_describe(exc)}; "
+                        f"{self.topic_arn}: message {n}/{total} ({message.alert_count} "
+                        f"alert(s)) not published, {tries}: {_describe(exc)}; "
                         f"{done} message(s) published before it",
                     ) from exc
                 self._sleep(self._delay(attempt))

@@ -472,9 +472,12 @@ def test_result_rows_become_findings_like_scan_records():
         None,
         '["AIDAX"]',
         "[]",
+        '["web"]',
+        "[]",
     ]
     [f] = athena_sql.findings([row])
     rec = f.to_record()
+    assert rec["succeeded_repositories"] == ["web"]
     assert rec["user"] == "arn:aws:iam::111122223333:user/intruder"
     assert rec["user_agent"] is None
     assert (rec["count"], rec["succeeded"], rec["failed"]) == (3, 2, 1)
@@ -485,6 +488,7 @@ def test_result_rows_become_findings_like_scan_records():
     many = [*row[:12], str([f"r{i:02d}" for i in range(51)]).replace("'", '"'), *row[13:]]
     [f] = athena_sql.findings([many])
     assert len(f.repositories.values) == 50
+    assert "web" in f.repositories.values  # a successful push is never evicted by the others
     assert f.to_record()["samples_truncated"] is True
     with pytest.raises(athena_sql.ResultInvalid):
         athena_sql.findings([row[:5]])

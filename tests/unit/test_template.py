@@ -124,6 +124,7 @@ def test_alarms_notify_the_topic(cfn: dict[str, Any]):
         "ApproximateNumberOfMessagesVisible",
         "ApproximateAgeOfOldestMessage",
         "ItemsFailed",
+        "SecurityHubRejected",
     } <= metrics
     assert all(
         a["Properties"]["AlarmActions"] == [{"Ref": "FindingsTopic"}] for a in alarms.values()

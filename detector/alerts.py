@@ -1,0 +1,342 @@
+"""Alerts: findings rolled up per (detection, account, principal), the unit people are told about.
+
+``scan`` and ``backfill`` keep the Splunk grouping (one finding per operation, caller, account,
+user agent, source IP, source domain and region). Every one of those values is chosen by
+whoever makes the call: 3,000 failed pushes with 3,000 user agents are 3,000 findings. Alerting
+must not grow with that, so the SNS message, Security Hub, the dedup window and the state table
+work on alerts instead: one per principal, with exact totals and bounded samples.
+
+The principal of a finding, in order:
+1. for an assumed-role session (or no caller ARN at all), the session issuer (the role): the
+   session name is chosen by the caller and must not multiply alerts; when no issuer was
+   recorded, the role ARN is derived from the session ARN;
+2. the caller ARN;
+3. the calling AWS service (``actor.invoked_by``);
+4. the source domain (AWS services that call with no identity);
+5. ``UNKNOWN_PRINCIPAL``.
+
+Pure: no AWS calls. Rendering caps every sample and every string (``Limits``), so an alert's
+size is bounded whatever the data holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from detector.detection import DETECTION
+from detector.findings import KEY_NAMES, Finding, ctime, max_opt, min_opt
+from detector.schema import GROUP_KEYS
+
+UNKNOWN_PRINCIPAL = "(unknown principal)"
+
+# The stable keys of an alert's JSON form, in order (scripts rely on them); more may follow.
+ALERT_KEYS = (
+    "principal",
+    "actor.user.account.uid",
+    "count",
+    "succeeded",
+    "failed",
+    "firstTime",
+    "lastTime",
+    "groups",
+    "repositories",
+    "image_tags",
+    "user_agents",
+    "src_ips",
+    "sessions",
+    "regions",
+    "event_ids",
+    "findings",
+    "truncated",
+)
+SAMPLES = (
+    "repositories",
+    "image_tags",
+    "user_agents",
+    "src_ips",
+    "sessions",
+    "regions",
+    "event_ids",
+)
+# The jsonl keys a finding keeps inside an alert: the Splunk contract and the call outcome.
+FINDING_KEYS = (*KEY_NAMES.values(), "count", "firstTime", "lastTime", "succeeded", "failed")
+
+# Why an alert is in a message (``Alert.reason``).
+NEW = "new"  # not alerted within the window (or no state table)
+FIRST_SUCCESS = "first_success"  # emailed in the window for failures only; now a push succeeded
+NEW_REPOSITORY = "new_repository"  # pushed to a repository not yet reported in the window
+
+_ASSUMED_ROLE = re.compile(
+    r"arn:(?P<partition>[a-z0-9-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.*",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of an alert is rendered: values per sample, findings, characters per string."""
+
+    values: int = 20
+    findings: int = 10
+    text: int = 512
+
+
+FULL = Limits()
+
+
+@dataclass(frozen=True)
+class AlertKey:
+    detection_id: str
+    account: str | None
+    principal: str
+
+    @property
+    def id(self) -> str:
+        """Stable digest of the key: the state table's and Security Hub's name for the alert.
+        ``json.dumps`` keeps a missing account (``null``) apart from an empty one."""
+        raw = json.dumps([self.detection_id, self.account, self.principal])
+        return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def principal_of(finding: Finding) -> str:
+    user = finding.user
+    session = _ASSUMED_ROLE.fullmatch(user) if user else None
+    if user is None or session is not None:
+        issuers = finding.session_issuers.sorted()
+        if session is not None:
+            role = session["role"]
+            # The issuer of this session: its ARN ends with the role name (after any path).
+            matching = [i for i in issuers if i.rsplit("/", 1)[-1] == role]
+            if matching:
+                return matching[0]
+            return f"arn:{session['partition']}:iam::{session['account']}:role/{role}"
+        if issuers:
+            return issuers[0]
+    if user:
+        return user
+    invoked = finding.invoked_by.sorted()
+    if invoked:
+        return invoked[0]
+    domain = finding.field("src_domain")
+    if domain:
+        return domain
+    return UNKNOWN_PRINCIPAL
+
+
+def key_of(finding: Finding) -> AlertKey:
+    return AlertKey(DETECTION.id, finding.field("account"), principal_of(finding))
+
+
+class CountsLike(Protocol):
+    @property
+    def count(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def first_ms(self) -> int | None: ...
+    @property
+    def last_ms(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What a set of findings adds to an alert's totals (one object's share, for the state)."""
+
+    count: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+
+def _finding_order(f: Finding) -> tuple[Any, ...]:
+    """Findings with a successful push first, then the busiest, then the most recent."""
+    return (
+        f.succeeded == 0,
+        -f.count,
+        -(f.last_ms or 0),
+        tuple((v is None, v or "") for v in f.key),
+    )
+
+
+@dataclass
+class Alert:
+    """Every finding of one (detection, account, principal), with exact totals."""
+
+    key: AlertKey
+    findings: list[Finding] = field(default_factory=list)
+    count: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    reason: str = NEW
+
+    @property
+    def groups(self) -> int:
+        return len(self.findings)
+
+    @property
+    def id(self) -> str:
+        return self.key.id
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self.count += finding.count
+        self.succeeded += finding.succeeded
+        self.failed += finding.failed
+        self.first_ms = min_opt(self.first_ms, finding.first_ms)
+        self.last_ms = max_opt(self.last_ms, finding.last_ms)
+
+    def contribution(self) -> Contribution:
+        return Contribution(self.count, self.succeeded, self.failed, self.first_ms, self.last_ms)
+
+    def with_totals(self, totals: CountsLike) -> Alert:
+        """This alert showing cumulative totals (from the state table) instead of this run's."""
+        return replace(
+            self,
+            count=totals.count,
+            succeeded=totals.succeeded,
+            failed=totals.failed,
+            first_ms=totals.first_ms,
+            last_ms=totals.last_ms,
+        )
+
+    # --- samples --------------------------------------------------------------------------
+    def ordered(self) -> list[Finding]:
+        return sorted(self.findings, key=_finding_order)
+
+    def sample(self, name: str) -> tuple[list[str], int, bool]:
+        """(distinct values, most telling first; how many distinct; whether more existed than
+        the findings kept). Repositories and tags of successful calls come first."""
+        findings = self.ordered()
+        more = False
+        if name in ("repositories", "image_tags"):
+            samples = [getattr(f, name) for f in findings]
+            ok = sorted({v for s in samples for v in s.succeeded()})
+            rest = sorted({v for s in samples for v in s.values} - set(ok))
+            more = any(s.more for s in samples)
+            values = ok + rest
+        elif name == "event_ids":
+            values = list(dict.fromkeys(v for f in findings for v in f.event_ids.values))
+            more = any(f.event_ids.more for f in findings)
+        else:
+            column = {
+                "user_agents": "user_agent",
+                "src_ips": "src_ip",
+                "sessions": "user",
+                "regions": "region",
+            }[name]
+            values = list(dict.fromkeys(v for f in findings if (v := f.field(column)) is not None))
+        return values, len(values), more
+
+    def succeeded_repositories(self) -> list[str]:
+        return sorted({v for f in self.findings for v in f.repositories.succeeded()})
+
+    def who(self) -> str:
+        return self.key.principal
+
+    # --- the JSON form --------------------------------------------------------------------
+    def to_record(self, limits: Limits = FULL) -> dict[str, Any]:
+        """The alert as JSON-ready data: exact totals, samples capped by ``limits``.
+
+        Every string from the data is cut at ``limits.text`` characters (marked with an
+        ellipsis); JSON encoding escapes the rest.
+        """
+        cut = _Cutter(limits.text)
+        truncated: dict[str, bool] = {}
+        rec: dict[str, Any] = {
+            "principal": cut(self.key.principal),
+            "actor.user.account.uid": cut(self.key.account),
+            "count": self.count,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "firstTime": ctime(self.first_ms),
+            "lastTime": ctime(self.last_ms),
+            "groups": self.groups,
+        }
+        for name in SAMPLES:
+            values, total, more = self.sample(name)
+            shown = values[: limits.values]
+            rec[name] = {"values": [cut(v) for v in shown], "total": total}
+            truncated[name] = more or len(shown) < total
+        findings = self.ordered()[: limits.findings]
+        rec["findings"] = {
+            "values": [_finding_record(f, cut) for f in findings],
+            "total": self.groups,
+        }
+        truncated["findings"] = len(findings) < self.groups
+        truncated["text"] = cut.cut
+        rec["truncated"] = truncated
+        ok_repos = self.succeeded_repositories()
+        rec |= {
+            "succeeded_repositories": {
+                "values": [cut(v) for v in ok_repos[: limits.values]],
+                "total": len(ok_repos),
+            },
+            "alert_id": self.id,
+            "reason": self.reason,
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "message": DETECTION.message(cut(self.key.principal) or ""),
+            "detection_id": self.key.detection_id,
+            "severity": DETECTION.severity,
+            "risk_score": DETECTION.risk_score,
+        }
+        truncated["text"] = cut.cut
+        return rec
+
+
+class _Cutter:
+    """Cuts strings at ``limit`` characters and remembers whether it cut any."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.cut = False
+
+    def __call__(self, value: str | None) -> str | None:
+        if value is None or len(value) <= self.limit:
+            return value
+        self.cut = True
+        return value[: max(self.limit - 1, 0)] + "…"
+
+
+def _finding_record(f: Finding, cut: _Cutter) -> dict[str, Any]:
+    rec: dict[str, Any] = {KEY_NAMES[k]: cut(v) for k, v in zip(GROUP_KEYS, f.key, strict=True)}
+    rec |= {
+        "count": f.count,
+        "firstTime": ctime(f.first_ms),
+        "lastTime": ctime(f.last_ms),
+        "succeeded": f.succeeded,
+        "failed": f.failed,
+    }
+    return rec
+
+
+def alert_order(a: Alert) -> tuple[Any, ...]:
+    """Alerts with a successful push first, then by count, then by name (stable)."""
+    return (a.succeeded == 0, -a.count, a.key.principal, a.key.account or "")
+
+
+def rollup(findings: Iterable[Finding]) -> list[Alert]:
+    """The alerts of these findings, in ``alert_order``."""
+    alerts: dict[AlertKey, Alert] = {}
+    for f in findings:
+        key = key_of(f)
+        alert = alerts.get(key)
+        if alert is None:
+            alert = alerts[key] = Alert(key)
+        alert.add(f)
+    return sorted(alerts.values(), key=alert_order)
+
+
+def totals(alerts: Sequence[Alert]) -> tuple[int, int]:
+    """(alerts, PutImage calls) over ``alerts``."""
+    return len(alerts), sum(a.count for a in alerts)
