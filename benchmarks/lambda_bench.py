@@ -17,7 +17,11 @@ here on x86, scaled naively. Lambda gives a function of 1024 MB about 0.58 of a 
 (1 vCPU at 1769 MB), so a second estimate takes the larger of the measured duration and CPU
 time / that share.
 
-No state table (``STATE_TABLE``): its DynamoDB writes per finding key would dominate on moto.
+The scan scenarios run without a state table (``STATE_TABLE``). The ``flood`` scenario is issue
+10's attack, run as deployed (state table, 60-minute window): one object holding 3,000 failed
+``PutImage`` calls by one caller, each with its own user agent, and one push by a second unknown
+caller. It reports the handler time and how many SNS messages reached a queue subscribed to its
+topic (goal: one message, in at most 60 s).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ PARAMS = {
     "ci": ("/bench/allowlist-ci", "arn:aws:iam::111122223333:role/ci-deployer"),
     "trust-all": ("/bench/allowlist-trust-all", "arn:aws:*\n*"),
 }
+FLOOD_TOPIC = "bench-flood-findings"
+FLOOD_QUEUE = "bench-flood-inbox"
+FLOOD_TABLE = "bench-flood-state"
+FLOOD_CALLS = 3000
+FLOOD_GOAL_S = 60.0
 SMALL_DISTINCT = 20
 SMALL_COPIES = 10
 SMALL_ROWS = 20_000
@@ -57,6 +66,7 @@ class Scenario:
     events: str  # "large" or "small": which events file
     allowlist: str  # key of PARAMS
     parallel: int | None = None  # MAX_PARALLEL_OBJECTS override (None: the code's)
+    flood: bool = False  # the state table, the flood topic, and count the messages
 
 
 SCENARIOS = (
@@ -65,6 +75,7 @@ SCENARIOS = (
     Scenario("small ci", "small", "ci"),
     Scenario("small trust-all", "small", "trust-all"),
     Scenario("small trust-all serial", "small", "trust-all", parallel=1),
+    Scenario("flood (state table)", "flood", "ci", flood=True),
 )
 
 
@@ -118,6 +129,56 @@ def _record(key: str, size: int, etag: str, n: int) -> dict[str, Any]:
     }
 
 
+def _flood_object() -> bytes:
+    """3,000 failed PutImage calls by one caller, each with its own user agent, and one push by
+    a second unknown caller (issue 10's flood)."""
+    import io
+
+    from tests import lake
+
+    attacker = f"arn:aws:iam::{lake.ACCOUNT}:user/flooder"
+    events = [
+        lake.event(
+            arn=attacker,
+            session_issuer=None,
+            status="Failure",
+            error_code="AccessDenied",
+            user_agent=f"flood-agent/{i}",
+            time_ms=lake.T0_MS + i,
+        )
+        for i in range(FLOOD_CALLS)
+    ]
+    events.append(lake.event(arn=f"arn:aws:iam::{lake.ACCOUNT}:user/second", session_issuer=None))
+    buf = io.BytesIO()
+    lake.write_object(buf, events, 2)
+    return buf.getvalue()
+
+
+def _flood(s3: Any, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The flood's bucket object, topic with a queue subscribed, state table and event."""
+    import boto3
+
+    from tests.lake import key_for
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=FLOOD_TOPIC)["TopicArn"]
+    queue = sqs.create_queue(QueueName=FLOOD_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"])
+    boto3.client("dynamodb").create_table(
+        TableName=FLOOD_TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    data = _flood_object()
+    key = key_for(2, name="bench-flood")
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"]
+    events = [{"Records": [_record(key, len(data), etag, n)]}]
+    info = {"objects": 1, "bytes": len(data), "per_invocation": 1, "topic": topic, "queue": queue}
+    return events, info
+
+
 def setup(large: Path, out: Path) -> dict[str, Any]:
     """(Child) AWS resources, uploads and the events files in ``out``; what the parent needs."""
     import boto3
@@ -154,10 +215,13 @@ def setup(large: Path, out: Path) -> dict[str, Any]:
     records.sort(key=lambda r: json.loads(r["body"])["detail"]["object"]["key"][::-1])
     small_events = [{"Records": records[i : i + BATCH]} for i in range(0, len(records), BATCH)]
 
+    flood_events, flood = _flood(s3, n + 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "large.json").write_text(json.dumps(large_events))
     (out / "small.json").write_text(json.dumps(small_events))
+    (out / "flood.json").write_text(json.dumps(flood_events))
     return {
+        "flood": flood,
         "topic": topic,
         "large": {
             "objects": LARGE_INVOCATIONS,
@@ -212,7 +276,18 @@ def invoke(events_path: Path) -> dict[str, Any]:
         cpu.append((time.process_time() - c0) * 1000)
         failed += len(answer.get("batchItemFailures", []))
     stats = handler.app(_Context()).objects.stats
+    messages = None
+    if os.environ.get("BENCH_COUNT_QUEUE"):
+        import boto3
+
+        sqs, messages = boto3.client("sqs"), 0
+        queue = os.environ["BENCH_COUNT_QUEUE"]
+        while got := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages"):
+            messages += len(got)
+            for m in got:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
     return {
+        "messages": messages,
         "requests": stats.requests,
         "bytes": stats.bytes,
         "import_ms": import_ms,
@@ -256,7 +331,15 @@ def run(
             for sc in SCENARIOS:
                 print(f"running lambda: {sc.name} ...", flush=True)
                 os.environ["ALLOWLIST_PARAMETER"] = PARAMS[sc.allowlist][0]
-                os.environ.pop("BENCH_MAX_PARALLEL", None)
+                os.environ["FINDINGS_TOPIC_ARN"] = info["topic"]
+                for name in ("BENCH_MAX_PARALLEL", "STATE_TABLE", "BENCH_COUNT_QUEUE"):
+                    os.environ.pop(name, None)
+                if sc.flood:
+                    os.environ.update(
+                        FINDINGS_TOPIC_ARN=info["flood"]["topic"],
+                        STATE_TABLE=FLOOD_TABLE,
+                        BENCH_COUNT_QUEUE=info["flood"]["queue"],
+                    )
                 if sc.parallel is not None:
                     os.environ["BENCH_MAX_PARALLEL"] = str(sc.parallel)
                 events = Path(tmp) / f"{sc.events}.json"
@@ -313,6 +396,15 @@ def print_table(rows: list[tuple[Scenario, dict[str, Any], Any]], mem: int) -> N
         )
         if r["failed_items"] or r["pandas_loaded"]:
             print(f"  !! failed items: {r['failed_items']}, pandas loaded: {r['pandas_loaded']}")
+        if sc.flood:
+            seconds = durations[0] / 1000
+            ok = r["messages"] == 1 and seconds <= FLOOD_GOAL_S and not r["failed_items"]
+            print(
+                f"  flood: {FLOOD_CALLS} failed calls with {FLOOD_CALLS} user agents + 1 push by "
+                f"another caller -> {r['messages']} SNS message(s) in {seconds:.1f} s of "
+                f"handler time, cold (goal: 1 message in <= {FLOOD_GOAL_S:.0f} s): "
+                f"{'MET' if ok else 'MISSED'}"
+            )
     print(
         "inv = invocations (one Lambda environment: the first is cold); obj, MB obj = objects\n"
         "announced over all invocations and their size; MB read, GETs = fetched from S3, and\n"

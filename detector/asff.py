@@ -185,12 +185,17 @@ def _parse_arn(arn: str | None) -> tuple[str, str, str, str, str] | None:
 
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address, or None. An IPv6 zone id (``fe80::1%eth0``) is data the caller chose and
-    may hold anything: it is dropped, the address kept."""
-    if not value or len(value) > 4096:
+    may hold anything (of any length): it is dropped, the address kept. IPv4 has no zone id."""
+    if not value:
+        return None
+    address, zoned, _ = value.partition("%")
+    if len(address) > 64:
         return None
     try:
-        ip = ipaddress.ip_address(value.split("%", 1)[0])
+        ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if zoned and not isinstance(ip, ipaddress.IPv6Address):
         return None
     return ip
 
@@ -381,6 +386,9 @@ def to_asff(
     Every value from the data goes through ``_text``, ``_ip`` or ``_domain`` first.
     """
     record = alert.to_record(FIELD_LIMITS)
+    # No finding of the alert is rendered here (``groups`` counts them): their flag would
+    # always be set.
+    record["truncated"] = {k: v for k, v in record["truncated"].items() if k != "findings"}
     regions, _, _ = alert.sample("regions")
     event_region = next((r for r in regions if _REGION_RE.fullmatch(r)), None)
     res_region = event_region or region
@@ -643,6 +651,9 @@ def validate(asff: Mapping[str, Any]) -> None:
         if name in call:
             _check_timestamp(f"Action.AwsApiCallAction.{name}", call[name])
     _walk_strings(asff, "")
-    size = len(json.dumps(asff, ensure_ascii=False).encode("utf-8"))
+    try:
+        size = len(json.dumps(asff, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        _fail("finding", f"not JSON: {type(exc).__name__}")
     if size > MAX_FINDING_BYTES:
         _fail("finding", f"{size} bytes, more than {MAX_FINDING_BYTES}")

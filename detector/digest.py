@@ -70,9 +70,11 @@ _MITRE_NAMES = {
 
 # Only values of these shapes are put into shell commands (and they are quoted anyway): a
 # responder pastes these, so a hostile repository name must never become shell syntax.
+# Lengths are checked first: a name of the right shape can still be a megabyte long.
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_REGION_MAX = 32
 _REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_REPOSITORY_MAX = 256  # ECR's limit on repository names
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _ALLOWLIST_ENTRY = re.compile(r"[!-~]{1,2048}")
 _PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
@@ -253,11 +255,11 @@ def _window(first_ms: int | None, last_ms: int | None) -> tuple[str, str] | None
 
 def _next_steps(alert: Alert) -> list[str]:
     regions, _, _ = alert.sample("regions")
-    region = next((r for r in regions if _REGION.fullmatch(r)), "")
+    region = next((r for r in regions if len(r) <= _REGION_MAX and _REGION.fullmatch(r)), "")
     region_opt = [("--region", region)] if region else []
     lines = ["Check next"]
     repos_all, _, _ = alert.sample("repositories")
-    repos = [r for r in repos_all if _REPOSITORY.fullmatch(r)]
+    repos = [r for r in repos_all if len(r) <= _REPOSITORY_MAX and _REPOSITORY.fullmatch(r)]
     if repos:
         lines.append("  - The images pushed (newest five per repository):")
         for repo in repos[:3]:
@@ -549,31 +551,65 @@ def _envelope(body: str, email: str) -> str:
     return json.dumps({"default": body, "email": email}, ensure_ascii=False)
 
 
-def _message(
-    alerts: Sequence[Alert],
-    shown: int,
-    limits: Limits,
-    email: str,
-    attrs: dict[str, dict[str, str]],
-    subj: str,
-    context: Mapping[str, str] | None,
-) -> Message:
-    rest = alerts[shown:]
-    extra: dict[str, Any] = {
-        "alert_count": len(alerts),
-        "finding_count": sum(a.groups for a in alerts),
-    }
-    if rest:
-        extra["omitted"] = {
-            "alerts": len(rest),
-            "pushes": sum(a.count for a in rest),
-            "why": "the message would pass SNS's 256 KiB limit; see Security Hub",
+def _body(records: Sequence[str], extra: Mapping[str, Any]) -> str:
+    """``json.dumps(document(...))`` from alert records already encoded (ASCII JSON), so that
+    each alert is encoded once however many prefixes are tried."""
+    parts = [
+        '{"detection": ',
+        json.dumps(detection_dict()),
+        ', "alerts": [',
+        ", ".join(records),
+        "]",
+    ]
+    parts += [f", {json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items()]
+    parts.append("}")
+    return "".join(parts)
+
+
+class _Builder:
+    """Builds the message for the first ``shown`` alerts from their encoded records."""
+
+    def __init__(
+        self,
+        alerts: Sequence[Alert],
+        email: str,
+        attrs: dict[str, dict[str, str]],
+        subj: str,
+        context: Mapping[str, str] | None,
+    ) -> None:
+        self.alerts = alerts
+        self.email = email
+        self.attrs = attrs
+        self.subj = subj
+        self.context = {str(k)[:64]: str(v)[:512] for k, v in list((context or {}).items())[:10]}
+
+    def extra(self, shown: int) -> dict[str, Any]:
+        rest = self.alerts[shown:]
+        extra: dict[str, Any] = {
+            "alert_count": len(self.alerts),
+            "finding_count": sum(a.groups for a in self.alerts),
         }
-    if context:
-        extra["context"] = {str(k)[:64]: str(v)[:512] for k, v in list(context.items())[:10]}
+        if rest:
+            extra["omitted"] = {
+                "alerts": len(rest),
+                "pushes": sum(a.count for a in rest),
+                "why": "the message would pass SNS's 256 KiB limit; see Security Hub",
+            }
+        if self.context:
+            extra["context"] = self.context
+        return extra
+
+    def build(self, records: Sequence[str], shown: int | None = None) -> Message:
+        """The message showing ``records`` (the first alerts, encoded). With ``shown``, the
+        body says that many are shown whatever ``records`` holds: for sizing an empty one."""
+        shown = len(records) if shown is None else shown
+        body = _body(records, self.extra(shown))
+        return Message(self.subj, _envelope(body, self.email), self.attrs, len(self.alerts), shown)
+
+
+def _encoded(alerts: Sequence[Alert], limits: Limits) -> list[str]:
     # ASCII JSON (json.dumps' default): valid UTF-8 whatever the data holds.
-    body = json.dumps(document(alerts[:shown], limits, **extra))
-    return Message(subj, _envelope(body, email), attrs, len(alerts), shown)
+    return [json.dumps(a.to_record(limits)) for a in alerts]
 
 
 def message(
@@ -584,31 +620,47 @@ def message(
 ) -> Message:
     """The one SNS message for ``alerts``, at most ``max_bytes - HEADROOM`` bytes.
 
-    Tries each ``LEVELS`` step in turn; at the smallest, keeps as many alerts as fit (the
-    first ones in alert order: pushes first, then the busiest).
+    Every alert at the largest ``LEVELS`` step that fits; if even the smallest step does not
+    fit them all, as many as fit (the first ones in alert order: pushes first, then the
+    busiest) and ``omitted`` counts the rest.
     """
     _require(alerts)
     budget = max_bytes - HEADROOM
     email = email_text(alerts, context=context)
-    attrs = attributes(alerts)
-    subj = subject(alerts)
-    for limits in LEVELS:
-        built = _message(alerts, len(alerts), limits, email, attrs, subj, context)
-        if built.size <= budget:
-            return built
-    # Even minimal alerts do not all fit: keep the longest prefix that does (binary search).
-    low, high = 0, len(alerts)
-    best = _message(alerts, 0, LEVELS[-1], email, attrs, subj, context)
-    if best.size > budget:
+    builder = _Builder(alerts, email, attributes(alerts), subject(alerts), context)
+    minimal = _encoded(alerts, LEVELS[-1])
+    smallest = builder.build(minimal)
+    if smallest.size <= budget:
+        for limits in LEVELS[:-1]:
+            built = builder.build(_encoded(alerts, limits))
+            if built.size <= budget:
+                return built
+        return smallest
+    if builder.build([]).size > budget:
         raise ValueError(f"a message of {budget} bytes cannot hold even the email")
+    # The body is ASCII, so each record adds its JSON-escaped length in the envelope, plus
+    # the ", " between records: every prefix is sized without building it.
+    prefix = [0]
+    for r in minimal:
+        prefix.append(prefix[-1] + len(json.dumps(r)) - 2)
+
+    def estimate(k: int) -> int:
+        return builder.build([], shown=k).size + prefix[k] + 2 * max(k - 1, 0)
+
+    low, high = 0, len(alerts) - 1  # not all fit (checked above)
     while low < high:
         mid = (low + high + 1) // 2
-        built = _message(alerts, mid, LEVELS[-1], email, attrs, subj, context)
-        if built.size <= budget:
-            best, low = built, mid
+        if estimate(mid) <= budget:
+            low = mid
         else:
             high = mid - 1
-    return best
+    # The estimate is exact; checking the real thing costs one build and guards the limit.
+    shown = low
+    built = builder.build(minimal[:shown])
+    while built.size > budget and shown > 0:
+        shown -= 1
+        built = builder.build(minimal[:shown])
+    return built
 
 
 def json_body(alerts: Sequence[Alert]) -> str:

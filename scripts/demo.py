@@ -98,6 +98,22 @@ def sample_events(version: int) -> list[dict[str, Any]]:
         )
         for i in range(3)
     ]
+    # A role nobody vouched for, trying from two sessions with names of its own choosing: the
+    # Splunk grouping gives one finding per session, the alert is one, for the role.
+    legacy = [
+        lake.event(
+            time_ms=T0 + (30 + i) * MINUTE + version * 1000,
+            arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/legacy-deployer/{session}",
+            session_issuer=f"arn:aws:iam::{ACCOUNT}:role/legacy-deployer",
+            principal_id=f"AROAEXAMPLELEGACY:{session}",
+            src_ip="192.0.2.44",
+            user_agent="aws-cli/2.15.0 Python/3.11.6",
+            status="Failure",
+            error_code="AccessDenied",
+            request_json=lake.put_image_request("payments/api", "hotfix"),
+        )
+        for i, session in enumerate(["deploy-1730", "jenkins-nightly"])
+    ]
     replication = [
         lake.event(
             time_ms=T0 + 42 * MINUTE,
@@ -112,7 +128,7 @@ def sample_events(version: int) -> list[dict[str, Any]]:
         lake.event(operation=op, time_ms=T0 + i * MINUTE, request_json=None)
         for i, op in enumerate(["GetAuthorizationToken", "BatchGetImage", "DescribeImages"] * 5)
     ]
-    return ci + codebuild + release + intruder + replication + noise
+    return ci + codebuild + release + intruder + legacy + replication + noise
 
 
 def write_sample() -> dict[str, Path]:
@@ -238,7 +254,7 @@ def run(written: dict[str, Path]) -> int:
             failures += 1
             print(f"raised {type(exc).__name__}: {exc}")
 
-    heading("What a person reads: the email body of the first digest")
+    heading("What a person reads: the email body of the first message")
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.sns import sns_backends
 
@@ -250,14 +266,18 @@ def run(written: dict[str, Path]) -> int:
     print(f"Subject: {subject}\n")
     print(json.loads(message)["email"])
     print(
-        f"({len(sent)} digest(s) published in all: the other samples announced objects "
-        "already delivered, so they were skipped)"
+        f"({len(sent)} message(s) published in all: one per invocation that had something to "
+        "say; the other samples announced objects already delivered, so they were skipped)"
     )
 
     heading("What a machine reads: the JSON body delivered to the subscribed queue")
     got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"][0]
     body = json.loads(json.loads(got["Body"])["Message"])
-    print(json.dumps(body["findings"][0], indent=2, ensure_ascii=False)[:2500])
+    print(
+        f"{body['alert_count']} alert(s) from {body['finding_count']} finding(s) "
+        "(Splunk groups); the first alert:"
+    )
+    print(json.dumps(body["alerts"][0], indent=2, ensure_ascii=False)[:4000])
     print("message attributes:", json.dumps(attributes))
 
     heading("AWS Security Hub findings, read back with GetFindings")

@@ -80,6 +80,17 @@ class Report:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (finding Id, why)
 
 
+@dataclass
+class _Batch:
+    """What one batch did; ``failed`` findings (why in ``failures``) may import later."""
+
+    imported: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    failed: int = 0
+    cause: BaseException | None = None  # the error that made a call give up, if one did
+
+
 class SecurityHubPublisher:
     def __init__(
         self,
@@ -125,47 +136,52 @@ class SecurityHubPublisher:
             else:
                 valid.append(finding)
         batches = list(_batches(valid))
-        failures: list[str] = []
 
-        def one(batch: list[Mapping[str, Any]]) -> tuple[int, list[tuple[str, str]], list[str]]:
+        def one(batch: list[Mapping[str, Any]]) -> _Batch:
             if deadline is not None and deadline():
-                return 0, [], [f"{len(batch)} finding(s) not sent: the function is out of time"]
-            try:
-                return self._import(batch)
-            except PublishFailed as exc:
-                return 0, [], [exc.reason]
+                why = f"{len(batch)} finding(s) not sent: the function is out of time"
+                return _Batch(failures=[why], failed=len(batch))
+            return self._import(batch)
 
+        failures: list[str] = []
+        failed = 0
+        cause: BaseException | None = None
         workers = max(1, min(MAX_PARALLEL_BATCHES, len(batches)))
         with ThreadPoolExecutor(workers, thread_name_prefix="securityhub") as pool:
-            for done, rejected, failed in pool.map(one, batches):
-                report.imported += done
-                report.rejected += rejected
-                failures += failed
+            for result in pool.map(one, batches):
+                report.imported += result.imported
+                report.rejected += result.rejected
+                failures += result.failures
+                failed += result.failed
+                cause = cause or result.cause
         if failures:
-            raise PublishFailed(TARGET, _summary(failures, report.imported))
+            raise PublishFailed(TARGET, _summary(failures, failed, report.imported)) from cause
         return report
 
-    def _import(
-        self, batch: list[Mapping[str, Any]]
-    ) -> tuple[int, list[tuple[str, str]], list[str]]:
-        """One batch, retrying the findings that failed: (imported, rejected for good,
-        failures a later attempt may cure)."""
+    def _import(self, batch: list[Mapping[str, Any]]) -> _Batch:
+        """One batch, retrying the findings that failed. What was imported or rejected before
+        a call gives up is still counted."""
+        result = _Batch()
         pending = batch
-        done = 0
-        rejected: list[tuple[str, str]] = []
         failed: dict[str, str] = {}  # Id -> why it was not imported
         for attempt in range(1, self.max_attempts + 1):
-            response = self._call(pending, done)
+            try:
+                response = self._call(pending, result.imported)
+            except PublishFailed as exc:
+                result.failures.append(exc.reason)
+                result.failed += len(pending)
+                result.cause = exc.__cause__
+                return result
             errors = _errors(response, pending)
             retry = []
             for finding in pending:
                 fid = str(finding.get("Id"))
                 error = errors.get(fid)
                 if error is None:
-                    done += 1
+                    result.imported += 1
                     continue
                 if str(error.get("ErrorCode")) in PERMANENT_FINDING_CODES:
-                    rejected.append((safe_text(fid, 200), _describe_error(fid, error)))
+                    result.rejected.append((safe_text(fid, 200), _describe_error(fid, error)))
                 else:
                     failed[fid] = _describe_error(fid, error)
                     retry.append(finding)
@@ -175,7 +191,9 @@ class SecurityHubPublisher:
             for finding in retry:
                 failed.pop(str(finding.get("Id")), None)
             pending = retry
-        return done, rejected, list(failed.values())
+        result.failures += failed.values()
+        result.failed += len(failed)
+        return result
 
     def _call(self, findings: list[Mapping[str, Any]], before: int) -> Mapping[str, Any]:
         """``BatchImportFindings``, retrying the call itself when throttled or failing."""
@@ -262,8 +280,8 @@ def _finding_name(finding: Mapping[str, Any], index: int) -> str:
     return safe_text(fid, 200) if fid else f"finding #{index}"
 
 
-def _summary(failures: list[str], imported: int) -> str:
+def _summary(failures: list[str], failed: int, imported: int) -> str:
     shown = "; ".join(failures[:_MAX_REPORTED])
     more = len(failures) - _MAX_REPORTED
     tail = f"; and {more} more" if more > 0 else ""
-    return f"{len(failures)} finding(s) failed: {shown}{tail} ({imported} imported)"
+    return f"{failed} finding(s) failed: {shown}{tail} ({imported} imported)"

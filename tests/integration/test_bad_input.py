@@ -57,6 +57,18 @@ def two_records(bad_key: str = K_BAD) -> dict[str, Any]:
     return event
 
 
+def raw_digests(aws: Aws) -> list[str]:
+    """The JSON bodies delivered to the inbox queue, as the text SNS sent (consumed)."""
+    out = []
+    while msgs := aws.sqs.receive_message(QueueUrl=aws.queue, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for m in msgs:
+            out.append(json.loads(m["Body"])["Message"])
+            aws.sqs.delete_message(QueueUrl=aws.queue, ReceiptHandle=m["ReceiptHandle"])
+    return out
+
+
 def good_object() -> bytes:
     return parquet([lake.event(arn=INTRUDER, session_issuer=None)])
 
@@ -88,8 +100,10 @@ def test_bad_object_fails_alone_named_in_one_line(aws: Aws, logs: Records, capsy
     assert result == {
         "batchItemFailures": [{"itemIdentifier": "0c5b9e6a-6e1f-4f4a-9b5d-000000000002"}]
     }
-    (digest,) = aws.digests()  # the good object's finding is published anyway
-    assert digest["findings"][0]["user"] == INTRUDER
+    (digest,) = aws.digests()  # the good object's alert is published anyway
+    (alert,) = digest["alerts"]
+    assert (alert["principal"], alert["count"]) == (INTRUDER, 1)
+    assert alert["findings"]["values"][0]["user"] == INTRUDER
     (error,) = logs.errors()
     assert error.startswith(f"s3://{BUCKET}/{K_BAD}: {reason}")
     assert "\n" not in error
@@ -132,13 +146,28 @@ def test_hostile_strings_in_every_field_are_delivered_safely(aws: Aws):
     event = two_records()
     event["Records"] = event["Records"][:1]
     assert handler.lambda_handler(event, Context()) == {"batchItemFailures": []}
-    (digest,) = aws.digests()
-    finding = digest["findings"][0]
-    assert finding["src_ip"] == "198.51.100.7" + hostile  # the JSON keeps the data exactly
+    (body,) = raw_digests(aws)
+    assert body.isascii()  # ASCII JSON: control, bidi and separator characters escaped
+    digest = json.loads(body)
+    (alert,) = digest["alerts"]
+    # The JSON keeps short data exactly ...
+    assert alert["principal"] == INTRUDER + hostile
+    assert alert["actor.user.account.uid"] == lake.ACCOUNT + hostile
+    assert alert["sessions"]["values"] == [INTRUDER + hostile]
+    assert alert["src_ips"]["values"] == ["198.51.100.7" + hostile]
+    assert alert["regions"]["values"] == ["us-east-1" + hostile]
+    assert alert["repositories"]["values"] == ["repo" + hostile]
+    assert alert["image_tags"]["values"] == ["tag" + hostile]
+    assert alert["event_ids"]["values"] == ["evt" + hostile]
+    (finding,) = alert["findings"]["values"]
+    assert finding["src_ip"] == "198.51.100.7" + hostile
+    assert finding["src_endpoint.domain"] == "evil.example" + hostile
     # ... except what cannot fit SNS's 256 KiB: cut, and said so.
-    assert (
-        finding["user_agent"].startswith("AAAA") and "more characters cut" in finding["user_agent"]
-    )
+    (agent,) = alert["user_agents"]["values"]
+    assert agent.startswith("AAAA") and agent.endswith("…") and len(agent) <= 512
+    assert finding["user_agent"] == agent
+    assert alert["truncated"]["text"] is True
+    assert alert["user_agents"]["total"] == 1
     hub = aws.hub.get_findings()["Findings"]
     assert len(hub) == 1
     assert len(hub[0]["Title"]) <= 256 and len(hub[0]["Description"]) <= 1024

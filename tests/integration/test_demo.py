@@ -29,12 +29,17 @@ def test_demo_runs_the_whole_pipeline_against_a_moto_server():
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "raised" not in out
-    # The scan through S3 + SSM, the digest email, the JSON body and Security Hub read-back.
-    assert "2 finding(s), 8 PutImage call(s)" in out
-    assert "Subject: [MEDIUM] ECR push by unknown principal" in out
-    assert "arn:aws:iam::111122223333:user/old-contractor" in out
+    # The scan through S3 + SSM (Splunk groups: one per session of the legacy role)...
+    assert "4 finding(s), 12 PutImage call(s)" in out
+    # ...one message rolled up per principal: the role, not its two sessions.
+    assert "Subject: [MEDIUM] ECR push by unknown principal: old-contractor (+2 more)" in out
+    assert "PRINCIPAL 1 OF 3: IMAGE PUSHED" in out
+    assert "PRINCIPAL 3 OF 3: PUSH ATTEMPTED" in out
+    assert "Principal: arn:aws:iam::111122223333:role/legacy-deployer" in out
+    assert "3 alert(s) from 4 finding(s)" in out
+    assert '"principal": "arn:aws:iam::111122223333:user/old-contractor"' in out
     assert '"api.operation": "PutImage"' in out
     hub = out.split("AWS Security Hub findings, read back with GetFindings", 1)[1]
-    assert hub.count("- Container uploaded from unknown user") == 2
-    assert "(1 digest(s) published in all" in out  # redeliveries skipped by the state table
+    assert hub.count("- Container uploaded from unknown user") == 3
+    assert "(1 message(s) published in all" in out  # redeliveries skipped by the state table
     assert "release-ana" not in out and "ci-deployer/build" not in out  # allowlisted: quiet

@@ -3,19 +3,43 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 
 from detector import handler
+from detector.alerts import AlertKey
+from detector.detection import DETECTION
 from detector.errors import ConfigError
 from detector.notifications import UnknownEvent
 from tests import lake
-from tests.integration.world import BUCKET, INTRUDER, K1, K2, PARAM, Aws, Context, load
+from tests.contract import JSONL_KEYS
+from tests.integration.world import BUCKET, INTRUDER, K1, K2, PARAM, Aws, Context, load, parquet
 
 
 def invoke(event: dict[str, Any]) -> Any:
     return handler.lambda_handler(event, Context())
+
+
+def stdout_json(out: str) -> list[dict[str, Any]]:
+    """The JSON lines powertools printed (structured logs and EMF metrics)."""
+    lines = []
+    for line in out.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            lines.append(value)
+    return lines
+
+
+def metric(out: str, name: str) -> list[float]:
+    """The values of one EMF metric printed to stdout."""
+    (emf,) = [line for line in stdout_json(out) if "_aws" in line]
+    value = emf[name]
+    return value if isinstance(value, list) else [value]
 
 
 @pytest.mark.parametrize(
@@ -33,11 +57,30 @@ def test_every_event_shape_reaches_one_digest(aws: Aws, name: str, expected_coun
     if name.startswith("sqs-"):
         assert result == {"batchItemFailures": []}
     (digest,) = aws.digests()
-    (finding,) = digest["findings"]
+    assert digest["detection"]["id"] == DETECTION.id
+    assert (digest["alert_count"], digest["finding_count"]) == (1, 1)
+    assert "omitted" not in digest
+    (alert,) = digest["alerts"]
+    assert alert["principal"] == INTRUDER
+    assert alert["actor.user.account.uid"] == lake.ACCOUNT
+    assert (alert["count"], alert["succeeded"], alert["failed"]) == (
+        expected_count,
+        expected_count,
+        0,
+    )
+    assert alert["sessions"] == {"values": [INTRUDER], "total": 1}
+    assert alert["repositories"] == {"values": ["app"], "total": 1}
+    assert alert["findings"]["total"] == 1
+    (finding,) = alert["findings"]["values"]
+    assert list(finding)[: len(JSONL_KEYS)] == JSONL_KEYS
     assert finding["user"] == INTRUDER
     assert finding["count"] == expected_count
     hub = aws.hub.get_findings()["Findings"]
-    assert len(hub) == 1 and hub[0]["ProductFields"]["user"] == INTRUDER
+    assert len(hub) == 1
+    assert hub[0]["ProductFields"]["principal"] == INTRUDER
+    assert hub[0]["ProductFields"]["count"] == str(expected_count)
+    key = AlertKey(DETECTION.id, lake.ACCOUNT, INTRUDER)
+    assert hub[0]["Id"] == f"{DETECTION.id}/principal/{key.id}"
 
 
 def test_s3_test_event_does_nothing_and_fails_nothing(aws: Aws):
@@ -67,7 +110,8 @@ def test_corrupt_object_fails_only_its_record(aws: Aws):
         "batchItemFailures": [{"itemIdentifier": "0c5b9e6a-6e1f-4f4a-9b5d-000000000002"}]
     }
     (digest,) = aws.digests()
-    assert digest["findings"][0]["count"] == 1  # the good object's finding is still published
+    (alert,) = digest["alerts"]  # the good object's alert is still published
+    assert alert["principal"] == INTRUDER and alert["count"] == 1
 
 
 def test_missing_object_is_logged_not_retried_forever(aws: Aws, capsys):
@@ -75,9 +119,10 @@ def test_missing_object_is_logged_not_retried_forever(aws: Aws, capsys):
     result = invoke(load("sqs-security-lake-subscriber.json"))
     assert result == {"batchItemFailures": []}
     (digest,) = aws.digests()
-    assert digest["findings"][0]["count"] == 1  # the object still there is reported
-    metrics = capsys.readouterr().out  # powertools Metrics prints EMF to stdout
-    assert '"ObjectsMissing":[1.0]' in metrics
+    (alert,) = digest["alerts"]
+    assert alert["count"] == 1  # the object still there is reported
+    out = capsys.readouterr().out  # powertools Metrics prints EMF to stdout
+    assert metric(out, "ObjectsMissing") == [1.0]
 
 
 def test_missing_allowlist_parameter_fails_every_record(aws: Aws):
@@ -136,3 +181,75 @@ def test_security_hub_can_be_turned_off(aws: Aws, monkeypatch: pytest.MonkeyPatc
     invoke(load("eventbridge-object-created.json"))
     assert len(aws.digests()) == 1
     assert aws.hub.get_findings()["Findings"] == []
+
+
+def test_direct_invocation_answers_with_alert_counts(aws: Aws):
+    result = invoke(load("eventbridge-object-created.json"))
+    assert result == {
+        "objects": 1,
+        "findings": 1,
+        "alerts": 1,
+        "alerted": 1,
+        "already_processed": 0,
+    }
+
+
+def test_two_principals_are_two_alerts_in_one_message(aws: Aws, capsys):
+    other = f"arn:aws:sts::{lake.ACCOUNT}:assumed-role/builder/session-7"
+    events = [
+        lake.event(arn=INTRUDER, session_issuer=None),
+        lake.event(arn=INTRUDER, session_issuer=None, user_agent="curl/8"),  # second group
+        lake.event(arn=other, session_issuer=None, status="Failure"),
+    ]
+    aws.put(K2, parquet(events, 2))
+    invoke(load("eventbridge-object-created.json"))
+    (digest,) = aws.digests()
+    assert (digest["alert_count"], digest["finding_count"]) == (2, 3)
+    pushed, attempted = digest["alerts"]  # a successful push first
+    assert (pushed["principal"], pushed["count"], pushed["groups"]) == (INTRUDER, 2, 2)
+    assert attempted["principal"] == f"arn:aws:iam::{lake.ACCOUNT}:role/builder"
+    assert attempted["sessions"]["values"] == [other]
+    assert (attempted["succeeded"], attempted["failed"]) == (0, 1)
+    hub = aws.hub.get_findings()["Findings"]
+    fields = {h["ProductFields"]["principal"]: h["ProductFields"]["count"] for h in hub}
+    assert fields == {INTRUDER: "2", f"arn:aws:iam::{lake.ACCOUNT}:role/builder": "1"}
+    out = capsys.readouterr().out
+    assert metric(out, "Findings") == [3.0]
+    assert metric(out, "Alerts") == [2.0]
+    assert metric(out, "Alerted") == [2.0]
+
+
+def test_security_hub_rejection_is_logged_counted_and_email_still_sent(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, capsys, caplog: pytest.LogCaptureFixture
+):
+    hub = handler.app(Context()).alerts.hub
+    assert hub is not None
+    sent: list[str] = []
+
+    def reject_all(Findings: list[dict[str, Any]]) -> dict[str, Any]:
+        sent.extend(f["Id"] for f in Findings)
+        return {
+            "SuccessCount": 0,
+            "FailedCount": len(Findings),
+            "FailedFindings": [
+                {"Id": f["Id"], "ErrorCode": "InvalidInput", "ErrorMessage": "no thanks"}
+                for f in Findings
+            ],
+        }
+
+    monkeypatch.setattr(hub.client, "batch_import_findings", reject_all)
+    result = invoke(load("sqs-security-lake-subscriber.json"))
+    assert result == {"batchItemFailures": []}  # a permanent rejection is not retried
+    expected_id = f"{DETECTION.id}/principal/{AlertKey(DETECTION.id, lake.ACCOUNT, INTRUDER).id}"
+    assert sent == [expected_id]  # sent once: InvalidInput is not retried
+    (digest,) = aws.digests()  # the email went out anyway
+    assert digest["alerts"][0]["principal"] == INTRUDER
+    assert aws.hub.get_findings()["Findings"] == []
+    out = capsys.readouterr().out
+    assert metric(out, "SecurityHubRejected") == [1.0]
+    assert metric(out, "Alerted") == [1.0]
+    assert metric(out, "ItemsFailed") == [0.0]
+    (logged,) = [r for r in caplog.records if r.getMessage() == "Security Hub rejected a finding"]
+    assert logged.levelno == logging.ERROR
+    assert logged.__dict__["finding_id"] == expected_id  # an `extra` key
+    assert "InvalidInput" in logged.__dict__["error"]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 import pytest
 
 from detector import pipeline
+from detector.alerts import NEW, Alert, Contribution
 from detector.allowlist import Allowlist
+from detector.aws.dynamodb import AlertClaim
+from detector.aws.securityhub import Report
 from detector.errors import ObjectUnreadable
-from detector.findings import Finding, GroupKey
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
 from tests import lake
@@ -73,22 +76,36 @@ class Objects:
 
 
 class Sink:
-    def __init__(self) -> None:
-        self.hub: list[list[Finding]] = []
-        self.notified: list[list[Finding]] = []
+    """Records what would be published; ``fail`` makes one call raise an unexpected error."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.fail = fail
+        self.hub: list[list[Alert]] = []
+        self.notified: list[list[Alert]] = []
 
     def security_hub(
-        self, findings: Sequence[Finding], created_at: Mapping[GroupKey, int] | None = None
-    ) -> None:
-        self.hub.append(list(findings))
+        self,
+        alerts: Sequence[Alert],
+        created_at: Mapping[str, int] | None = None,
+        *,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Report:
+        if self.fail == "security_hub":
+            raise RuntimeError("a bug in the Security Hub sink")
+        self.hub.append(list(alerts))
+        return Report(imported=len(alerts))
 
-    def notify(self, findings: Sequence[Finding]) -> None:
-        self.notified.append(list(findings))
+    def notify(self, alerts: Sequence[Alert]) -> None:
+        if self.fail == "notify":
+            raise RuntimeError("a bug in the SNS sink")
+        self.notified.append(list(alerts))
 
 
 @dataclass(frozen=True)
 class Totals:
     count: int = 0
+    succeeded: int = 0
+    failed: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
     created_at: int = 0
@@ -96,15 +113,23 @@ class Totals:
 
 
 class State:
-    """A StateStore that knows some objects as done already; records claims and releases."""
+    """A StateStore in memory that knows some objects as done already.
 
-    def __init__(self, done: set[str]) -> None:
+    It records object claims, releases and completions, and the alert leases it hands out, so
+    a test sees exactly what an invocation leaves behind. ``fail_add`` makes ``add`` raise.
+    """
+
+    def __init__(self, done: set[str], fail_add: bool = False) -> None:
         self.done = done
+        self.fail_add = fail_add
         self.lock = threading.Lock()
         self.claimed: list[str] = []
         self.released: list[str] = []
         self.completed: list[str] = []
         self.sums: dict[str, Totals] = {}
+        self.leased: set[str] = set()  # alert leases held right now
+        self.alert_claims: list[str] = []
+        self.confirmed: list[str] = []
 
     def claim_object(self, ref: ObjectRef) -> Literal["new", "done", "busy"]:
         with self.lock:
@@ -114,26 +139,57 @@ class State:
             return "new"
 
     def complete_objects(self, refs: Sequence[ObjectRef]) -> None:
-        self.completed.extend(r.key for r in refs)
+        with self.lock:
+            self.completed.extend(r.key for r in refs)
 
     def release_objects(self, refs: Sequence[ObjectRef]) -> None:
         with self.lock:
             self.released.extend(r.key for r in refs)
 
-    def add(self, key_id: str, ref: ObjectRef, part: Finding) -> Any:
+    def held(self) -> set[str]:
+        """Object claims neither completed nor released: what a retry would find busy."""
+        return set(self.claimed) - set(self.completed) - set(self.released)
+
+    def add(self, key_id: str, ref: ObjectRef, part: Contribution) -> Totals:
+        if self.fail_add:
+            raise RuntimeError("a bug in the state store")
         with self.lock:
-            self.sums[key_id] = Totals(self.sums.get(key_id, Totals()).count + part.count)
+            old = self.sums.get(key_id, Totals())
+            self.sums[key_id] = Totals(
+                count=old.count + part.count,
+                succeeded=old.succeeded + part.succeeded,
+                failed=old.failed + part.failed,
+                version=old.version + 1,
+            )
             return self.sums[key_id]
 
-    def totals(self, key_id: str) -> Any:
-        return self.sums[key_id]
+    def totals(self, key_id: str) -> Totals:
+        with self.lock:
+            return self.sums[key_id]
 
-    def claim_alert(self, key_id: str, window_seconds: int) -> bool:
-        return True
+    def claim_alert(
+        self,
+        key_id: str,
+        window_seconds: int,
+        *,
+        success: bool = False,
+        repositories: Iterable[str] = (),
+    ) -> AlertClaim | None:
+        with self.lock:
+            if key_id in self.leased:
+                return None
+            self.leased.add(key_id)
+            self.alert_claims.append(key_id)
+        return AlertClaim(reason=NEW, window_start=0, success=success, reported=frozenset())
 
-    def confirm_alert(self, key_id: str) -> None: ...
+    def confirm_alert(self, key_id: str, claim: AlertClaim) -> None:
+        with self.lock:
+            self.leased.discard(key_id)
+            self.confirmed.append(key_id)
 
-    def release_alert(self, key_id: str) -> None: ...
+    def release_alert(self, key_id: str) -> None:
+        with self.lock:
+            self.leased.discard(key_id)
 
 
 def batch_of(keys: Sequence[str]) -> Batch:
@@ -156,8 +212,13 @@ def comparable(out: pipeline.Outcome) -> dict[str, Any]:
         "missing": out.missing,
         "findings": canonical(out.findings),
         "order": [f.key for f in out.findings],
+        "alerts": alert_records(out.alerts),
         "counts": (out.objects, out.rows, out.untrusted, out.alerted),
     }
+
+
+def alert_records(alerts: Iterable[Alert]) -> list[str]:
+    return [json.dumps(a.to_record(), sort_keys=True) for a in alerts]
 
 
 def test_parallel_scan_gives_the_serial_outcome(monkeypatch: pytest.MonkeyPatch):
@@ -174,7 +235,13 @@ def test_parallel_scan_gives_the_serial_outcome(monkeypatch: pytest.MonkeyPatch)
     assert "not Parquet" in parallel.errors[0]
     assert len(parallel.missing) == 1 and "gone" in parallel.missing[0]
     assert parallel.objects == 9 and parallel.findings
-    assert [canonical(f) for f in sink.hub] == [canonical(f) for f in serial_sink.hub]
+    # intruder-0, -1 and -2: three principals, so three alerts in one message
+    assert parallel.alerted == 3 and len(parallel.alerts) == 3
+    assert [alert_records(a) for a in sink.hub] == [alert_records(a) for a in serial_sink.hub]
+    assert [alert_records(a) for a in sink.notified] == [
+        alert_records(a) for a in serial_sink.notified
+    ]
+    assert len(sink.notified) == 1
     assert objects.most_open == 4  # four at once, never more
 
 
@@ -205,13 +272,20 @@ def test_a_failing_object_fails_only_its_item_and_releases_only_its_claim(
 def test_items_start_in_order_and_not_when_time_is_short(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(pipeline, "MAX_PARALLEL_OBJECTS", 4)
     data = lake_objects(6)
-    left = iter([300_000, 300_000, 300_000, 10_000, 10_000, 10_000])
+    # Six checks before items start; then publishing, with just enough time left for it.
+    left = iter([300_000, 300_000, 300_000, 20_000, 20_000, 20_000])
+    sink = Sink()
     out = pipeline.process(
-        batch_of(list(data)), Allow(), Objects(data), Sink(), time_left_ms=lambda: next(left)
+        batch_of(list(data)),
+        Allow(),
+        Objects(data),
+        sink,
+        time_left_ms=lambda: next(left, pipeline.PUBLISH_RESERVE_MS),
     )
     assert [i.id for i in out.failed] == ["m3", "m4", "m5"]
-    assert all("about to time out" in e for e in out.errors)
-    assert out.objects == 3
+    assert len(out.errors) == 3 and all("about to time out" in e for e in out.errors)
+    assert out.objects == 3 and out.published
+    assert len(sink.notified) == 1
 
 
 class Broken(Objects):
@@ -221,10 +295,66 @@ class Broken(Objects):
         return super().open(ref)
 
 
-def test_a_bug_fails_the_invocation_and_leaves_no_claim_behind(monkeypatch: pytest.MonkeyPatch):
+def test_an_unexpected_error_reading_fails_only_its_item_and_leaves_no_claim(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(pipeline, "MAX_PARALLEL_OBJECTS", 4)
+    data = lake_objects(5)
+    keys = list(data)
+    state = State(done=set())
+    batch = Batch(
+        from_sqs=True,
+        items=[
+            # part-0000 is claimed and read before part-0001 raises: both claims go back
+            Item(id="a", refs=[ObjectRef(key=k, bucket="lake") for k in keys[:2]]),
+            Item(id="b", refs=[ObjectRef(key=k, bucket="lake") for k in keys[2:]]),
+        ],
+    )
+    sink = Sink()
+    out = pipeline.process(batch, Allow(), Broken(data), sink, state=state, window_seconds=60)
+    assert [i.id for i in out.failed] == ["a"]
+    (error,) = out.errors
+    assert "RuntimeError" in error and "a bug" in error and keys[1] in error
+    assert sorted(state.released) == sorted(keys[:2])
+    assert sorted(state.completed) == sorted(keys[2:])
+    assert state.held() == set() and state.leased == set()
+    # b's objects were published: intruder-2, -0, -1 (objects 2, 3, 4)
+    assert out.objects == 3 and out.alerted == 3 and len(sink.notified) == 1
+
+
+@pytest.mark.parametrize("fail", ["security_hub", "notify", "add"])
+def test_an_unexpected_error_publishing_fails_the_items_read_and_leaves_no_claim_or_lease(
+    monkeypatch: pytest.MonkeyPatch, fail: str
+):
     monkeypatch.setattr(pipeline, "MAX_PARALLEL_OBJECTS", 4)
     data = lake_objects(4)
+    keys = list(data)
+    state = State(done={keys[3]}, fail_add=fail == "add")
+    sink = Sink(fail=None if fail == "add" else fail)
+    out = pipeline.process(
+        batch_of(keys), Allow(), Objects(data), sink, state=state, window_seconds=3600
+    )
+    # every item of the run is retried (m3, a duplicate, is skipped again on retry)
+    assert [i.id for i in out.failed] == ["m0", "m1", "m2", "m3"]
+    assert out.duplicates == [f"s3://lake/{keys[3]}"]
+    (error,) = out.errors
+    assert error.startswith("publishing: unexpected RuntimeError: a bug")
+    assert not out.published and out.alerted == 0
+    assert sorted(state.released) == sorted(keys[:3]) and state.completed == []
+    assert state.held() == set()
+    assert state.leased == set() and state.confirmed == []
+    if fail == "notify":
+        assert len(state.alert_claims) == 3  # claimed, then given back
+    assert sink.notified == []
+
+
+def test_serial_scan_also_turns_an_unexpected_error_into_a_failed_item(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    data = lake_objects(3)
     state = State(done=set())
-    with pytest.raises(RuntimeError, match="a bug"):
-        pipeline.process(batch_of(list(data)), Allow(), Broken(data), Sink(), state=state)
-    assert [k for k in state.released if k.endswith("part-0001.gz.parquet")]
+    out, _ = run(monkeypatch, 1, Broken(data), list(data))
+    assert [i.id for i in out.failed] == ["m1"]
+    assert "unexpected RuntimeError" in out.errors[0]
+    out = pipeline.process(batch_of(list(data)), Allow(), Broken(data), Sink(), state=state)
+    assert [i.id for i in out.failed] == ["m1"] and state.held() == set()
