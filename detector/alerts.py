@@ -106,8 +106,9 @@ class AlertKey:
 def principal_of(finding: Finding) -> str:
     user = finding.user
     session = _ASSUMED_ROLE.fullmatch(user) if user else None
-    if user is None or session is not None:
-        issuers = finding.session_issuers.sorted()
+    if not user or session is not None:
+        # Empty strings are no names (a hostile or broken record can hold them).
+        issuers = [i for i in finding.session_issuers.sorted() if i]
         if session is not None:
             role = session["role"]
             # The issuer of this session: its ARN ends with the role name (after any path).
@@ -119,7 +120,7 @@ def principal_of(finding: Finding) -> str:
             return issuers[0]
     if user:
         return user
-    invoked = finding.invoked_by.sorted()
+    invoked = [i for i in finding.invoked_by.sorted() if i]
     if invoked:
         return invoked[0]
     domain = finding.field("src_domain")
@@ -178,6 +179,10 @@ class Alert:
     first_ms: int | None = None
     last_ms: int | None = None
     reason: str = NEW
+    # Orderings and samples computed from ``findings``: an alert of 100,000 groups (one per
+    # user agent, say) is sorted once, not once per sample and per rendering step.
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _memo_of: int = field(default=-1, init=False, repr=False, compare=False)
 
     @property
     def groups(self) -> int:
@@ -187,7 +192,14 @@ class Alert:
     def id(self) -> str:
         return self.key.id
 
+    def _cache(self) -> dict[str, Any]:
+        if self._memo_of != len(self.findings):  # findings changed since (or never computed)
+            self._memo = {}
+            self._memo_of = len(self.findings)
+        return self._memo
+
     def add(self, finding: Finding) -> None:
+        self._memo_of = -1
         self.findings.append(finding)
         self.count += finding.count
         self.succeeded += finding.succeeded
@@ -211,11 +223,22 @@ class Alert:
 
     # --- samples --------------------------------------------------------------------------
     def ordered(self) -> list[Finding]:
-        return sorted(self.findings, key=_finding_order)
+        cache = self._cache()
+        if "ordered" not in cache:
+            cache["ordered"] = sorted(self.findings, key=_finding_order)
+        return list(cache["ordered"])
 
     def sample(self, name: str) -> tuple[list[str], int, bool]:
         """(distinct values, most telling first; how many distinct; whether more existed than
         the findings kept). Repositories and tags of successful calls come first."""
+        cache = self._cache()
+        key = f"sample:{name}"
+        if key not in cache:
+            cache[key] = self._sample(name)
+        values, total, more = cache[key]
+        return list(values), total, more
+
+    def _sample(self, name: str) -> tuple[list[str], int, bool]:
         findings = self.ordered()
         more = False
         if name in ("repositories", "image_tags"):
@@ -238,7 +261,12 @@ class Alert:
         return values, len(values), more
 
     def succeeded_repositories(self) -> list[str]:
-        return sorted({v for f in self.findings for v in f.repositories.succeeded()})
+        cache = self._cache()
+        if "succeeded_repositories" not in cache:
+            cache["succeeded_repositories"] = sorted(
+                {v for f in self.findings for v in f.repositories.succeeded()}
+            )
+        return list(cache["succeeded_repositories"])
 
     def who(self) -> str:
         return self.key.principal

@@ -94,6 +94,8 @@ _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,126}[A-Za-z0-9])?")
 # Amazon ECR repository names (2-256 characters).
 _REPOSITORY_RE = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+# An IAM role or user ARN (path and name are printable ASCII); anything else is ``Other``.
+_IAM_ARN_RE = re.compile(r"arn:[a-z-]+:iam::\d{12}:(?P<kind>role|user)/[!-~]+")
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 _PRODUCT_ARN_RE = re.compile(
     r"arn:[a-z-]+:securityhub:[a-z0-9-]+:(?:\d{12})?:product/[^/\s]+/[^/\s]+"
@@ -173,16 +175,6 @@ def product_arn(*, account_id: str, region: str, partition: str = "aws") -> str:
     return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
 
 
-def _parse_arn(arn: str | None) -> tuple[str, str, str, str, str] | None:
-    """``arn:partition:service:region:account:resource`` → its five parts."""
-    if not arn or not arn.startswith("arn:"):
-        return None
-    parts = arn.split(":", 5)
-    if len(parts) != 6:
-        return None
-    return parts[1], parts[2], parts[3], parts[4], parts[5]
-
-
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address, or None. An IPv6 zone id (``fe80::1%eth0``) is data the caller chose and
     may hold anything (of any length): it is dropped, the address kept. IPv4 has no zone id."""
@@ -224,15 +216,13 @@ def _other(pairs: Iterable[tuple[str, object]]) -> dict[str, str]:
 def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
     """The principal as a resource: ``AwsIamRole`` for a role (assumed-role sessions are rolled
     up to their role), ``AwsIamUser`` for a user, ``Other`` for anything else (root, federated
-    user, an AWS service, a source domain, the unknown principal)."""
+    user, an AWS service, a source domain, the unknown principal, an ARN that is not a
+    well-formed IAM role or user ARN)."""
     who = alert.who()
-    parsed = _parse_arn(who)
+    iam = _IAM_ARN_RE.fullmatch(who) if len(who) <= MAX_RESOURCE_ID else None
     kind = "Other"
-    if parsed is not None and parsed[1] == "iam":
-        if parsed[4].startswith("role/"):
-            kind = "AwsIamRole"
-        elif parsed[4].startswith("user/"):
-            kind = "AwsIamUser"
+    if iam is not None:
+        kind = "AwsIamRole" if iam["kind"] == "role" else "AwsIamUser"
     resource: dict[str, Any] = {"Type": kind, "Id": _text(who, MAX_RESOURCE_ID)}
     if partition in PARTITIONS:
         resource["Partition"] = partition

@@ -210,8 +210,10 @@ def _values_field(
     shown = [_clean(v, st.value_max) for v in values[: st.list_max]]
     extra = total - len(shown)
     text = ", ".join(shown)
-    if extra > 0 or more:
-        text += f" (+{extra}{' or more' if more else ''} more in the JSON)"
+    if extra > 0:
+        text += f" (+{extra} more" + (", and others not kept)" if more else ")")
+    elif more:
+        text += " (and others not kept)"
     count = f"{total}+" if more else str(total)
     return _wrap(f"{label} ({count}): {text}")
 
@@ -583,7 +585,8 @@ class _Builder:
         self.subj = subj
         self.context = {str(k)[:64]: str(v)[:512] for k, v in list((context or {}).items())[:10]}
 
-    def extra(self, shown: int) -> dict[str, Any]:
+    def trailer(self, shown: int) -> dict[str, Any]:
+        """The document's keys after ``alerts``: counts, what was left out, the run."""
         rest = self.alerts[shown:]
         extra: dict[str, Any] = {
             "alert_count": len(self.alerts),
@@ -603,13 +606,23 @@ class _Builder:
         """The message showing ``records`` (the first alerts, encoded). With ``shown``, the
         body says that many are shown whatever ``records`` holds: for sizing an empty one."""
         shown = len(records) if shown is None else shown
-        body = _body(records, self.extra(shown))
+        body = _body(records, self.trailer(shown))
         return Message(self.subj, _envelope(body, self.email), self.attrs, len(self.alerts), shown)
 
 
-def _encoded(alerts: Sequence[Alert], limits: Limits) -> list[str]:
-    # ASCII JSON (json.dumps' default): valid UTF-8 whatever the data holds.
-    return [json.dumps(a.to_record(limits)) for a in alerts]
+def _encoded(alerts: Sequence[Alert], limits: Limits, budget: int) -> list[str]:
+    """The alerts' records as ASCII JSON (valid UTF-8 whatever the data holds), stopping at
+    the first that takes the total past ``budget``: a prefix that long cannot fit anyway (the
+    envelope only adds to it), and 100,000 principals are not all encoded to find that out."""
+    out: list[str] = []
+    total = 0
+    for alert in alerts:
+        record = json.dumps(alert.to_record(limits))
+        out.append(record)
+        total += len(record) + 2
+        if total > budget:
+            break
+    return out
 
 
 def message(
@@ -628,18 +641,22 @@ def message(
     budget = max_bytes - HEADROOM
     email = email_text(alerts, context=context)
     builder = _Builder(alerts, email, attributes(alerts), subject(alerts), context)
-    minimal = _encoded(alerts, LEVELS[-1])
-    smallest = builder.build(minimal)
-    if smallest.size <= budget:
-        for limits in LEVELS[:-1]:
-            built = builder.build(_encoded(alerts, limits))
-            if built.size <= budget:
-                return built
-        return smallest
+    minimal = _encoded(alerts, LEVELS[-1], budget)
+    if len(minimal) == len(alerts):
+        smallest = builder.build(minimal)
+        if smallest.size <= budget:
+            for limits in LEVELS[:-1]:
+                records = _encoded(alerts, limits, budget)
+                if len(records) < len(alerts):
+                    continue
+                built = builder.build(records)
+                if built.size <= budget:
+                    return built
+            return smallest
     if builder.build([]).size > budget:
         raise ValueError(f"a message of {budget} bytes cannot hold even the email")
-    # The body is ASCII, so each record adds its JSON-escaped length in the envelope, plus
-    # the ", " between records: every prefix is sized without building it.
+    # Not all fit. The body is ASCII, so each record adds its JSON-escaped length in the
+    # envelope, plus the ", " between records: every prefix is sized without building it.
     prefix = [0]
     for r in minimal:
         prefix.append(prefix[-1] + len(json.dumps(r)) - 2)
@@ -647,7 +664,7 @@ def message(
     def estimate(k: int) -> int:
         return builder.build([], shown=k).size + prefix[k] + 2 * max(k - 1, 0)
 
-    low, high = 0, len(alerts) - 1  # not all fit (checked above)
+    low, high = 0, len(minimal) - 1  # all of ``minimal`` does not fit (checked above)
     while low < high:
         mid = (low + high + 1) // 2
         if estimate(mid) <= budget:

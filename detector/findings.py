@@ -44,10 +44,12 @@ def ctime(ms: int | None) -> str | None:
     if ms is None:
         return None
     try:
-        return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
     except (ValueError, OverflowError, OSError):
         # A time outside what a calendar date can hold is bad data, not a reason to crash.
         return None
+    # The year by hand: the C library's %Y does not pad years below 1000 to four digits.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S")
 
 
 @dataclass
@@ -271,7 +273,8 @@ class Aggregate:
         grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(_AGGS)
         # Cap the sampled lists before they become Python objects.
         for col, target in (_SAMPLED | _SAMPLED_OK).items():
-            limit = MAX_EVENT_IDS if target == "event_ids" else MAX_VALUES + 1
+            # One more than a sample keeps, so the sample knows it was cut.
+            limit = (MAX_EVENT_IDS if target == "event_ids" else MAX_VALUES) + 1
             idx = grouped.schema.get_field_index(col)
             grouped = grouped.set_column(idx, col, pc.list_slice(grouped.column(col), 0, limit))
         for row in grouped.to_pylist():

@@ -277,14 +277,15 @@ def process(
             out.failed.append(item)
             out.errors.append(d.error)
             continue
-        for _, result in d.results:
-            run.add(result)
         done.append(d)
-    out.objects, out.rows = run.objects, run.rows
-    out.untrusted = run.matched - run.trusted
-    out.findings = run.findings()
     claims = [ref for d in done for ref in d.claims]
     try:
+        for d in done:
+            for _, result in d.results:
+                run.add(result)
+        out.objects, out.rows = run.objects, run.rows
+        out.untrusted = run.matched - run.trusted
+        out.findings = run.findings()
         out.alerts = rollup(out.findings)
         if out.alerts:
             deadline = _deadline(time_left_ms)

@@ -26,13 +26,13 @@ from moto.athena.models import athena_backends
 from moto.moto_api import state_manager
 
 from detector import athena_sql
+from detector.alerts import rollup
 from detector.allowlist import Allowlist
 from detector.asff import finding_id
 from detector.aws import athena as athena_adapter
 from detector.aws.dynamodb import StateTable
 from detector.cli import main
 from detector.objects import ObjectRef
-from detector.pipeline import key_id
 from tests.integration.world import create_state_table, findings_inbox, read_digests
 from tests.lake import ACCOUNT, key_for, write_object
 from tests.unit.test_athena_sql import (
@@ -312,30 +312,43 @@ def test_interrupt_stops_the_query(world):
 
 def test_publishes_to_security_hub_then_one_sns_digest(world, lake):
     rows = athena_rows(lake, 2, statement(2))
+    alerts = rollup(athena_sql.findings(rows))
     world.queue_result(rows)
     code, out, err = run(*backfill_args(world, 2, "--topic-arn", world.topic, "--format", "jsonl"))
     assert code == 0, err
     printed = records(out)
+    assert len(printed) == len(rows)  # the jsonl keeps the Splunk groups
+    # One Security Hub finding per alert (principal), each with the alert's total.
+    assert 1 < len(alerts) < len(rows)
     hub = world.hub_findings()
-    assert len(hub) == len(printed) == len(rows)
+    assert sorted(f["Id"] for f in hub) == sorted(finding_id(a) for a in alerts)
     assert {f["AwsAccountId"] for f in hub} == {MOTO_ACCOUNT}
     assert all(f["ProductArn"].split(":")[3] == REGION for f in hub)
+    by_id = {a.id: a for a in alerts}
+    plain = 0
+    for f in hub:
+        alert = by_id[f["Id"].rsplit("/", 1)[1]]
+        assert f["ProductFields"]["count"] == str(alert.count)
+        if alert.key.principal.isascii() and alert.key.principal.isprintable():
+            # (hostile names are escaped, see tests/unit/test_asff.py)
+            assert f["ProductFields"]["principal"] == alert.key.principal
+            plain += 1
+    assert plain > 1
+    # One SNS message with every alert; their totals add up to the groups printed.
     [digest] = world.digests()
-    sent = sorted(
-        (
-            {k: v for k, v in r.items() if k not in ("event_ids", "source_objects")}
-            for r in digest["findings"]
-        ),
-        key=repr,
-    )
-    assert sent == printed
+    sent = digest["alerts"]
+    assert sorted(a["alert_id"] for a in sent) == sorted(by_id)
+    assert sum(a["count"] for a in sent) == sum(r["count"] for r in printed)
+    assert sum(a["groups"] for a in sent) == len(printed)
+    assert digest["alert_count"] == len(alerts) and digest["finding_count"] == len(rows)
     assert digest["context"]["run"] == "backfill"
-    assert f"published: {len(rows)} finding(s) imported into Security Hub ({REGION})" in err
+    assert f"published: {len(alerts)} alert(s) imported into Security Hub ({REGION})" in err
+    assert f"{len(alerts)} alert(s) in the SNS message" in err
     # Running the same backfill again updates the Security Hub findings (same Ids).
     world.queue_result(rows)
     code, _, _ = run(*backfill_args(world, 2, "--topic-arn", world.topic))
     assert code == 0
-    assert len(world.hub_findings()) == len(rows)
+    assert len(world.hub_findings()) == len(alerts)
 
 
 def test_security_hub_only_and_sns_only(world, lake):
@@ -343,11 +356,15 @@ def test_security_hub_only_and_sns_only(world, lake):
     world.queue_result(rows)
     code, _, err = run(*backfill_args(world, 1))
     assert code == 0, err
-    assert len(world.hub_findings()) == len(rows) and world.digests() == []
+    alerts = rollup(athena_sql.findings(rows))
+    assert len(world.hub_findings()) == len(alerts) and world.digests() == []
+    assert "SNS" not in err
     world.queue_result(rows)
     code, _, err = run(*backfill_args(world, 1, "--no-security-hub", "--topic-arn", world.topic))
     assert code == 0, err
-    assert len(world.digests()) == 1
+    [digest] = world.digests()
+    assert len(digest["alerts"]) == len(alerts)
+    assert "Security Hub" not in err
 
 
 def test_no_findings_publishes_nothing(world):
@@ -361,30 +378,42 @@ def test_no_findings_publishes_nothing(world):
 def test_state_table_holds_back_keys_the_lambda_already_alerted(world, lake):
     create_state_table(TABLE)
     rows = athena_rows(lake, 2, statement(2))
-    findings = athena_sql.findings(rows)
-    known = findings[0]
-    # The Lambda has seen and mailed this key a moment ago.
+    alerts = rollup(athena_sql.findings(rows))
+    known = alerts[0]
+    # The Lambda has seen and mailed this alert a moment ago (with what the backfill finds).
     state = StateTable(TABLE)
-    state.add(key_id(known.key), ObjectRef(key="obj", bucket="lake", etag="e"), known)
-    assert state.claim_alert(key_id(known.key), 3600)
-    state.confirm_alert(key_id(known.key))
+    state.add(known.id, ObjectRef(key="obj", bucket="lake", etag="e"), known.contribution())
+    claim = state.claim_alert(
+        known.id,
+        3600,
+        success=known.succeeded > 0,
+        repositories=known.succeeded_repositories(),
+    )
+    assert claim is not None
+    state.confirm_alert(known.id, claim)
 
     world.queue_result(rows)
     code, _, err = run(*backfill_args(world, 2, "--topic-arn", world.topic, "--state-table", TABLE))
     assert code == 0, err
-    # Not re-imported: the Lambda keeps that key's cumulative finding current.
-    assert {f["Id"] for f in world.hub_findings()} == {
-        finding_id(f) for f in findings if f.key != known.key
-    }
+    # Not re-imported: the Lambda keeps that alert's cumulative finding current.
+    assert sorted(f["Id"] for f in world.hub_findings()) == sorted(
+        finding_id(a) for a in alerts if a.id != known.id
+    )
     [digest] = world.digests()
-    assert len(digest["findings"]) == len(findings) - 1
-    assert "1 held back" in err
-    # Mailed keys are now leased like the Lambda's: a second backfill mails nothing.
+    assert sorted(a["alert_id"] for a in digest["alerts"]) == sorted(
+        a.id for a in alerts if a.id != known.id
+    )
+    assert all(a["reason"] == "new" for a in digest["alerts"])
+    assert f"{len(alerts) - 1} alert(s) in the SNS message, 1 held back" in err
+    # Mailed alerts are now in the window like the Lambda's: a second backfill mails nothing.
     world.queue_result(rows)
     code, _, err = run(*backfill_args(world, 2, "--topic-arn", world.topic, "--state-table", TABLE))
     assert code == 0, err
     assert world.digests() == []
-    assert f"0 in the SNS digest, {len(findings)} held back" in err
+    assert f"0 alert(s) in the SNS message, {len(alerts)} held back" in err
+    # No lease is left behind by either run.
+    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    assert not any("alert_lease" in i for i in items)
 
 
 def test_suggest_allowlist_from_athena(world, lake):

@@ -172,6 +172,10 @@ def test_hostile_strings_in_every_field_are_delivered_safely(aws: Aws):
     assert len(hub) == 1
     assert len(hub[0]["Title"]) <= 256 and len(hub[0]["Description"]) <= 1024
     assert not any(c in hub[0]["Title"] for c in CONTROL)
+    fields = hub[0]["ProductFields"]
+    assert fields["count"] == "1"
+    assert fields["principal"].startswith(INTRUDER + "é😀")  # escaped, not dropped
+    assert not any(c in value for value in fields.values() for c in CONTROL)
 
 
 def test_email_and_subject_carry_no_control_characters(aws: Aws):

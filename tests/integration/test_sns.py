@@ -18,7 +18,8 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from detector import digest
-from detector.aws.sns import MAX_DELAY_S, SnsPublisher, retryable
+from detector.alerts import Alert, rollup
+from detector.aws.sns import BASE_DELAY_S, MAX_DELAY_S, SnsPublisher, retryable
 from detector.detection import DETECTION
 from detector.errors import PublishFailed
 from detector.findings import Finding
@@ -27,9 +28,12 @@ REGION = "us-east-1"
 ACCOUNT = "111122223333"
 OTHER = "444455556666"
 TOPIC = f"arn:aws:sns:{REGION}:123456789012:ecr-upload-alerts"
+SNS_LIMIT = 262_144
 
 
-def finding(i: int, account: str = ACCOUNT, user_agent: str = "aws-cli/2.15.0") -> Finding:
+def finding(
+    i: int, account: str = ACCOUNT, user_agent: str = "aws-cli/2.15.0", succeeded: bool = True
+) -> Finding:
     f = Finding(
         key=(
             "PutImage",
@@ -43,13 +47,22 @@ def finding(i: int, account: str = ACCOUNT, user_agent: str = "aws-cli/2.15.0") 
         count=i + 1,
         first_ms=1_714_557_600_000,
         last_ms=1_714_557_600_000 + i,
-        succeeded=i + 1,
+        succeeded=i + 1 if succeeded else 0,
+        failed=0 if succeeded else i + 1,
     )
-    f.repositories.add([f"repo-{i}"])
+    f.repositories.add([f"repo-{i}"], priority=succeeded)
     return f
 
 
 FINDINGS = [finding(0), finding(1, OTHER), finding(2)]
+
+
+def alerts() -> list[Alert]:
+    return rollup(FINDINGS)
+
+
+def one_message(**kwargs: Any) -> digest.Message:
+    return digest.message(alerts(), **kwargs)
 
 
 @pytest.fixture
@@ -95,27 +108,35 @@ def drain(url: str) -> list[dict[str, Any]]:
 # --- delivery through moto -------------------------------------------------------------------
 
 
-def test_digest_reaches_an_sqs_subscriber(aws: None) -> None:
+def test_the_message_reaches_an_sqs_subscriber(aws: None) -> None:
     sns, topic = make_topic()
     url = subscribe_queue(sns, topic, "all")
-    messages = digest.messages(FINDINGS, context={"request_id": "r-1"})
-    ids = SnsPublisher(topic, client=sns).publish(messages)
+    expected_alerts = alerts()
+    message = digest.message(expected_alerts, context={"request_id": "r-1"})
+    ids = SnsPublisher(topic, client=sns).publish([message])
     assert len(ids) == 1 and ids[0]
 
     [note] = drain(url)
     assert note["Type"] == "Notification"
     assert note["TopicArn"] == topic
     assert note["MessageId"] == ids[0]
-    assert note["Subject"] == digest.subject(FINDINGS)
-    doc = json.loads(note["Message"])  # the "sqs" body, not the envelope
+    assert note["Subject"] == digest.subject(expected_alerts)
+    doc = json.loads(note["Message"])  # the "default" body (JSON), not the envelope
     assert doc["detection"]["id"] == DETECTION.id
-    assert [r["user"] for r in doc["findings"]] == [f.user for f in FINDINGS]
-    assert doc["findings"][0] == FINDINGS[0].to_record()
+    assert [r["principal"] for r in doc["alerts"]] == [a.who() for a in expected_alerts]
+    assert [r["count"] for r in doc["alerts"]] == [3, 2, 1]  # busiest first
+    assert doc["alerts"][0] == json.loads(
+        json.dumps(expected_alerts[0].to_record(digest.LEVELS[0]))
+    )
+    assert doc["alert_count"] == 3 and doc["finding_count"] == 3
+    assert "omitted" not in doc
     assert doc["context"] == {"request_id": "r-1"}
     attrs = note["MessageAttributes"]
     assert attrs["severity"] == {"Type": "String", "Value": "medium"}
     assert attrs["detection_id"] == {"Type": "String", "Value": DETECTION.id}
+    assert attrs["alert_count"] == {"Type": "Number", "Value": "3"}
     assert attrs["finding_count"] == {"Type": "Number", "Value": "3"}
+    assert attrs["pushed"] == {"Type": "String", "Value": "true"}
     assert attrs["account_ids"]["Type"] == "String.Array"
     assert json.loads(attrs["account_ids"]["Value"]) == [ACCOUNT, OTHER]
     assert json.loads(attrs["regions"]["Value"]) == [REGION]
@@ -125,7 +146,7 @@ def test_default_client_is_built_lazily(aws: None) -> None:
     sns, topic = make_topic()
     url = subscribe_queue(sns, topic, "lazy")
     publisher = SnsPublisher(topic)
-    assert publisher.publish(digest.messages(FINDINGS[:1]))
+    assert publisher.publish([digest.message(alerts()[:1])])
     assert len(drain(url)) == 1
 
 
@@ -136,6 +157,10 @@ def test_default_client_is_built_lazily(aws: None) -> None:
         ({"severity": ["high", "critical"]}, False),
         ({"finding_count": [{"numeric": [">=", 2]}]}, True),
         ({"finding_count": [{"numeric": [">=", 10]}]}, False),
+        ({"alert_count": [{"numeric": [">=", 3]}]}, True),
+        ({"alert_count": [{"numeric": [">", 3]}]}, False),
+        ({"pushed": ["true"]}, True),
+        ({"pushed": ["false"]}, False),
         ({"account_ids": [OTHER]}, True),
         ({"account_ids": ["999999999999"]}, False),
         ({"detection_id": [DETECTION.id], "regions": [REGION]}, True),
@@ -146,24 +171,39 @@ def test_filter_policies_on_our_attributes(
 ) -> None:
     sns, topic = make_topic()
     url = subscribe_queue(sns, topic, "filtered", policy)
-    SnsPublisher(topic, client=sns).publish(digest.messages(FINDINGS))
+    SnsPublisher(topic, client=sns).publish([one_message()])
     assert len(drain(url)) == (1 if delivered else 0)
 
 
-def test_a_split_digest_arrives_whole(aws: None) -> None:
+def test_a_failed_only_digest_is_filtered_as_not_pushed(aws: None) -> None:
     sns, topic = make_topic()
-    url = subscribe_queue(sns, topic, "parts")
-    findings = [finding(i, user_agent="Mozilla/5.0 " + "x" * 5000) for i in range(150)]
-    messages = digest.messages(findings)
-    assert len(messages) > 1
-    ids = SnsPublisher(topic, client=sns).publish(messages)
-    assert len(set(ids)) == len(messages)
-    notes = drain(url)
-    assert len(notes) == len(messages)
-    users = []
-    for note in sorted(notes, key=lambda n: int(json.loads(n["Message"])["digest"]["part"])):
-        users += [r["user"] for r in json.loads(note["Message"])["findings"]]
-    assert users == [f.user for f in findings]
+    pushed = subscribe_queue(sns, topic, "pushed", {"pushed": ["true"]})
+    tried = subscribe_queue(sns, topic, "tried", {"pushed": ["false"]})
+    failed = rollup([finding(0, succeeded=False), finding(1, succeeded=False)])
+    SnsPublisher(topic, client=sns).publish([digest.message(failed)])
+    assert drain(pushed) == []
+    assert len(drain(tried)) == 1
+
+
+def test_a_flood_of_principals_arrives_as_one_message(aws: None) -> None:
+    """3,000 principals with long, hostile user agents: one notification, valid JSON, every
+    alert in it or counted as omitted."""
+    sns, topic = make_topic()
+    url = subscribe_queue(sns, topic, "flood")
+    hostile = 'Mozilla/5.0 \x1b[31m\u202e"' + "\U0001f600" * 2000
+    flood = rollup(finding(i, user_agent=f"{hostile}{i}", succeeded=i == 2999) for i in range(3000))
+    message = digest.message(flood)
+    ids = SnsPublisher(topic, client=sns).publish([message])
+    [note] = drain(url)
+    assert note["MessageId"] == ids[0]
+    assert len(note["Message"].encode()) < SNS_LIMIT
+    doc = json.loads(note["Message"])
+    shown, omitted = doc["alerts"], doc["omitted"]
+    assert len(shown) + omitted["alerts"] == doc["alert_count"] == 3000
+    assert sum(r["count"] for r in shown) + omitted["pushes"] == sum(a.count for a in flood)
+    assert shown[0]["principal"] == f"arn:aws:iam::{ACCOUNT}:user/u2999"  # the push first
+    assert note["MessageAttributes"]["alert_count"]["Value"] == "3000"
+    assert note["Subject"].endswith("(+2999 more)")
 
 
 # --- retries (Stubber) -----------------------------------------------------------------------
@@ -201,7 +241,7 @@ def expected(message: digest.Message) -> dict[str, Any]:
 
 def test_throttling_is_retried_once_then_succeeds() -> None:
     publisher, stub, sleep = stubbed()
-    [message] = digest.messages(FINDINGS)
+    message = one_message()
     stub.add_client_error("publish", "Throttling", "Rate exceeded", 400, expected(message))
     stub.add_response("publish", {"MessageId": "m-1"}, expected(message))
     with stub:
@@ -224,7 +264,7 @@ def test_throttling_is_retried_once_then_succeeds() -> None:
 )
 def test_transient_errors_are_retried(code: str, status: int) -> None:
     publisher, stub, sleep = stubbed()
-    [message] = digest.messages(FINDINGS)
+    message = one_message()
     stub.add_client_error("publish", code, "try again", status)
     stub.add_response("publish", {"MessageId": "m-2"}, expected(message))
     with stub:
@@ -246,7 +286,7 @@ def test_permanent_errors_fail_at_once(code: str, status: int) -> None:
     # The message text says "throttled": only the code counts.
     stub.add_client_error("publish", code, "Request throttled, rate exceeded", status)
     with stub, pytest.raises(PublishFailed) as caught:
-        publisher.publish(digest.messages(FINDINGS))
+        publisher.publish([one_message()])
     assert sleep.calls == []
     assert caught.value.target == "sns"
     assert code in caught.value.reason and "not retryable" in caught.value.reason
@@ -258,26 +298,34 @@ def test_a_persistent_server_error_fails_after_max_attempts() -> None:
     for _ in range(4):
         stub.add_client_error("publish", "InternalError", "boom", 500)
     with stub, pytest.raises(PublishFailed) as caught:
-        publisher.publish(digest.messages(FINDINGS))
+        publisher.publish([one_message()])
     stub.assert_no_pending_responses()
     assert len(sleep.calls) == 3
     assert sleep.calls == sorted(sleep.calls)  # backoff grows (jitter stays within a step)
-    assert all(0 < s <= MAX_DELAY_S for s in sleep.calls)
+    for attempt, delay in enumerate(sleep.calls, 1):
+        ceiling = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1))
+        assert ceiling / 2 <= delay <= ceiling
     assert "after 4 attempt(s)" in caught.value.reason
     assert isinstance(caught.value.__cause__, ClientError)
 
 
-def test_failure_on_a_later_part_says_how_many_were_published() -> None:
+def test_failure_on_a_later_message_says_how_many_were_published() -> None:
     publisher, stub, _ = stubbed(max_attempts=1)
-    findings = [finding(i, user_agent="x" * 5000) for i in range(150)]
-    messages = digest.messages(findings)
-    assert len(messages) >= 2
+    messages = [one_message(), digest.message(rollup([finding(7)]))]
     stub.add_response("publish", {"MessageId": "m-1"}, expected(messages[0]))
     stub.add_client_error("publish", "Throttling", "slow down", 400, expected(messages[1]))
     with stub, pytest.raises(PublishFailed) as caught:
         publisher.publish(messages)
-    assert f"message 2/{len(messages)}" in caught.value.reason
+    assert "message 2/2 (1 alert(s))" in caught.value.reason
+    assert "after 1 attempt(s)" in caught.value.reason
     assert "1 message(s) published before it" in caught.value.reason
+
+
+def test_publishing_nothing_calls_nothing() -> None:
+    publisher, stub, sleep = stubbed()
+    with stub:
+        assert publisher.publish([]) == []
+    assert sleep.calls == []
 
 
 def test_retryable_judges_codes_and_status_not_text() -> None:
@@ -304,7 +352,7 @@ def test_max_attempts_must_be_positive() -> None:
 
 def test_stubbed_publish_sends_json_structure_and_attributes() -> None:
     publisher, stub, _ = stubbed()
-    [message] = digest.messages(FINDINGS)
+    message = one_message()
     stub.add_response(
         "publish",
         {"MessageId": "m-9"},
@@ -316,7 +364,9 @@ def test_stubbed_publish_sends_json_structure_and_attributes() -> None:
             "MessageAttributes": {
                 "severity": {"DataType": "String", "StringValue": "medium"},
                 "detection_id": {"DataType": "String", "StringValue": DETECTION.id},
+                "alert_count": {"DataType": "Number", "StringValue": "3"},
                 "finding_count": {"DataType": "Number", "StringValue": "3"},
+                "pushed": {"DataType": "String", "StringValue": "true"},
                 "account_ids": {
                     "DataType": "String.Array",
                     "StringValue": json.dumps([ACCOUNT, OTHER]),
@@ -327,3 +377,7 @@ def test_stubbed_publish_sends_json_structure_and_attributes() -> None:
     )
     with stub:
         assert publisher.publish([message]) == ["m-9"]
+    stub.assert_no_pending_responses()
+    envelope = json.loads(message.message)
+    assert set(envelope) == {"default", "email"}
+    assert json.loads(envelope["default"])["alert_count"] == 3

@@ -10,7 +10,7 @@ import pytest
 
 from detector import engine, findings, reader
 from detector.allowlist import Allowlist
-from detector.findings import MAX_EVENT_IDS, MAX_VALUES, ctime
+from detector.findings import MAX_EVENT_IDS, MAX_VALUES, Sample, ctime
 from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request, write_object
 from tests.unit.helpers import NOBODY, canonical, parquet_bytes, records, run_over, scan
@@ -323,6 +323,163 @@ def test_samples_capped_after_merge():
 
 def test_max_values_constant_is_what_the_cap_uses():
     assert findings.MAX_VALUES == MAX_VALUES > 0
+
+
+# --- priority values (successful pushes) -----------------------------------------------------
+
+
+def test_sample_priority_value_evicts_an_ordinary_one_when_full():
+    s = Sample(limit=3)
+    s.add(["a", "b", "c"])
+    assert not s.more
+    s.add(["p"], priority=True)
+    assert len(s.values) == 3 and s.more
+    assert s.succeeded() == ["p"]
+    assert len(set(s.values) & {"a", "b", "c"}) == 2
+    assert s.prioritised()[0] == "p"
+
+
+def test_sample_ordinary_value_never_evicts_when_full():
+    s = Sample(limit=2)
+    s.add(["p"], priority=True)
+    s.add(["a", "b", "c"])
+    assert set(s.values) == {"p", "a"} and s.more
+    assert s.succeeded() == ["p"]
+
+
+def test_sample_priority_value_never_evicts_another_priority_value():
+    s = Sample(limit=2)
+    s.add(["p1", "p2"], priority=True)
+    s.add(["p3", "p4"], priority=True)
+    assert s.succeeded() == ["p1", "p2"] and s.more
+    s.add(["a"])
+    assert s.sorted() == ["p1", "p2"]
+
+
+def test_sample_priority_evicts_only_as_many_as_needed():
+    s = Sample(limit=4)
+    s.add(["a", "b"])
+    s.add(["p1"], priority=True)
+    s.add(["c"])
+    s.add(["p2", "p3", "p4", "p5"], priority=True)
+    # Full of priority values: every ordinary value gone, one priority value did not fit.
+    assert len(s.values) == 4 and s.more
+    assert s.succeeded() == s.sorted()
+    assert "p1" in s.values
+
+
+def test_sample_value_seen_again_with_priority_is_upgraded_in_place():
+    s = Sample(limit=2)
+    s.add(["a", "b"])
+    s.add(["b"], priority=True)
+    assert s.sorted() == ["a", "b"] and s.succeeded() == ["b"]
+    assert not s.more  # nothing was dropped
+    s.add(["b"])  # seen again without priority: stays a priority value
+    assert s.succeeded() == ["b"]
+
+
+def test_sample_merge_keeps_priorities():
+    full = Sample(limit=3)
+    full.add([f"decoy-{i}" for i in range(10)])
+    other = Sample(limit=3)
+    other.add(["prod"], priority=True)
+    other.add(["x", "y"])
+    full.merge(other)
+    assert full.succeeded() == ["prod"]
+    assert len(full.values) == 3 and full.more
+
+    # The other way round: an ordinary-only sample merged in evicts no priority value.
+    mine = Sample(limit=2)
+    mine.add(["prod", "stage"], priority=True)
+    decoys = Sample(limit=2)
+    decoys.add(["d1", "d2"])
+    mine.merge(decoys)
+    assert mine.succeeded() == ["prod", "stage"] == mine.sorted()
+    assert mine.more
+
+
+def test_sample_merge_carries_more_and_priority_of_a_shared_value():
+    a = Sample(limit=5)
+    a.add(["shared"])
+    b = Sample(limit=1)
+    b.add(["shared"], priority=True)
+    b.add(["lost"])
+    assert b.more
+    a.merge(b)
+    assert a.succeeded() == ["shared"] and a.more
+
+
+def test_finding_copy_keeps_priorities_independent():
+    f = findings.Finding(key=("PutImage",) + (None,) * 6)
+    f.repositories.add(["prod"], priority=True)
+    g = f.copy()
+    g.repositories.add(["other"], priority=True)
+    assert f.repositories.succeeded() == ["prod"]
+    assert g.repositories.succeeded() == ["other", "prod"]
+
+
+def _decoys_then_push(caller: str, n: int = 60) -> list[dict]:
+    decoys = [
+        event(
+            arn=caller,
+            session_issuer=None,
+            status="Failure",
+            request_json=put_image_request(f"decoy/repo-{i:03d}", f"d{i}"),
+            time_ms=T0_MS + i * 1000,
+        )
+        for i in range(n)
+    ]
+    push = event(
+        arn=caller,
+        session_issuer=None,
+        status="Success",
+        request_json=put_image_request("prod/payments-api", "v9"),
+        time_ms=T0_MS + n * 1000,
+    )
+    return [*decoys, push]
+
+
+@VERSIONS
+def test_decoy_failed_pushes_cannot_hide_the_successful_one(version):
+    rec = one(parquet_bytes(_decoys_then_push(USER), version))
+    assert (rec["count"], rec["succeeded"], rec["failed"]) == (61, 1, 60)
+    assert len(rec["repositories"]) == MAX_VALUES
+    assert "prod/payments-api" in rec["repositories"]
+    assert rec["succeeded_repositories"] == ["prod/payments-api"]
+    assert "v9" in rec["image_tags"]
+    assert rec["succeeded_image_tags"] == ["v9"]
+    assert rec["samples_truncated"] is True
+
+
+@VERSIONS
+def test_decoys_in_small_batches_cannot_hide_the_successful_one(version, monkeypatch):
+    # Aggregated a few rows at a time: the push arrives in a later step, into a full sample.
+    monkeypatch.setattr(reader, "BATCH_ROWS", 7)
+    monkeypatch.setattr(engine, "AGGREGATE_ROWS", 7)
+    data = parquet_bytes(_decoys_then_push(USER), version, row_group_size=9)
+    rec = one(data)
+    assert rec["count"] == 61
+    assert rec["succeeded_repositories"] == ["prod/payments-api"]
+    assert "prod/payments-api" in rec["repositories"]
+
+
+def test_decoys_and_push_in_separate_objects_merge_with_priority():
+    events = _decoys_then_push(USER)
+    for objs in (
+        [("decoys", parquet_bytes(events[:-1], 2)), ("push", parquet_bytes(events[-1:], 1))],
+        [("push", parquet_bytes(events[-1:], 1)), ("decoys", parquet_bytes(events[:-1], 2))],
+    ):
+        [rec] = records(run_over(objs).findings())
+        assert rec["count"] == 61
+        assert rec["succeeded_repositories"] == ["prod/payments-api"]
+        assert "prod/payments-api" in rec["repositories"]
+        assert len(rec["repositories"]) == MAX_VALUES
+
+
+def test_no_successful_push_no_succeeded_repositories():
+    rec = one(parquet_bytes(_decoys_then_push(USER)[:-1], 2))
+    assert rec["succeeded_repositories"] == [] and rec["succeeded_image_tags"] == []
+    assert rec["succeeded"] == 0
 
 
 # --- hostile strings -------------------------------------------------------------------------

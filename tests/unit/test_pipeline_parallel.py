@@ -322,15 +322,22 @@ def test_an_unexpected_error_reading_fails_only_its_item_and_leaves_no_claim(
     assert out.objects == 3 and out.alerted == 3 and len(sink.notified) == 1
 
 
-@pytest.mark.parametrize("fail", ["security_hub", "notify", "add"])
+class BrokenRun(pipeline.Run):
+    def findings(self) -> list[Any]:
+        raise RuntimeError("a bug in the aggregation")
+
+
+@pytest.mark.parametrize("fail", ["findings", "add", "security_hub", "notify"])
 def test_an_unexpected_error_publishing_fails_the_items_read_and_leaves_no_claim_or_lease(
     monkeypatch: pytest.MonkeyPatch, fail: str
 ):
     monkeypatch.setattr(pipeline, "MAX_PARALLEL_OBJECTS", 4)
+    if fail == "findings":
+        monkeypatch.setattr(pipeline, "Run", BrokenRun)
     data = lake_objects(4)
     keys = list(data)
     state = State(done={keys[3]}, fail_add=fail == "add")
-    sink = Sink(fail=None if fail == "add" else fail)
+    sink = Sink(fail=fail if fail in ("security_hub", "notify") else None)
     out = pipeline.process(
         batch_of(keys), Allow(), Objects(data), sink, state=state, window_seconds=3600
     )
