@@ -223,6 +223,29 @@ def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
         errors.append(f"{path}: no Parquet objects found")
 
 
+def _identity(ref: ObjectRef) -> tuple[object, ...]:
+    """What makes two refs the same object: bucket and key, or the file itself (device and
+    inode, so a file named directly, through its directory or through a link is one file)."""
+    if ref.bucket is not None:
+        return ("s3", ref.bucket, ref.key)
+    try:
+        st = Path(ref.key).stat()
+    except OSError:
+        return ("path", str(Path(ref.key).resolve()))
+    return ("file", st.st_dev, st.st_ino)
+
+
+def _unique(refs: list[ObjectRef], err: TextIO) -> list[ObjectRef]:
+    """Each object once, however many PATHs name it (a file and its directory, overlapping
+    prefixes): counting it twice would double its events."""
+    seen: dict[tuple[object, ...], ObjectRef] = {}
+    for ref in refs:
+        seen.setdefault(_identity(ref), ref)
+    if len(seen) < len(refs):
+        err.write(f"note: {len(refs) - len(seen)} object(s) named more than once, scanned once\n")
+    return list(seen.values())
+
+
 def _open(ref: ObjectRef) -> IO[bytes]:
     if ref.bucket is None:
         try:
@@ -270,7 +293,7 @@ def _scan_paths(paths: Sequence[str], allowlist: Allowlist, err: TextIO) -> tupl
     """Scan every object the paths name; the run and the inputs that could not be read."""
     problems: list[str] = []
     _s3.cache_clear()  # one S3 client per run (credentials or endpoint may change between runs)
-    refs = [ref for path in paths for ref in _expand(path, problems)]
+    refs = _unique([ref for path in paths for ref in _expand(path, problems)], err)
     run = Run(allowlist)
     progress = Progress(err, len(refs))
     for done, ref in enumerate(refs, 1):

@@ -28,7 +28,6 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
@@ -163,23 +162,34 @@ def _scan_item(
     try:
         for ref in item.refs:
             current = ref.uri
-            if state is not None:
-                claim = state.claim_object(ref)
-                if claim == "done":
-                    done.duplicates.append(ref.uri)
-                    continue
-                if claim == "busy":
-                    raise Busy(f"{ref.uri}: being processed by another invocation")
-                done.claims.append(ref)
+            stream: IO[bytes] | None = None
             try:
-                with closing(objects.open(ref)) as stream:
-                    result = scan_object(stream, ref.uri, allowlist, key=ref.key)
+                if state is not None and ref.bucket is not None and not ref.etag:
+                    # No ETag announced: learn it from the object's first GET before claiming,
+                    # so a re-announcement with or without one names the same object and the
+                    # object counts once.
+                    stream = objects.open(ref)
+                    ref = dataclasses.replace(ref, etag=getattr(stream, "etag", None))
+                if state is not None:
+                    claim = state.claim_object(ref)
+                    if claim == "done":
+                        done.duplicates.append(ref.uri)
+                        continue
+                    if claim == "busy":
+                        raise Busy(f"{ref.uri}: being processed by another invocation")
+                    done.claims.append(ref)
+                if stream is None:
+                    stream = objects.open(ref)
+                result = scan_object(stream, ref.uri, allowlist, key=ref.key)
             except ObjectUnreadable as exc:
                 if exc.code != "NoSuchKey":
                     raise
                 # Removed before it was read (e.g. lifecycle): retrying cannot bring it back.
                 done.missing.append(str(exc))
                 continue
+            finally:
+                if stream is not None:
+                    stream.close()
             done.results.append((ref, result))
     except Exception as exc:
         # Whatever went wrong (a bug included), this item alone fails and is retried, and it

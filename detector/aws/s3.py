@@ -119,6 +119,11 @@ class RangedObject(io.RawIOBase):
     def size(self) -> int:
         return self._size
 
+    @property
+    def etag(self) -> str | None:
+        """The object's ETag, from the first GET (None if S3 sent none)."""
+        return self._etag
+
     def tell(self) -> int:
         return self._pos
 
