@@ -306,8 +306,9 @@ def test_an_unexpected_error_reading_fails_only_its_item_and_leaves_no_claim(
         from_sqs=True,
         items=[
             # part-0000 is claimed and read before part-0001 raises: both claims go back
-            Item(id="a", refs=[ObjectRef(key=k, bucket="lake") for k in keys[:2]]),
-            Item(id="b", refs=[ObjectRef(key=k, bucket="lake") for k in keys[2:]]),
+            # (announced with ETags, so each object is claimed before it is opened)
+            Item(id="a", refs=[ObjectRef(key=k, bucket="lake", etag="e") for k in keys[:2]]),
+            Item(id="b", refs=[ObjectRef(key=k, bucket="lake", etag="e") for k in keys[2:]]),
         ],
     )
     sink = Sink()
