@@ -41,9 +41,15 @@ CACHE = ROOT / ".bench" / "lambda"  # a subdirectory: bench.py's cache pruning l
 
 BUCKET = "aws-security-data-lake-us-east-1-bench"
 TOPIC = "bench-findings"
+# "trust-all": every principal of the synthetic data (all in account 111122223333: assumed-role
+# sessions, their roles, IAM users) is trusted, so every PutImage is looked at and none reported.
+# A catch-all (``*``) is refused as an allowlist entry; one account's ARNs are not.
 PARAMS = {
     "ci": ("/bench/allowlist-ci", "arn:aws:iam::111122223333:role/ci-deployer"),
-    "trust-all": ("/bench/allowlist-trust-all", "arn:aws:*\n*"),
+    "trust-all": (
+        "/bench/allowlist-trust-all",
+        "arn:aws:sts::111122223333:*\narn:aws:iam::111122223333:*",
+    ),
 }
 FLOOD_TOPIC = "bench-flood-findings"
 FLOOD_QUEUE = "bench-flood-inbox"

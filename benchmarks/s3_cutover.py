@@ -49,7 +49,8 @@ BUCKET = "cutover-bench"
 DEFAULT_ROWS = (2048, 8192, 32768, 65536, 131072, 262144, 524288, 1048576)
 ALLOWLISTS = {
     "ci": "arn:aws:iam::111122223333:role/ci-deployer",
-    "trust-all": "arn:aws:*\n*",
+    # Every principal of the synthetic data (one account), without a catch-all entry.
+    "trust-all": "arn:aws:sts::111122223333:*\narn:aws:iam::111122223333:*",
 }
 
 

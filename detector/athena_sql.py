@@ -1,7 +1,8 @@
 """The detection as one Athena (Trino) SQL statement, for a backfill over Security Lake history.
 
 The statement computes what ``scan`` computes, over the Glue table of one source version:
-``PutImage`` calls whose caller ARN, session issuer and calling service all miss the allowlist,
+``PutImage`` calls whose caller ARN, session issuer and calling service all miss the allowlist
+(and, for calls with none of those, whose source domain misses it too),
 grouped by the same seven keys (a null key is a group of its own), with the count, first and
 last time, success/failure counts and samples (repositories, image tags, session issuers,
 principal ids, calling services). Its result columns carry the ``scan --format jsonl`` names.
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from detector.allowlist import Allowlist
+from detector.allowlist import Allowlist, entry_problem
 from detector.errors import DetectorError
 from detector.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
 from detector.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
@@ -233,7 +234,15 @@ def like_pattern(glob: str) -> str:
 
 
 def _trusted(col: str, allowlist: Allowlist) -> str | None:
-    """True where ``col`` matches an entry; false (never null) otherwise, null included."""
+    """True where ``col`` matches an entry; false (never null) otherwise, null included.
+
+    The entries are checked again here (``entry_problem``): an ``Allowlist`` built directly
+    must not bring a catch-all into the statement either.
+    """
+    for entry in allowlist.entries:
+        problem = entry_problem(entry)
+        if problem:
+            raise QueryInputInvalid(f"allowlist entry {entry[:80]!r} {problem}")
     exact = [e for e in allowlist.entries if "*" not in e and "?" not in e]
     globs = [e for e in allowlist.entries if "*" in e or "?" in e]
     tests = []
@@ -249,11 +258,17 @@ def _request_fields(query: Query) -> tuple[str, str]:
     """SQL for (repository, image tag) out of the request column of the query's version."""
     request = column(query.layout.columns["request"])
     if query.version is SchemaVersion.V1:
-        # v1 flattens requestParameters into the ``unmapped`` map; element_at gives null for a
-        # missing key, where the subscript operator would fail the query.
+        # v1 data holds request parameters in the ``unmapped`` map in two layouts, possibly
+        # mixed: flattened (``requestParameters.repositoryName``) or one whole JSON value
+        # (``requestParameters``, as AWS's v1 query examples read it). A flattened value wins,
+        # as in ``schema.request_fields``. element_at gives null for a missing key, where the
+        # subscript operator would fail the query; json_extract_scalar gives null for bad JSON.
+        whole = f"element_at({request}, 'requestParameters')"
         return (
-            f"element_at({request}, 'requestParameters.repositoryName')",
-            f"element_at({request}, 'requestParameters.imageTag')",
+            f"coalesce(element_at({request}, 'requestParameters.repositoryName'), "
+            f"json_extract_scalar({whole}, '$.repositoryName'))",
+            f"coalesce(element_at({request}, 'requestParameters.imageTag'), "
+            f"json_extract_scalar({whole}, '$.imageTag'))",
         )
     return (
         f"json_extract_scalar({request}, '$.repositoryName')",
@@ -309,11 +324,14 @@ def build(query: Query, allowlist: Allowlist) -> str:
         f"{time} < {query.period.end_ms}",
         f"{column(cols['operation'])} = 'PutImage'",
     ]
-    trusted = [
-        t
-        for name in ("user", "session_issuer", "invoked_by")
-        if (t := _trusted(column(cols[name]), allowlist)) is not None
-    ]
+    identities = [column(cols[name]) for name in ("user", "session_issuer", "invoked_by")]
+    trusted = [t for c in identities if (t := _trusted(c, allowlist)) is not None]
+    domain = _trusted(column(cols["src_domain"]), allowlist)
+    if domain is not None:
+        # A push AWS made itself has no caller identity, only a source domain; the domain of a
+        # row with any identity is never consulted (as in ``Allowlist.trust_mask``).
+        no_identity = " AND ".join(f"{c} IS NULL" for c in identities)
+        trusted.append(f"({no_identity} AND {domain})")
     if trusted:
         where.append("NOT (" + "\n      OR ".join(trusted) + ")")
     outer = [f"e.k_{k} AS {identifier(KEY_NAMES[k])}" for k in GROUP_KEYS]

@@ -604,10 +604,10 @@ def main(
     try:
         return COMMANDS[args.command](args, out, err)
     except (UsageError, AllowlistInvalid, athena_sql.QueryInputInvalid) as exc:
-        err.write(f"error: {exc}\n")
+        err.write(f"error: {safe_text(exc, 2000)}\n")  # may quote hostile data
         return EXIT_USAGE
     except DetectorError as exc:
-        err.write(f"error: {exc}\n")
+        err.write(f"error: {safe_text(exc, 2000)}\n")
         return EXIT_UNREAD
     except KeyboardInterrupt:
         err.write("interrupted\n")

@@ -91,7 +91,12 @@ class Style:
 
 # Tried in turn until the email fits EMAIL_BUDGET; the last always does (a few KB).
 STYLES = (Style(), Style(10, 5, 120), Style(5, 3, 80), Style(1, 2, 60))
-_SPACES = re.compile(r"[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}")
+# Blank space within a line: every Unicode whitespace character (tab, NBSP, U+3000, ...) except
+# the line and record separators (``\n``, ``\r``, U+0085, U+2028, ...), which ``safe_text``
+# shows escaped instead, as a sign that someone put a line break into the data.
+_BLANKS = re.compile(r"[^\S\n\r\v\f\x1c-\x1f\x85\u2028\u2029]+")
+# Starts every continuation line of a wrapped data value (after the indentation): see ``_data``.
+CONTINUED = "| "
 
 
 @dataclass(frozen=True)
@@ -160,19 +165,38 @@ def _subject_text(value: str, room: int) -> str:
 
 
 def _clean(value: object, limit: int = VALUE_MAX) -> str:
-    """A data value made safe to show: control characters escaped, runs of spaces collapsed
-    (padding must not push text onto a line of its own), length capped."""
+    """A data value made safe to show: control characters and line breaks escaped, every run of
+    blank space (spaces, tabs, NBSP, U+3000, ...) one space, so that padding cannot place text
+    where the wrapping puts it on a line of its own; length capped."""
     if value is None or value == "":
         return "(not recorded)"
+    raw = str(value)
     # Escaping only lengthens text, so cutting first gives the same result without walking
-    # a megabyte-long user agent character by character.
-    text = _SPACES.sub(" ", str(value)[: limit * 4 + 1])[: limit + 1]
+    # a megabyte-long user agent character by character. Collapsing shortens it: cut at four
+    # times the limit, and say the value was cut even if little is left (a megabyte of spaces).
+    room = limit * 4
+    text = _BLANKS.sub(" ", raw[:room])
+    text = text[: limit - 1] + "…" if len(raw) > room else text[: limit + 1]
     if text.isprintable():  # no Other or Separator character: nothing for safe_text to escape
         return text if len(text) <= limit else text[: limit - 1] + "…"
     return safe_text(text, limit)
 
 
+def _data(text: str, indent: str = "  ") -> list[str]:
+    """``text`` (a label and data values) wrapped, every continuation line marked.
+
+    Continuation lines are indented two more and start with ``CONTINUED`` ("| "), which no line
+    of the email's own starts with. Data can never begin a line any other way (``_clean``
+    escapes line breaks), so whatever a value holds and however it is padded, it cannot render
+    as a line of the email's own ("PutImage calls: ...", "No push succeeded ...", "Who", a
+    "----" rule): on a phone, a line starting with "|" reads as the line above, continued.
+    ASCII, so every mail client shows it the same.
+    """
+    return _wrap(text, indent=indent, hang=indent + "  " + CONTINUED)
+
+
 def _wrap(text: str, indent: str = "  ", hang: str = "    ") -> list[str]:
+    """Our own text (or a label and data, through ``_data``) wrapped to ``WIDTH``."""
     if len(indent) + len(text) <= WIDTH:
         return [(indent + text).rstrip()]
     return textwrap.wrap(
@@ -186,7 +210,7 @@ def _wrap(text: str, indent: str = "  ", hang: str = "    ") -> list[str]:
 
 
 def _field(label: str, value: object, st: Style) -> list[str]:
-    return _wrap(f"{label}: {_clean(value, st.value_max)}")
+    return _data(f"{label}: {_clean(value, st.value_max)}")
 
 
 def _list_field(
@@ -206,7 +230,7 @@ def _values_field(
     optional: bool = False,
 ) -> list[str]:
     if not values:
-        return [] if optional else _wrap(f"{label}: (not recorded)")
+        return [] if optional else _data(f"{label}: (not recorded)")
     shown = [_clean(v, st.value_max) for v in values[: st.list_max]]
     extra = total - len(shown)
     text = ", ".join(shown)
@@ -215,7 +239,7 @@ def _values_field(
     elif more:
         text += " (and others not kept)"
     count = f"{total}+" if more else str(total)
-    return _wrap(f"{label} ({count}): {text}")
+    return _data(f"{label} ({count}): {text}")
 
 
 def _when(ms: int | None) -> str:
@@ -290,7 +314,7 @@ def _next_steps(alert: Alert) -> list[str]:
         )
     lines.append("  - If the push was expected, add to the allowlist (see end):")
     if _ALLOWLIST_ENTRY.fullmatch(alert.who()):
-        lines += _wrap(alert.who(), indent="    ", hang="      ")
+        lines += _data(alert.who(), indent="    ")  # one word (no spaces): one line
     else:
         lines.append("    (no caller ARN usable as an allowlist entry was recorded)")
     return lines
@@ -317,7 +341,7 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     lines = ["-" * 40]
     verdict = "IMAGE PUSHED" if alert.succeeded else "PUSH ATTEMPTED"
     lines.append(f"PRINCIPAL {index} OF {total}: {verdict}")
-    lines += _wrap(DETECTION.message(_clean(alert.who(), st.value_max)), indent="", hang="  ")
+    lines += _data(DETECTION.message(_clean(alert.who(), st.value_max)), indent="")
     if alert.reason == FIRST_SUCCESS:
         lines += _wrap(
             "Again within the alert window: the first successful push after failed ones.",
@@ -377,7 +401,7 @@ def _summary_lines(alerts: Sequence[Alert]) -> list[str]:
         shown = ", ".join(_clean(a, 64) for a in accounts[:5])
         if len(accounts) > 5:
             shown += f" (+{len(accounts) - 5} more)"
-        lines += _wrap(f"Caller account(s): {shown}", indent="", hang="  ")
+        lines += _data(f"Caller account(s): {shown}", indent="")
     mitre = ", ".join(DETECTION.mitre_attack_ids)
     lines.append(
         f"Severity {DETECTION.severity.upper()} (risk {DETECTION.risk_score}), "
@@ -397,7 +421,7 @@ def _rest_lines(rest: Sequence[Alert], context: Mapping[str, str], st: Style) ->
     text += f", {pushed} with a successful push)." if pushed else ")."
     lines += _wrap(text, indent="", hang="")
     names = ", ".join(_clean(a.who(), min(80, st.value_max)) for a in rest[: st.list_max])
-    lines += _wrap(f"Among them: {names}", indent="  ", hang="    ")
+    lines += _data(f"Among them: {names}")
     where = (
         "Every principal is in this message's JSON body (any SQS or HTTPS subscriber of the "
         f"topic gets it) and in Security Hub (filter GeneratorId = {DETECTION.id})"
@@ -440,7 +464,7 @@ def _context_lines(context: Mapping[str, str]) -> list[str]:
         return []
     lines = ["Run"]
     for key, value in list(context.items())[:10]:
-        lines += _wrap(f"{_clean(key, 64)}: {_clean(value)}")
+        lines += _data(f"{_clean(key, 64)}: {_clean(value)}")
     lines.append("")
     return lines
 

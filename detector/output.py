@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
@@ -29,28 +30,85 @@ def document(findings: Sequence[Finding], **extra: Any) -> dict[str, Any]:
     return doc
 
 
+# Characters no output shows raw, whatever the format: controls (Cc: C0, DEL, C1 such as CSI
+# U+009B, OSC U+009D and NEL U+0085), format characters (Cf: bidi controls such as U+202E and
+# U+2066-U+2069, zero-width characters, the BOM), lone surrogates (Cs), private use (Co) and the
+# line and paragraph separators (Zl, Zp). The data comes from whoever made the API call: these
+# would drive a terminal, reorder what a person reads, or end a line early for a reader that
+# splits lines the way Python's ``str.splitlines()`` does.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Where UNSAFE_CATEGORIES characters past C0 live (Unicode 14; a few blocks whole, for
+# characters later versions add there): the JSON post-pass looks only at these, and checks
+# the category of each, so readable text (CJK, emoji) is not walked character by character.
+# ``json.dumps`` already escapes C0 controls, and the JSON structure itself is ASCII.
+_CANDIDATES = re.compile(
+    "[\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\ud800-\uf8ff\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001345f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f"
+    "\U000f0000-\U0010ffff]+"
+)
+
+
+def _json_escape(ch: str) -> str:
+    """``ch`` as a JSON ``\\uXXXX`` escape: a surrogate pair past the BMP (JSON escapes
+    UTF-16 code units)."""
+    n = ord(ch)
+    if n > 0xFFFF:
+        n -= 0x10000
+        return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+    return f"\\u{n:04x}"
+
+
+def _escape_unsafe(match: re.Match[str]) -> str:
+    return "".join(
+        _json_escape(ch) if unicodedata.category(ch) in UNSAFE_CATEGORIES else ch
+        for ch in match.group()
+    )
+
+
+def safe_json(value: Any, *, indent: int | None = None) -> str:
+    """``json.dumps`` that people's terminals and line-splitting readers can take.
+
+    Readable JSON (``ensure_ascii=False``: accents, CJK and emoji stay as they are), except
+    that every ``UNSAFE_CATEGORIES`` character becomes a ``\\uXXXX`` escape: no escape
+    sequence reaches the terminal, no bidi control reorders the line, and one record stays one
+    line for ``str.splitlines()`` (which also splits on U+0085, U+2028 and U+2029). Lone
+    surrogates become escapes too, so the text always encodes as UTF-8 (raw, they make the
+    write to stdout fail). ``json.loads`` gives back the original value; the one thing JSON
+    itself cannot keep apart is a high and a low surrogate in a row, which decode as the one
+    character they would pair into.
+
+    A post-pass over the text is safe: ``json.dumps`` writes these characters raw only inside
+    strings (the structure around them is ASCII), and there an escape means the same character.
+    """
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _CANDIDATES.sub(_escape_unsafe, text)
+
+
 def write_jsonl(findings: Iterable[Finding], out: TextIO) -> None:
     for f in findings:
-        out.write(json.dumps(f.to_record(), ensure_ascii=False) + "\n")
+        out.write(safe_json(f.to_record()) + "\n")
 
 
 def write_json(findings: Sequence[Finding], out: TextIO, **extra: Any) -> None:
-    json.dump(document(findings, **extra), out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    out.write(safe_json(document(findings, **extra), indent=2) + "\n")
 
 
 def safe_text(value: object, limit: int) -> str:
     """One printable line: control characters shown escaped, never sent to the terminal.
 
     Data comes from whoever made the API call (the user agent is attacker-controlled), so
-    escape sequences in it must not reach a terminal or an email as such.
+    escape sequences in it must not reach a terminal or an email as such. Tabs and line breaks
+    are escaped too, and every ``UNSAFE_CATEGORIES`` character (``\\x9b``, ``\\u202e``, ...).
     """
     if value is None:
         return "-"
     text = str(value)
     out = []
     for ch in text:
-        if ch in "\t\n\r" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
+        if ch in "\t\n\r" or unicodedata.category(ch) in UNSAFE_CATEGORIES:
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)

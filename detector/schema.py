@@ -10,6 +10,7 @@ position); optional columns missing from an object read as nulls.
 | principal_id   | actor.user.uid             | actor.user.uid_alt         |
 | account        | actor.user.account_uid     | actor.user.account.uid     |
 | request        | unmapped[requestParameters.*] | api.request.data (JSON) |
+|                | or unmapped[requestParameters] (JSON) |                 |
 """
 
 from __future__ import annotations
@@ -73,11 +74,18 @@ class Layout:
         return {"operation": OPERATION_PATH} | self.trust | self.detail
 
 
+# Besides the caller ARN: the source domain is a trust column because a push AWS makes itself
+# (replication, pull-through cache) carries no caller identity, only ``src_endpoint.domain``
+# (e.g. ``ecr.amazonaws.com``), and may be allowlisted by it. It is carried along to the finding.
+_COMMON_TRUST = {
+    "session_issuer": "actor.session.issuer",
+    "invoked_by": "actor.invoked_by",
+    "src_domain": "src_endpoint.domain",
+}
 _COMMON_DETAIL = {
     "time_ms": "time",
     "user_agent": "http_request.user_agent",
     "src_ip": "src_endpoint.ip",
-    "src_domain": "src_endpoint.domain",
     "region": "cloud.region",
     "status": "status",
     "event_uid": "metadata.uid",
@@ -85,11 +93,7 @@ _COMMON_DETAIL = {
 
 V1 = Layout(
     SchemaVersion.V1,
-    trust={
-        "user": "actor.user.uuid",
-        "session_issuer": "actor.session.issuer",
-        "invoked_by": "actor.invoked_by",
-    },
+    trust={"user": "actor.user.uuid"} | _COMMON_TRUST,
     detail=_COMMON_DETAIL
     | {
         "principal_id": "actor.user.uid",
@@ -99,11 +103,7 @@ V1 = Layout(
 )
 V2 = Layout(
     SchemaVersion.V2,
-    trust={
-        "user": "actor.user.uid",
-        "session_issuer": "actor.session.issuer",
-        "invoked_by": "actor.invoked_by",
-    },
+    trust={"user": "actor.user.uid"} | _COMMON_TRUST,
     detail=_COMMON_DETAIL
     | {
         "principal_id": "actor.user.uid_alt",
@@ -175,30 +175,131 @@ _REPO_RX = r'"repositoryName"\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"'
 _TAG_RX = r'"imageTag"\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"'
 
 
-def _json_field(data: pa.Array, rx: str) -> pa.Array:
+class RequestInvalid(ValueError):
+    """A request value that cannot be text (invalid UTF-8): the reader names the object."""
+
+
+def _text(values: pa.Array, what: str) -> pa.Array:
+    """``values`` as ``string``, whatever text or byte type the writer chose.
+
+    Parquet writers differ: ``large_string``, ``binary`` (a BYTE_ARRAY without the UTF8
+    annotation), dictionary-encoded or view types all hold the same text. Invalid UTF-8 is an
+    error naming ``what``, as a non-UTF-8 value in any other column is (``v2`` included).
+    Anything that is neither text nor bytes is not a repository or tag: null.
+    """
+    typ = values.type
+    if pa.types.is_dictionary(typ):
+        values = values.dictionary_decode()
+        typ = values.type
+    if not (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_string_view(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+        or pa.types.is_binary_view(typ)
+    ):
+        return pa.nulls(len(values), pa.string())
+    try:
+        out = values if pa.types.is_string(typ) else values.cast(pa.string())
+        # A ``string`` column straight from Parquet is not UTF-8-checked by the reader.
+        out.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise RequestInvalid(f"{what} is not valid UTF-8 text ({typ})") from exc
+    return out
+
+
+def _searchable(data: pa.Array) -> pa.Array:
+    """``data`` in a type the regex kernels take, without decoding bytes as text."""
+    typ = data.type
+    if pa.types.is_dictionary(typ):
+        data = data.dictionary_decode()
+        typ = data.type
+    if pa.types.is_string_view(typ):
+        return data.cast(pa.string())
+    if pa.types.is_binary_view(typ):
+        return data.cast(pa.binary())
+    return data
+
+
+def _json_field(data: pa.Array, rx: str, what: str) -> pa.Array:
+    """The string value of one key, cut out of JSON text (or bytes), JSON escapes decoded."""
+    data = _searchable(data)
+    typ = data.type
+    if not (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+    ):
+        return pa.nulls(len(data), pa.string())
     # A regex over the JSON text, vectorised in Arrow, instead of json.loads per row: the request
     # carries the whole image manifest (KBs) and a push storm means many rows. The escaped
     # manifest cannot produce a false match: inside it every quote is preceded by a backslash.
-    return pc.struct_field(pc.extract_regex(data, rx), [0])
+    # Bytes are searched as bytes, so only the value cut out has to be valid UTF-8.
+    return _unescape(_text(pc.struct_field(pc.extract_regex(data, rx), [0]), what))
+
+
+def _map_value(request: pa.Array, key: str) -> pa.Array:
+    """``request[key]`` per row (first match, null if absent) for a map with text/byte keys.
+
+    ``map_lookup`` wants a query key of exactly the map's key type; a dictionary key type is
+    decoded first (no kernel looks up dictionary keys).
+    """
+    typ = request.type
+    key_type = typ.key_type
+    if pa.types.is_dictionary(key_type):
+        key_type = key_type.value_type
+        request = request.cast(pa.map_(key_type, typ.item_field))
+    if pa.types.is_string_view(key_type) or pa.types.is_binary_view(key_type):
+        key_type = pa.string() if pa.types.is_string_view(key_type) else pa.binary()
+        request = request.cast(pa.map_(key_type, typ.item_field))
+    if not (
+        pa.types.is_string(key_type)
+        or pa.types.is_large_string(key_type)
+        or pa.types.is_binary(key_type)
+        or pa.types.is_large_binary(key_type)
+    ):
+        return pa.nulls(len(request), pa.string())
+    return pc.map_lookup(request, pa.scalar(key, key_type), "first")
+
+
+# v1 request parameters come in two layouts, possibly mixed within one object:
+# - flattened, one map entry per leaf (AWS's published sample objects, and the record in
+#   aws-samples/amazon-security-lake-custom-data): ``requestParameters.repositoryName`` → ``app``;
+# - one whole JSON value (what AWS's v1 query examples read): ``requestParameters`` →
+#   ``{"repositoryName": "app", "imageTag": "v1", …}``.
+# A flattened value wins where both are present, as the v1 Athena statement's coalesce does.
+_V1_FLAT = {"repository": "requestParameters.repositoryName", "tag": "requestParameters.imageTag"}
+_V1_WHOLE = "requestParameters"
 
 
 def request_fields(request: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array]:
-    """(repository, image tag) from the request column of either version."""
+    """(repository, image tag) from the request column of either version, as ``string``.
+
+    Raises ``RequestInvalid`` for a repository or tag that is not valid UTF-8.
+    """
+    n = len(request)
     if layout.version is SchemaVersion.V1:
         if not pa.types.is_map(request.type):
-            n = len(request)
             return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-        repo = pc.map_lookup(request, "requestParameters.repositoryName", "first")
-        tag = pc.map_lookup(request, "requestParameters.imageTag", "first")
-        return repo.cast(pa.string()), tag.cast(pa.string())
-    if not (pa.types.is_string(request.type) or pa.types.is_large_string(request.type)):
-        n = len(request)
-        return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-    return _unescape(_json_field(request, _REPO_RX)), _unescape(_json_field(request, _TAG_RX))
+        flat_repo, flat_tag = (
+            _text(_map_value(request, key), f"unmapped['{key}']") for key in _V1_FLAT.values()
+        )
+        whole = _map_value(request, _V1_WHOLE)
+        if whole.null_count == n:  # the flattened layout only: no regex work
+            return flat_repo, flat_tag
+        what = f"unmapped['{_V1_WHOLE}']"
+        return (
+            pc.coalesce(flat_repo, _json_field(whole, _REPO_RX, what)),
+            pc.coalesce(flat_tag, _json_field(whole, _TAG_RX, what)),
+        )
+    what = "api.request.data"
+    return _json_field(request, _REPO_RX, what), _json_field(request, _TAG_RX, what)
 
 
 def _unescape(arr: pa.Array) -> pa.Array:
-    """Decode JSON escapes (``\\u00e9``) in values cut out of request JSON text (v2 only)."""
+    """Decode JSON escapes (``\\u00e9``) in values cut out of request JSON text."""
     # Repository names and tags almost never hold an escape: stay vectorised unless one does.
     if not pc.any(pc.match_substring(arr, "\\")).as_py():
         return arr

@@ -8,12 +8,16 @@ principal, written so that the allowlist would actually match it:
   otherwise the glob ``arn:aws:sts::ACCT:assumed-role/ROLE/*`` over the caller ARN (a bare role
   ARN would match nothing there: no issuer to compare it with);
 - any other caller ARN (IAM user, root, federated user) as it is;
-- a call with no caller ARN made by an AWS service (``actor.invoked_by``): the service name.
+- a call with no caller ARN made by an AWS service (``actor.invoked_by``): the service name;
+- a call with no caller identity at all that AWS made itself (replication, pull-through cache):
+  its source domain (``src_endpoint.domain``, e.g. ``ecr.amazonaws.com``), which the allowlist
+  compares for such calls only.
 
 Entries come most pushes first, each after a ``#`` comment with its push count, last push,
-accounts and repositories. A principal that the allowlist format cannot hold (spaces, control
-characters, ``#``, ``,``, or ``*``/``?`` that would turn it into a glob) is listed as a comment
-only. The output parses as an allowlist.
+accounts and repositories. A principal that is not a valid allowlist entry
+(``allowlist.entry_problem``: not an ARN of one 12-digit account or an AWS service name, spaces,
+control characters) or that the line format would change (``#``, ``,``, or ``*``/``?`` that would
+turn it into a glob) is listed as a comment only. The output parses as an allowlist.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from detector.allowlist import entry_problem
 from detector.findings import Finding, Sample, ctime, max_opt
 from detector.output import safe_text
 
@@ -39,7 +44,7 @@ class Suggestion:
     """One principal that pushed: the allowlist entry (None when it cannot be one)."""
 
     entry: str | None
-    kind: str  # role, session issuer, user, service, unknown
+    kind: str  # role, session issuer, user, service, source domain, unknown
     shown: str  # what to show a person (the principal, escaped)
     pushes: int = 0
     last_ms: int | None = None
@@ -48,8 +53,14 @@ class Suggestion:
     via: set[str] = field(default_factory=set)
 
 
-def _plain(value: str) -> bool:
+def _literal(value: str) -> bool:
+    """``value`` reads back from one allowlist line as itself, not as a glob or a list."""
     return bool(_PLAIN_ENTRY.fullmatch(value)) and not (set(value) & _NOT_PLAIN)
+
+
+def _plain(value: str) -> bool:
+    """``value`` is an allowlist entry that reads back as exactly itself."""
+    return _literal(value) and entry_problem(value) is None
 
 
 def principal(f: Finding) -> tuple[str | None, str, str]:
@@ -65,12 +76,17 @@ def principal(f: Finding) -> tuple[str | None, str, str]:
         if m:
             role = m["role"]
             glob = f"arn:{m['partition']}:sts::{m['account']}:assumed-role/{role}/*"
-            return (glob if _plain(role) else None), "role", glob
+            ok = _literal(role) and entry_problem(glob) is None
+            return (glob if ok else None), "role", glob
         return (user if _plain(user) else None), "user", user
     services = f.invoked_by.sorted()
     if len(services) == 1:
         service = services[0]
         return (service if _plain(service) else None), "service", service
+    domain = f.field("src_domain")
+    if not services and not issuers and domain:
+        # No identity at all: the allowlist compares the source domain (an AWS service's name).
+        return (domain if _plain(domain) else None), "source domain", domain
     return None, "unknown", "(no caller identity recorded)"
 
 
@@ -122,7 +138,10 @@ def render(suggestions: list[Suggestion], *, source: str) -> str:
             reason = (
                 "nothing to allowlist"
                 if s.kind == "unknown"
-                else "cannot be an allowlist entry (a space, control character, #, comma, * or ?)"
+                else (
+                    "cannot be an allowlist entry (not an ARN of one account or an AWS service "
+                    "name, or a space, control character, #, comma, * or ?)"
+                )
             )
             lines.append(f"# {safe_text(s.shown, 200)}: {reason}")
             lines.append(f"# {details}")

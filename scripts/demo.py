@@ -203,6 +203,7 @@ def run(written: dict[str, Path]) -> int:
 
     from detector import handler
     from detector.cli import main as cli
+    from detector.output import safe_json
 
     heading(f"Local AWS (moto) at {os.environ['AWS_ENDPOINT_URL']}: setting up")
     s3 = boto3.client("s3")
@@ -277,7 +278,7 @@ def run(written: dict[str, Path]) -> int:
         f"{body['alert_count']} alert(s) from {body['finding_count']} finding(s) "
         "(Splunk groups); the first alert:"
     )
-    print(json.dumps(body["alerts"][0], indent=2, ensure_ascii=False)[:4000])
+    print(safe_json(body["alerts"][0], indent=2)[:4000])
     print("message attributes:", json.dumps(attributes))
 
     heading("AWS Security Hub findings, read back with GetFindings")

@@ -3,7 +3,13 @@
 Both source versions are produced with the real column nesting:
 - v1: OCSF 1.0.0-rc.2 (``aws/CLOUD_TRAIL_MGMT/1.0/…``): caller ARN in ``actor.user.uuid``,
   principalId in ``actor.user.uid``, account in ``actor.user.account_uid``, request
-  parameters flattened into the ``unmapped`` map.
+  parameters in the ``unmapped`` map, in either of the two layouts real v1 data has
+  (``v1_request``): flattened (``requestParameters.repositoryName`` → ``app``, as in AWS's
+  published sample objects) or whole JSON values (``requestParameters`` → ``{"repositoryName":
+  …}``, as AWS's own v1 query examples read ``unmapped['responseElements']``).
+  ``aws_v1_schema=True`` also writes the physical schema of AWS's published v1 objects
+  (aws-samples/amazon-security-lake-ocsf-validation): list elements named ``array``, the struct
+  fields AWS marks required written non-null, ``int32`` ``type_uid``, non-null map values.
 - v2: OCSF 1.1.0 (``aws/CLOUD_TRAIL_MGMT/2.0/…``): caller ARN in ``actor.user.uid``, principalId
   in ``actor.user.uid_alt``, account in ``actor.user.account.uid``, request parameters as a JSON
   string in ``api.request.data``.
@@ -165,11 +171,20 @@ def _const(value: Any, n: int, typ: pa.DataType = S) -> pa.Array:
     return pa.array([value] * n, type=typ) if n < 1024 else pa.repeat(pa.scalar(value, typ), n)
 
 
-def _flatten_request(request_json: str | None, response_json: str | None) -> list[tuple[str, str]]:
-    """v1 flattens request parameters and response elements into ``unmapped``."""
+# How v1 puts request parameters and response elements into ``unmapped`` (see the docstring).
+V1_REQUEST_LAYOUTS = ("flattened", "json")
+
+
+def _flatten_request(
+    request_json: str | None, response_json: str | None, layout: str = "flattened"
+) -> list[tuple[str, str]]:
+    """v1's ``unmapped`` entries for one event's request parameters and response elements."""
     items: list[tuple[str, str]] = []
     for prefix, raw in (("requestParameters", request_json), ("responseElements", response_json)):
         if raw is None:
+            continue
+        if layout == "json":
+            items.append((prefix, raw))
             continue
         try:
             body = json.loads(raw)
@@ -190,10 +205,24 @@ def _flatten_into(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, value if isinstance(value, str) else json.dumps(value)))
 
 
-def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
-    """The Security Lake table of ``version`` (1 or 2) holding the flat event columns ``cols``."""
+def nest(
+    cols: Mapping[str, pa.Array],
+    version: int,
+    *,
+    v1_request: str = "flattened",
+    aws_v1_schema: bool = False,
+) -> pa.Table:
+    """The Security Lake table of ``version`` (1 or 2) holding the flat event columns ``cols``.
+
+    ``v1_request`` and ``aws_v1_schema`` choose among the layouts of real v1 objects (see the
+    module docstring); they must keep their defaults for version 2.
+    """
     if version not in (1, 2):
         raise ValueError(f"version must be 1 or 2, not {version!r}")
+    if v1_request not in V1_REQUEST_LAYOUTS:
+        raise ValueError(f"v1_request must be one of {V1_REQUEST_LAYOUTS}, not {v1_request!r}")
+    if version == 2 and (v1_request != "flattened" or aws_v1_schema):
+        raise ValueError("v1_request and aws_v1_schema describe version 1 objects only")
     c = dict(cols)
     n = len(c["time_ms"])
     for name, typ in FIELDS.items():
@@ -319,7 +348,7 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
     }
     if version == 1:
         unmapped = [
-            _flatten_request(rq, rs)
+            _flatten_request(rq, rs, v1_request)
             for rq, rs in zip(
                 c["request_json"].to_pylist(), c["response_json"].to_pylist(), strict=True
             )
@@ -341,7 +370,89 @@ def nest(cols: Mapping[str, pa.Array], version: int) -> pa.Table:
         out["accountid"] = c["recipient_account"]
         out["region"] = c["region"]
         out["asl_version"] = _const("2.0", n)
-    return pa.table(out)
+    table = pa.table(out)
+    return _as_aws_v1(table) if aws_v1_schema else table
+
+
+# The fields AWS's published v1 objects mark required (Parquet ``required``), read from their
+# schema. Everything else there is optional, as in the tidy layout.
+_AWS_V1_REQUIRED = frozenset(
+    {
+        "metadata",
+        "metadata.product",
+        "metadata.product.version",
+        "metadata.product.name",
+        "metadata.product.vendor_name",
+        "metadata.product.feature",
+        "metadata.product.feature.name",
+        "metadata.version",
+        "time",
+        "cloud",
+        "cloud.provider",
+        "api",
+        "api.response",
+        "api.service",
+        "api.request",
+        "actor",
+        "actor.user",
+        "actor.session",
+        "actor.idp",
+        "http_request",
+        "src_endpoint",
+        "class_name",
+        "class_uid",
+        "category_name",
+        "category_uid",
+        "severity_id",
+        "severity",
+        "activity_name",
+        "activity_id",
+        "type_uid",
+        "type_name",
+    }
+)
+
+
+def _aws_v1_array(arr: pa.Array, path: str) -> pa.Array:
+    """``arr`` (the column or field at ``path``) with the physical typing of AWS's v1 objects.
+
+    A required struct is written without a validity bitmap: where the tidy layout has a null
+    parent (``actor.session`` of an IAM user), AWS has a struct whose fields are all null.
+    """
+    typ = arr.type
+    required = path in _AWS_V1_REQUIRED
+    if pa.types.is_struct(typ):
+        children = [_aws_v1_array(arr.field(i), f"{path}.{f.name}") for i, f in enumerate(typ)]
+        fields = [
+            pa.field(f.name, child.type, nullable=f"{path}.{f.name}" not in _AWS_V1_REQUIRED)
+            for f, child in zip(typ, children, strict=True)
+        ]
+        mask = None if required or arr.null_count == 0 else arr.is_null()
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    if pa.types.is_list(typ):
+        assert isinstance(arr, pa.ListArray)
+        values = _aws_v1_array(arr.values, f"{path}[]")
+        # parquet-avro names list elements ``array`` and writes them required.
+        element = pa.field("array", values.type, nullable=False)
+        mask = arr.is_null() if arr.null_count else None
+        return pa.ListArray.from_arrays(arr.offsets, values, type=pa.list_(element), mask=mask)
+    if pa.types.is_map(typ):
+        assert isinstance(arr, pa.MapArray)
+        entries = pa.map_(pa.field("key", S, nullable=False), pa.field("value", S, nullable=False))
+        mask = arr.is_null() if arr.null_count else None
+        return pa.MapArray.from_arrays(arr.offsets, arr.keys, arr.items, type=entries, mask=mask)
+    if path == "type_uid":
+        return arr.cast(pa.int32())
+    return arr
+
+
+def _as_aws_v1(table: pa.Table) -> pa.Table:
+    arrays = [_aws_v1_array(table.column(f.name).combine_chunks(), f.name) for f in table.schema]
+    fields = [
+        pa.field(f.name, a.type, nullable=f.name not in _AWS_V1_REQUIRED)
+        for f, a in zip(table.schema, arrays, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def key_for(
@@ -364,11 +475,25 @@ def write_object(
     version: int,
     compression: str = "gzip",
     row_group_size: int | None = None,
+    *,
+    v1_request: str = "flattened",
+    aws_v1_schema: bool = False,
 ) -> pa.Table:
-    """Write events (dicts or flat columns) as one Security Lake Parquet object of ``version``."""
+    """Write events (dicts or flat columns) as one Security Lake Parquet object of ``version``.
+
+    ``v1_request`` and ``aws_v1_schema``: the layouts of real v1 objects (see ``nest``).
+    """
     cols = columns_from_events(events) if isinstance(events, Sequence) else events
-    table = nest(cols, version)
-    pq.write_table(table, where, compression=compression, row_group_size=row_group_size)
+    table = nest(cols, version, v1_request=v1_request, aws_v1_schema=aws_v1_schema)
+    pq.write_table(
+        table,
+        where,
+        compression=compression,
+        row_group_size=row_group_size,
+        # The Parquet spec's list element name is ``element``; AWS's objects (parquet-avro)
+        # carry ``array``, which pyarrow keeps only when not made "compliant".
+        use_compliant_nested_type=not aws_v1_schema,
+    )
     return table
 
 

@@ -439,7 +439,7 @@ def test_suggest_allowlist_from_athena(world, lake):
     assert "NOT (" not in execution.query
     parsed = Allowlist.parse(out)
     assert f"arn:aws:iam::{ACCOUNT}:role/ci-deployer" in parsed.entries
-    assert "x'OR'1'='2" in parsed.entries
+    assert f"arn:aws:iam::{ACCOUNT}:user/x'OR'1'='2" in parsed.entries
     assert out.startswith("# Suggested ECR push allowlist")
 
 

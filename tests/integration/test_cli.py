@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import boto3
@@ -78,7 +80,7 @@ def test_json_document_carries_detection_and_inputs(lake_dir: Path, allowlist: P
 
 def test_table_is_default_and_reports_no_findings_plainly(lake_dir: Path, tmp_path: Path):
     trust_all = tmp_path / "all.txt"
-    trust_all.write_text("arn:aws:*\n")
+    trust_all.write_text(f"arn:aws:sts::{lake.ACCOUNT}:*\narn:aws:iam::{lake.ACCOUNT}:*\n")
     code, out, _ = run("scan", str(lake_dir), "--allowlist", str(trust_all))
     assert code == 0
     assert out.startswith("No findings")
@@ -258,3 +260,95 @@ def test_scan_of_an_s3_prefix_builds_one_client(allowlist: Path, monkeypatch: py
     code, out, _ = run("scan", "s3://lake/aws/", "--allowlist", str(allowlist), "--format", "jsonl")
     assert code == 0 and json.loads(out)["count"] == 3
     assert len(built) == 1  # not one client per object
+
+
+# --- output a terminal can take --------------------------------------------------------------
+
+# CSI and OSC as C1 controls, NEL, DEL, the line and paragraph separators, bidi overrides and
+# isolates: each would be obeyed by a terminal, reorder the text, or split a record in two for
+# a reader using str.splitlines(). The readable part must stay as it is.
+HOSTILE = "evil\x9b2J\x9d0;pwned\x07 \x85\u2028\u2029 \u202etxt.exe\u2066x\u2069\x7f\u061c"
+READABLE = "café 日本 😀"
+
+
+def raw_unsafe(text: str) -> list[str]:
+    unsafe = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+    return [ch for ch in text if ch != "\n" and unicodedata.category(ch) in unsafe]
+
+
+@pytest.fixture
+def hostile_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "hostile"
+    root.mkdir()
+    lake.write_object(
+        root / "x.parquet",
+        [
+            lake.event(
+                arn=INTRUDER,
+                session_issuer=None,
+                user_agent=f"{HOSTILE} {READABLE}",
+                request_json=lake.put_image_request(f"repo{HOSTILE}", f"tag{HOSTILE}"),
+            )
+        ],
+        2,
+    )
+    # An unreadable object whose name is hostile too: named in the JSON and on stderr.
+    (root / "bad\x1b]0;x\x07\u202e.parquet").write_bytes(b"not parquet")
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_json_output_escapes_controls_and_decodes_to_the_data(
+    hostile_dir: Path, allowlist: Path, fmt: str
+):
+    code, out, err = run("scan", str(hostile_dir), "--allowlist", str(allowlist), "--format", fmt)
+    assert code == 1  # the bad object
+    assert raw_unsafe(out) == [] and raw_unsafe(err) == []
+    assert READABLE in out  # not \u-escaped: still readable
+    if fmt == "jsonl":
+        assert len(out.splitlines()) == 1  # one finding, one line, by Python's rules too
+        rec = json.loads(out)
+    else:
+        doc = json.loads(out)
+        [rec] = doc["findings"]
+        [bad] = doc["inputs"]["unreadable"]
+        assert "bad\x1b]0;x\x07\u202e.parquet" in bad
+    assert rec["user_agent"] == f"{HOSTILE} {READABLE}"
+    assert rec["repositories"] == [f"repo{HOSTILE}"]
+    assert rec["image_tags"] == [f"tag{HOSTILE}"]
+
+
+def test_table_and_suggest_allowlist_show_the_same_characters_escaped(
+    hostile_dir: Path, allowlist: Path
+):
+    _, table, _ = run("scan", str(hostile_dir), "--allowlist", str(allowlist))
+    _, suggested, _ = run("suggest-allowlist", str(hostile_dir))
+    for text in (table, suggested):
+        assert raw_unsafe(text) == []
+        # The user agent (table) or the repository (the reviewer's comment), escaped.
+        assert "evil\\x9b2J\\x9d0;pwned\\x07 \\x85\\u2028" in text
+    assert len(table.splitlines()) == 4  # header, one row, a blank line, the summary
+    assert INTRUDER in suggested.splitlines()  # the entry itself is untouched
+
+
+def test_a_file_name_that_is_not_utf8_still_makes_valid_json(tmp_path: Path, allowlist: Path):
+    """Python decodes such a name with lone surrogates (``bad\\udcff``): written raw, they
+    either fail the write to a UTF-8 stdout or put invalid UTF-8 into the output."""
+    try:
+        with open(os.path.join(os.fsencode(tmp_path), b"bad\xff.parquet"), "wb") as f:
+            f.write(b"not parquet")
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    lake.write_object(tmp_path / "x.parquet", [lake.event(arn=INTRUDER, session_issuer=None)], 2)
+    buffer = io.BytesIO()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", errors="strict", newline="")
+    err = io.StringIO()
+    code = main(
+        ["scan", str(tmp_path), "--allowlist", str(allowlist), "--format", "json"], out, err
+    )
+    out.flush()
+    assert code == 1 and "internal error" not in err.getvalue(), err.getvalue()  # the bad object
+    doc = json.loads(buffer.getvalue().decode("utf-8"))
+    [bad] = doc["inputs"]["unreadable"]
+    assert "bad\udcff.parquet" in bad
+    assert [f["user"] for f in doc["findings"]] == [INTRUDER]

@@ -23,7 +23,7 @@ from detector.errors import AllowlistInvalid
 from detector.findings import Finding
 from detector.schema import SchemaVersion
 from tests.contract import JSONL_KEYS
-from tests.lake import ACCOUNT, event, key_for, put_image_request, write_object
+from tests.lake import ACCOUNT, T0_MS, event, key_for, put_image_request, write_object
 from tests.unit.test_differential import AGENTS, DOMAINS, IPS, PRINCIPALS, STATUSES
 
 OTHER = "444455556666"
@@ -31,27 +31,30 @@ DAY0 = datetime(2026, 11, 18, tzinfo=UTC)
 DAYS = [DAY0 + timedelta(days=i) for i in range(4)]  # 18, 19, 20, 21 November
 REGION = "us-east-1"
 
-# Allowlist entries that SQL could get wrong: quotes, LIKE's own wildcards and escape character.
-QUOTED = "arn:aws:iam::111122223333:user/o'brien"
-HOSTILE_EXACT = ["x'OR'1'='1", QUOTED, "'--"]
-HOSTILE_GLOBS = ["arn:aws:iam::*:user/a%b_c?", "arn:aws:iam::*:user/back\\slash*"]
+# Allowlist entries that SQL could get wrong: quotes, LIKE's own wildcards and escape character
+# (in the resource of an ARN: an entry must name one account's principals).
+U = f"arn:aws:iam::{ACCOUNT}:user/"
+QUOTED = f"{U}o'brien"
+HOSTILE_EXACT = [f"{U}x'OR'1'='1", QUOTED, f"{U}'--"]
+HOSTILE_GLOBS = [f"{U}a%b_c?", f"{U}back\\slash*"]
 ALLOWLIST = Allowlist.of(
     [
         f"arn:aws:iam::{ACCOUNT}:role/ci-deployer",
         f"arn:aws:iam::{ACCOUNT}:user/dev0",
         "codebuild.amazonaws.com",
-        "arn:aws:sts::*:assumed-role/eks-node/*",
-        "arn:aws:iam::*:user/bot?",
+        "ecr.amazonaws.com",  # the source domain of pushes AWS makes itself
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/eks-node/*",
+        f"arn:aws:iam::{ACCOUNT}:user/bot?",
         *HOSTILE_EXACT,
         *HOSTILE_GLOBS,
     ]
 )
 HOSTILE_PRINCIPALS: list[tuple[str | None, str | None, str | None]] = [
-    ("x'OR'1'='1", None, None),  # trusted (exact, with quotes)
-    ("x'OR'1'='2", None, None),  # not trusted
+    (f"{U}x'OR'1'='1", None, None),  # trusted (exact, with quotes)
+    (f"{U}x'OR'1'='2", None, None),  # not trusted
     (QUOTED, None, None),  # trusted
-    ("'--", None, None),  # trusted
-    ("' OR ''='", None, None),  # not trusted
+    (f"{U}'--", None, None),  # trusted
+    (f"{U}' OR ''='", None, None),  # not trusted
     (f"arn:aws:iam::{ACCOUNT}:user/a%b_c1", None, None),  # trusted: % and _ literal
     (f"arn:aws:iam::{ACCOUNT}:user/aXbYc1", None, None),  # not: % and _ are no wildcards
     (f"arn:aws:iam::{ACCOUNT}:user/a%b_c", None, None),  # not: ? needs one character
@@ -66,8 +69,9 @@ HOSTILE_PRINCIPALS: list[tuple[str | None, str | None, str | None]] = [
 
 def trino_on_duckdb(sql: str) -> str:
     # element_at(map, key) is the one function DuckDB has under the same name with another
-    # result type; the allowlist literals in these tests never contain the text.
-    assert sql.count("element_at(") in (0, 2)
+    # result type; the allowlist literals in these tests never contain the text. v1 looks up
+    # repository and tag both flattened and in the whole requestParameters JSON: four calls.
+    assert sql.count("element_at(") in (0, 4)
     return sql.replace("element_at(", "map_extract_value(")
 
 
@@ -211,8 +215,12 @@ def test_statement_on_duckdb_equals_scan_over_the_days_asked_for(lake, version):
     assert any(f.field("user_agent") is None for f in mine)
     assert any(f.field("region") is None for f in mine)
     assert any(f.field("account") is None for f in mine)
-    assert {f.user for f in mine} >= {"x'OR'1'='2", "' OR ''='"}
-    assert not {f.user for f in mine} & {"x'OR'1'='1", QUOTED, "'--"}
+    assert {f.user for f in mine} >= {f"{U}x'OR'1'='2", f"{U}' OR ''='"}
+    assert not {f.user for f in mine} & {f"{U}x'OR'1'='1", QUOTED, f"{U}'--"}
+    # The source domain: reported without an identity from a domain not on the list, and with
+    # an ARN from one on it (the domain of a caller with an ARN is never consulted).
+    assert any(f.user is None and f.field("src_domain") == "ecs.amazonaws.com" for f in mine)
+    assert any(f.user is not None and f.field("src_domain") == "ecr.amazonaws.com" for f in mine)
     # The order is scan's (most recent activity first).
     assert [f.key for f in mine] == [f.key for f in expected]
 
@@ -364,23 +372,24 @@ def test_real_regions_are_accepted(region):
 def test_allowlist_entries_with_quotes_are_escaped_into_one_statement():
     sql = athena_sql.build(query(2, "2026-11-20", "2026-11-20"), ALLOWLIST)
     one_statement(sql)
-    assert "'x''OR''1''=''1'" in sql
+    assert f"'{U}x''OR''1''=''1'" in sql
     assert "'arn:aws:iam::111122223333:user/o''brien'" in sql
-    assert "'arn:aws:iam::%:user/a\\%b\\_c_' ESCAPE '\\'" in sql
-    assert "'arn:aws:iam::%:user/back\\\\slash%' ESCAPE '\\'" in sql
+    assert f"'{U}a\\%b\\_c_' ESCAPE '\\'" in sql
+    assert f"'{U}back\\\\slash%' ESCAPE '\\'" in sql
 
 
 def test_sql_comment_and_statement_breaks_in_entries_stay_inside_literals(tmp_path):
-    hostile = ["x'--", "x';DROP/**/TABLE/**/t;--", "*'/*", "a'||'b"]
+    hostile = [U + e for e in ("x'--", "x';DROP/**/TABLE/**/t;--", "*'/*", "a'||'b")]
     allowlist = Allowlist.of(hostile)
     sql = athena_sql.build(query(2, "2026-11-20", "2026-11-20"), allowlist)
     one_statement(sql)
     path = tmp_path / key_for(2, day="20261120")
     path.parent.mkdir(parents=True)
-    callers = ["x'--", "x';DROP/**/TABLE/**/t;--", "*'/* anything", "a'||'b", "ab", "x'"]
+    callers = [U + c for c in ("x'--", "x';DROP/**/TABLE/**/t;--", "*'/* anything", "a'||'b")]
+    callers += [U + "ab", U + "x'"]
     write_object(path, [event(arn=a, session_issuer=None) for a in callers], 2)
     found = run_sql(athena_on_duckdb([(path, 2)]), sql)
-    assert sorted(f.user or "" for f in found) == ["ab", "x'"]
+    assert sorted(f.user or "" for f in found) == [U + "ab", U + "x'"]
 
 
 def test_an_entry_with_spaces_never_reaches_the_query():
@@ -390,9 +399,53 @@ def test_an_entry_with_spaces_never_reaches_the_query():
 
 def test_control_characters_are_refused_even_past_allowlist_validation():
     # Allowlist.of rejects them; a directly built Allowlist must not smuggle them in either.
-    for bad in ("a\nb", "a\x00", "caf\u00e9", "a\u202eb"):
+    for bad in ("a\nb", "a\x00", "caf\u00e9", "a\u202eb", f"{U}a\nb"):
         with pytest.raises(athena_sql.QueryInputInvalid):
             athena_sql.build(query(2, "2026-11-20", "2026-11-20"), Allowlist((bad,)))
+
+
+@pytest.mark.parametrize("entry", ["*", "arn:aws:*", "arn:aws:iam::*:role/*", "*.amazonaws.com"])
+def test_catch_alls_are_refused_even_past_allowlist_validation(entry):
+    with pytest.raises(AllowlistInvalid):
+        Allowlist.of([entry])
+    with pytest.raises(athena_sql.QueryInputInvalid, match="any account") as info:
+        athena_sql.build(query(2, "2026-11-20", "2026-11-20"), Allowlist((entry,)))
+    assert repr(entry) in str(info.value)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_source_domain_trusts_only_pushes_without_identity(tmp_path, version):
+    def aws_push(domain: str | None, **kw: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = dict(
+            arn=None, principal_id=None, session_issuer=None, session_created_ms=None,
+            invoked_by=None, src_ip=None, src_domain=domain,
+        )
+        return event(**(fields | kw))
+
+    events = [
+        aws_push("ecr.amazonaws.com"),  # trusted by its domain
+        aws_push("ecr.amazonaws.com", time_ms=T0_MS + 1),
+        aws_push("ecr-public.amazonaws.com"),
+        aws_push(None),
+        aws_push("ecr.amazonaws.com", arn=f"{U}dev9"),
+        aws_push("ecr.amazonaws.com", session_issuer=f"arn:aws:iam::{ACCOUNT}:role/x",
+                 session_created_ms=T0_MS),
+        aws_push("ecr.amazonaws.com", invoked_by="ecs.amazonaws.com"),
+    ]
+    path = tmp_path / key_for(version, day="20261120")
+    path.parent.mkdir(parents=True)
+    write_object(path, events, version)
+    allow = Allowlist.of(["ecr.amazonaws.com"])
+    sql = athena_sql.build(query(version, "2026-11-20", "2026-11-20"), allow)
+    found = run_sql(athena_on_duckdb([(path, version)]), sql)
+    assert comparable(found) == comparable(scan([path], allow))
+    assert sum(f.count for f in found) == 5
+    assert {(f.user, f.field("src_domain")) for f in found} == {
+        (None, "ecr-public.amazonaws.com"),
+        (None, None),
+        (f"{U}dev9", "ecr.amazonaws.com"),
+        (None, "ecr.amazonaws.com"),  # the issuer-only and invoked_by-only pushes
+    }
 
 
 def test_an_allowlist_too_long_for_athena_is_a_usage_error():

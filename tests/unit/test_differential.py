@@ -1,5 +1,8 @@
 """Differential tests: the detector's findings over random (seeded) objects of both versions equal
-what DuckDB SQL, and a plain-Python reference, compute independently from the same Parquet."""
+what DuckDB SQL, and a plain-Python reference, compute independently from the same Parquet.
+
+The trust rule compared: a PutImage is trusted when its caller ARN, session issuer or calling
+service matches the allowlist, or, for a row with none of the three, its source domain does."""
 
 from __future__ import annotations
 
@@ -19,8 +22,11 @@ from tests.unit.helpers import summary
 OTHER_ACCOUNT = "444455556666"
 EKS_ROLE = f"arn:aws:iam::{ACCOUNT}:role/eks-node"
 STS = f"arn:aws:sts::{ACCOUNT}:assumed-role"
-EXACT = [CI_ROLE, f"arn:aws:iam::{ACCOUNT}:user/dev0", "codebuild.amazonaws.com"]
-GLOBS = ["arn:aws:sts::*:assumed-role/eks-node/*", "arn:aws:iam::*:user/bot?"]
+# ecr.amazonaws.com: trusted as the source domain of pushes AWS makes itself (replication).
+EXACT = [
+    CI_ROLE, f"arn:aws:iam::{ACCOUNT}:user/dev0", "codebuild.amazonaws.com", "ecr.amazonaws.com"
+]
+GLOBS = [f"arn:aws:sts::{ACCOUNT}:assumed-role/eks-node/*", f"arn:aws:iam::{ACCOUNT}:user/bot?"]
 ALLOWLIST = Allowlist.of(EXACT + GLOBS)
 
 # (caller ARN, session issuer, invoked_by): trusted and untrusted principals, incl. near misses.
@@ -40,6 +46,10 @@ PRINCIPALS: list[tuple[str | None, str | None, str | None]] = [
     (f"arn:aws:iam::{ACCOUNT}:user/bot\u00e9", None, None),
     (None, None, "codebuild.amazonaws.com"),
     (None, None, "ecs.amazonaws.com"),
+    (None, f"arn:aws:iam::{ACCOUNT}:role/other", None),  # an issuer alone is an identity
+    # No caller identity at all: the source domain decides (drawn often, to meet every domain).
+    (None, None, None),
+    (None, None, None),
     (None, None, None),
     ("\x1b[31mevil\x1b[0m \U0001f600", None, None),
 ]
@@ -53,7 +63,7 @@ AGENTS = [
     "Mozilla/5.0 " * 300,
 ]
 IPS = ["198.51.100.7", "198.51.100.8", "2001:db8::1", None]
-DOMAINS = [None, None, None, "ecs.amazonaws.com"]
+DOMAINS = [None, None, "ecs.amazonaws.com", "ecr.amazonaws.com", "codebuild.amazonaws.com"]
 REGIONS = ["us-east-1", "us-east-1", "eu-west-1", None, "\u202eus-east-1"]
 ACCOUNTS = [ACCOUNT, ACCOUNT, OTHER_ACCOUNT, None]
 STATUSES = ["Success", "Failure", "SUCCESS", None]
@@ -142,6 +152,12 @@ def _trusted(col: str) -> str:
     return f"coalesce({col} IN ({exact}) OR {likes}, false)"
 
 
+def _trusted_row() -> str:
+    by_identity = " OR ".join(_trusted(c) for c in ("usr", "iss", "inv"))
+    anonymous = "usr IS NULL AND iss IS NULL AND inv IS NULL"
+    return f"({by_identity} OR ({anonymous} AND {_trusted('dom')}))"
+
+
 def duckdb_summary(files: list[tuple[Path, int]]) -> set[tuple[Any, ...]]:
     selects = []
     for version in (1, 2):
@@ -163,7 +179,7 @@ def duckdb_summary(files: list[tuple[Path, int]]) -> set[tuple[Any, ...]]:
         SELECT op, usr, acct, ua, ip, dom, region, count(*), min(t), max(t)
         FROM rows
         WHERE op = 'PutImage'
-          AND NOT ({_trusted("usr")} OR {_trusted("iss")} OR {_trusted("inv")})
+          AND NOT {_trusted_row()}
         GROUP BY op, usr, acct, ua, ip, dom, region
     """
     con = duckdb.connect()
@@ -200,7 +216,11 @@ def python_summary(files: list[tuple[Path, int]]) -> set[tuple[Any, ...]]:
                 continue
             callers = (_get(row, _PATHS[version]["user"]), _get(row, "actor.session.issuer"),
                        _get(row, "actor.invoked_by"))
-            if any(ALLOWLIST.matches(v) for v in callers):
+            domain = _get(row, "src_endpoint.domain")
+            if all(v is None for v in callers):
+                if ALLOWLIST.matches(domain):
+                    continue
+            elif any(ALLOWLIST.matches(v) for v in callers):
                 continue
             key = (
                 "PutImage",
@@ -208,7 +228,7 @@ def python_summary(files: list[tuple[Path, int]]) -> set[tuple[Any, ...]]:
                 _get(row, _PATHS[version]["account"]),
                 _get(row, "http_request.user_agent"),
                 _get(row, "src_endpoint.ip"),
-                _get(row, "src_endpoint.domain"),
+                domain,
                 _get(row, "cloud.region"),
             )
             groups.setdefault(key, []).append(row["time"])
@@ -233,6 +253,15 @@ def test_lake_is_interesting(lake):
     assert any(k[1] is None for k, *_ in found)  # null caller group
     assert any(k[3] is None for k, *_ in found)  # null user agent group
     assert any(k[6] is None for k, *_ in found)  # null region group
+    # Pushes with no identity and an allowlisted domain exist (and are trusted), and a caller
+    # with an ARN from an allowlisted domain is still reported.
+    anonymous = [r for r in puts if _get(r, "actor.invoked_by") is None
+                 and _get(r, "actor.session.issuer") is None
+                 and _get(r, "actor.user.uuid") is None and _get(r, "actor.user.uid") is None]
+    assert any(_get(r, "src_endpoint.domain") == "ecr.amazonaws.com" for r in anonymous)
+    assert any(_get(r, "src_endpoint.domain") == "ecs.amazonaws.com" for r in anonymous)
+    assert any(k[1] is None and k[5] == "ecs.amazonaws.com" for k, *_ in found)
+    assert any(k[1] is not None and k[5] == "ecr.amazonaws.com" for k, *_ in found)
 
 
 @pytest.mark.parametrize("batch_rows", [None, 3])

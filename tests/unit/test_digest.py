@@ -192,7 +192,8 @@ def escaped_size(text: str) -> int:
 
 
 def flat(text: str) -> str:
-    return " ".join(text.split())
+    """The words of ``text``, wrapped values joined back (continuation marks dropped)."""
+    return " ".join(re.sub(r"\n *\| ", " ", text).split())
 
 
 def detailed(text: str) -> list[int]:
@@ -442,6 +443,148 @@ def test_the_command_window_is_padded_and_valid() -> None:
     assert option(lookup, "--lookup-attributes") == (
         "AttributeKey=EventName,AttributeValue=PutImage"
     )
+
+
+# --- data cannot pass for the email's own text -----------------------------------------------
+
+# Lines of the email's own that a hostile value would like to fake, and how our lines start.
+FORGED = [
+    "PutImage calls: 0 (0 succeeded, 5 failed) in 1 Splunk group(s)",
+    "No push succeeded, so no image was written; the credentials still reached ECR.",
+    "Who",
+    "From where",
+    "-" * 40,
+    "PRINCIPAL 2 OF 2: PUSH ATTEMPTED",
+    "Check next",
+    "- If the push was expected, add to the allowlist (see end):",
+]
+OWN_STARTS = (
+    "Who",
+    "From where",
+    "What",
+    "Evidence",
+    "Check next",
+    "PRINCIPAL",
+    "---",
+    "===",
+    "PutImage calls:",
+    "No push",
+    "First seen:",
+    "Last seen:",
+    "Principal:",
+    "Account:",
+    "Caller",
+    "Source IPs",
+    "Regions",
+    "User agents",
+    "Repositories",
+    "Image tags",
+    "Sample event ids",
+    "Container uploaded",
+    "- ",
+    "Why it matters",
+    "How to respond",
+    "How to allowlist",
+    "Known false positives",
+    "References",
+    "Run",
+    "Severity",
+)
+# Blank characters to pad with: every one renders as empty space.
+PADS = [" ", "\t", "\u00a0", "\u2003", "\u205f", "\u3000", " \u00a0\t"]
+
+
+def skeleton(text: str) -> list[str]:
+    """Which of the email's own line starts each line has, in order (data lines have none)."""
+    out = []
+    for line in text.splitlines():
+        head = line.strip()
+        out += [s for s in OWN_STARTS if head.startswith(s)][:1]
+    return out
+
+
+def email_with(field: str, value: str) -> str:
+    """The email of one alert with ``value`` in one data field (the rest ordinary)."""
+    if field == "user":
+        return digest.email_text([one(finding(f"arn:aws:iam::{ACCOUNT}:user/{value}"))])
+    if field == "context":
+        return digest.email_text([one(finding())], context={"period": value})
+    overrides: dict[str, Any] = {
+        "user_agent": {"user_agent": value},
+        "src_ip": {"src_ip": value},
+        "region": {"region": value},
+        "repositories": {"repositories": [value, "ok-repo"]},
+        "tags": {"tags": [value]},
+    }[field]
+    return digest.email_text([one(finding(**overrides))])
+
+
+@pytest.mark.parametrize(
+    "field", ["user_agent", "user", "src_ip", "region", "repositories", "tags", "context"]
+)
+def test_a_padded_value_cannot_render_as_a_line_of_the_email(field: str) -> None:
+    """A value padded to word-wrap exactly into "PutImage calls: 0 (...)", "Who", a "----"
+    rule...: whatever the padding and wherever the wrap falls, the email has the same lines of
+    its own, in the same order, as with an ordinary value; the forged text is only ever on
+    marked continuation lines."""
+    base = skeleton(email_with(field, "ordinary-value"))
+    assert base.count("PutImage calls:") == 1 and "Who" in base
+    for forged in zip(FORGED[::2], FORGED[1::2], strict=True):  # two a value: it is cut at 200
+        for pad in PADS:
+            for fill in range(0, 72, 4):  # moves the wrap point across the whole line
+                value = "x" * fill + "".join(pad * 70 + line for line in forged) + pad * 70
+                text = email_with(field, value)
+                assert skeleton(text) == base, (field, forged, repr(pad), fill)
+                for line in text.splitlines():
+                    assert not any(line.lstrip().startswith(f) for f in FORGED[:2]), line
+
+
+def test_continuation_lines_of_a_wrapped_value_are_marked() -> None:
+    landed = 0
+    for fill in range(70):
+        agent = "Mozilla/5.0 (X11; Linux x86_64) " * 3 + "x" * fill + " PutImage calls: 0"
+        lines = email_with("user_agent", agent).splitlines()
+        start = lines.index("From where") + 3
+        assert lines[start].startswith("  User agents (1): Mozilla")
+        end = lines.index("What")
+        assert end - start >= 2  # wrapped, each continuation line marked
+        assert all(ln.startswith("    | ") for ln in lines[start + 1 : end])
+        # Phone width, but a word is never split (one longer than a line stands alone).
+        assert all(len(ln) <= digest.WIDTH or " " not in ln[6:] for ln in lines[start:end])
+        assert flat("\n".join(lines[start:end])) == f"User agents (1): {' '.join(agent.split())}"
+        landed += "    | PutImage calls: 0" in lines
+    assert landed  # the forged text did start a line, and it is marked
+    # The value is data however it wraps: the message line and the list of sessions too.
+    arn = f"arn:aws:iam::{ACCOUNT}:user/old-contractor"
+    short = digest.email_text([one(finding())]).splitlines()
+    assert short[short.index("Container uploaded from unknown user") + 1] == f"  | {arn}"
+
+
+def test_blank_space_in_data_collapses_and_line_breaks_stay_escaped() -> None:
+    """Every Unicode whitespace character: blanks (tab, NBSP, U+3000, ...) become one space;
+    line and record separators are shown escaped, never break the line."""
+    blanks = 0
+    for c in range(0x110000):
+        ch = chr(c)
+        if not ch.isspace():
+            continue
+        lines = email_with("user_agent", f"a{ch * 3}b").splitlines()
+        [line] = [ln for ln in lines if ln.startswith("  User agents (1): ")]
+        if ch == "\t" or unicodedata.category(ch) == "Zs":
+            blanks += 1
+            assert line == "  User agents (1): a b", f"U+{c:04X}"
+        else:
+            escaped = ch.encode("unicode_escape").decode()
+            assert line == f"  User agents (1): a{escaped * 3}b", f"U+{c:04X}"
+    assert blanks == 18  # tab and the 17 space separators (Zs) of Unicode 14/15
+
+
+def test_a_value_cut_after_collapsing_still_says_it_was_cut() -> None:
+    """A megabyte of spaces before the text: what is left after collapsing is short, but the
+    value was cut, and the email says so."""
+    lines = email_with("user_agent", " " * 1_000_000 + "hidden-tail").splitlines()
+    [line] = [ln for ln in lines if ln.startswith("  User agents (1):")]
+    assert line.endswith("…") and "hidden-tail" not in line
 
 
 # --- outcomes (through the engine) -----------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from detector import schema
 from detector.allowlist import Allowlist
+from detector.errors import AllowlistInvalid
 from detector.reader import ObjectReader
 from tests.lake import ACCOUNT, CI_ROLE, event, key_for
 from tests.unit.helpers import drop_path, nested, parquet_bytes, scan, table_bytes
@@ -230,7 +231,8 @@ def test_allowlist_by_invoking_aws_service(version):
     assert finding.invoked_by.sorted() == ["ecs.amazonaws.com"]
     assert finding.who() == "ecs.amazonaws.com"
     assert result.stats.trusted == 1
-    assert len(scan(data, Allowlist.of(["*.amazonaws.com"])).aggregate.findings()) == 0
+    trusted = Allowlist.of(["codebuild.amazonaws.com", "ecs.amazonaws.com"])
+    assert len(scan(data, trusted).aggregate.findings()) == 0
     assert len(scan(data, Allowlist.of([])).aggregate.findings()) == 2
 
 
@@ -250,7 +252,10 @@ def test_principal_id_on_the_allowlist_does_not_trust(version):
     # In v1 actor.user.uid is the principalId: it must not be what the allowlist is keyed on.
     ev = event(arn=ATTACKER, principal_id="AROAEXAMPLEID:build-1", session_issuer=None)
     data = parquet_bytes([ev], version)
-    result = scan(data, Allowlist.of(["AROAEXAMPLEID:build-1", "AROA*"]))
+    with pytest.raises(AllowlistInvalid):  # not an entry at all any more
+        Allowlist.of(["AROAEXAMPLEID:build-1", "AROA*"])
+    # Built directly (bypassing the entry rules), it still never matches a principal id.
+    result = scan(data, Allowlist(("AROAEXAMPLEID:build-1", "AROA*")))
     assert [f.user for f in result.aggregate.findings()] == [ATTACKER]
     assert result.stats.trusted == 0
     # The caller ARN does.
@@ -278,3 +283,75 @@ def test_versions_agree(version):
     }
     assert mine == other
     assert len(mine) == 3
+
+
+# --- request parameters: text of any Arrow type --------------------------------------------
+
+V1_REQ = [("requestParameters.repositoryName", "app"), ("requestParameters.imageTag", "v1")]
+V2_REQ = '{"repositoryName": "app", "imageTag": "v\\u00e9"}'
+TEXT_TYPES = [
+    pa.large_string(),
+    pa.binary(),
+    pa.large_binary(),
+    pa.dictionary(pa.int8(), pa.string()),
+    pa.string_view(),
+    pa.binary_view(),
+]
+
+
+def _fields(request: pa.Array, layout: schema.Layout) -> tuple[list, list]:
+    repo, tag = schema.request_fields(request, layout)
+    assert repo.type == tag.type == pa.string()
+    return repo.to_pylist(), tag.to_pylist()
+
+
+@pytest.mark.parametrize("typ", TEXT_TYPES, ids=str)
+def test_v2_request_json_of_any_text_or_byte_type(typ):
+    # Before: anything but string/large_string gave no repository and no tag, silently.
+    request = pa.array([V2_REQ, None, "{}"]).cast(typ)
+    assert _fields(request, schema.V2) == (["app", None, None], ["v\u00e9", None, None])
+
+
+@pytest.mark.parametrize("typ", TEXT_TYPES, ids=str)
+def test_v1_map_keys_and_values_of_any_text_or_byte_type(typ):
+    plain = pa.array([V1_REQ, None, []], pa.map_(pa.string(), pa.string()))
+    for cast in (pa.map_(typ, pa.string()), pa.map_(pa.string(), typ), pa.map_(typ, typ)):
+        request = plain.cast(cast)
+        assert _fields(request, schema.V1) == (["app", None, None], ["v1", None, None]), cast
+
+
+def test_request_values_that_are_not_text_are_no_repository():
+    ints = pa.array([[(1, 2)]], pa.map_(pa.int32(), pa.int32()))
+    assert _fields(ints, schema.V1) == ([None], [None])
+    numbers = pa.array(
+        [[("requestParameters.repositoryName", 7)]], pa.map_(pa.string(), pa.int64())
+    )
+    assert _fields(numbers, schema.V1) == ([None], [None])
+    assert _fields(pa.array([1, None], pa.int64()), schema.V2) == ([None, None], [None, None])
+    assert _fields(pa.array(["{}"]), schema.V1) == ([None], [None])  # v1 request is a map
+
+
+def test_invalid_utf8_in_a_v2_repository_is_named():
+    request = pa.array([b'{"repositoryName": "a\xff", "imageTag": "t"}'], pa.binary())
+    with pytest.raises(schema.RequestInvalid, match=r"api\.request\.data .*UTF-8"):
+        schema.request_fields(request, schema.V2)
+    # Bytes outside the values read are not judged: only the cut-out values must be text.
+    request = pa.array([b'{"repositoryName": "a", "imageManifest": "\xff"}'], pa.binary())
+    assert _fields(request, schema.V2) == (["a"], [None])
+
+
+def test_v2_binary_request_column_is_read_when_scanning():
+    table = nested([event()], 2)
+    api = table.column("api").combine_chunks()
+    request = api.field("request")
+    names = [f.name for f in request.type]
+    children = [request.field(i) for i in range(len(names))]
+    children[names.index("data")] = children[names.index("data")].cast(pa.binary())
+    new_request = pa.StructArray.from_arrays(children, names=names, mask=request.is_null())
+    api_names = [f.name for f in api.type]
+    api_children = [api.field(i) for i in range(len(api_names))]
+    api_children[api_names.index("request")] = new_request
+    new_api = pa.StructArray.from_arrays(api_children, names=api_names, mask=api.is_null())
+    table = table.set_column(table.schema.get_field_index("api"), "api", new_api)
+    [finding] = scan(table_bytes(table)).aggregate.findings()
+    assert (finding.repositories.sorted(), finding.image_tags.sorted()) == (["app"], ["v1"])

@@ -25,9 +25,10 @@ def finding(
     last_ms: int = T0_MS,
     repository: str = "app",
     account: str | None = ACCOUNT,
+    domain: str | None = None,
 ) -> Finding:
     f = Finding(
-        key=("PutImage", user, account, "docker", "198.51.100.7", None, "us-east-1"),
+        key=("PutImage", user, account, "docker", "198.51.100.7", domain, "us-east-1"),
         count=count,
         first_ms=last_ms - 1000,
         last_ms=last_ms,
@@ -86,6 +87,43 @@ def test_users_services_and_unknown_callers():
     text = suggest.render(out, source="test")
     assert entries(text) == [user, "codebuild.amazonaws.com"]
     assert "# (no caller identity recorded): nothing to allowlist" in text
+
+
+def test_a_push_aws_made_itself_is_suggested_by_its_source_domain():
+    ecr = "ecr.amazonaws.com"
+    out = suggest.suggest(
+        [
+            finding(None, 3, domain=ecr),  # replication / pull-through cache
+            finding(f"arn:aws:iam::{ACCOUNT}:user/alice", 2, domain=ecr),  # the user, not ecr
+            finding(None, 1, domain="AWS Internal"),  # no entry can hold it
+            finding(None, 1, issuer=CI_ROLE, domain=ecr),  # an issuer: the domain is not used
+        ]
+    )
+    assert [(s.entry, s.kind) for s in out] == [
+        (ecr, "source domain"),
+        (f"arn:aws:iam::{ACCOUNT}:user/alice", "user"),
+        (CI_ROLE, "role"),
+        (None, "source domain"),
+    ]
+    text = suggest.render(out, source="t")
+    assert entries(text) == [ecr, f"arn:aws:iam::{ACCOUNT}:user/alice", CI_ROLE]
+    assert "# AWS Internal: cannot be an allowlist entry" in text
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "AIDAEXAMPLEUSERID",  # a caller value that is no ARN
+        "arn:aws:iam::aws:user/x",  # no 12-digit account
+        "arn:aws:iam::111122223333:",  # no resource
+        "arn:aws:sts::*:assumed-role/x/y",  # would read back as a catch-all glob
+    ],
+)
+def test_callers_that_are_no_valid_entry_are_only_comments(odd):
+    out = suggest.suggest([finding(odd, 2), finding(f"arn:aws:iam::{ACCOUNT}:user/ok")])
+    text = suggest.render(out, source="t")
+    assert entries(text) == [f"arn:aws:iam::{ACCOUNT}:user/ok"]
+    assert "cannot be an allowlist entry" in text
 
 
 def test_a_role_that_a_service_used_stays_the_role_with_the_service_noted():
@@ -178,6 +216,14 @@ def lake_dir(tmp_path: Path) -> Path:
                     src_domain="codebuild.amazonaws.com",
                 ),
                 event(arn=None, principal_id=None, account=None, session_issuer=None),
+                event(  # a pull-through cache push: no identity, only the source domain
+                    arn=None,
+                    principal_id=None,
+                    account=None,
+                    session_issuer=None,
+                    src_ip=None,
+                    src_domain="ecr.amazonaws.com",
+                ),
                 event(arn=f"arn:aws:iam::{ACCOUNT}:user/odd name", session_issuer=None),
                 event(
                     operation="GetAuthorizationToken",
@@ -206,6 +252,7 @@ def test_the_suggestion_applied_leaves_only_what_it_could_not_allowlist(lake_dir
         f"arn:aws:iam::{ACCOUNT}:user/alice",
         f"{STS}/no-issuer/*",
         "codebuild.amazonaws.com",
+        "ecr.amazonaws.com",
     ]
     assert f"arn:aws:iam::{ACCOUNT}:user/bob" not in out  # did not push
     run_ = engine.Run(allow)
