@@ -357,9 +357,16 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     lines.append("Who")
     lines += _field("Principal", alert.who(), st)
     lines += _field("Account", alert.key.account, st)
-    lines += _list_field("Caller ARNs (sessions)", alert, "sessions", st, optional=True)
+    sessions, total, _ = alert.sample("sessions")
+    if sessions != [alert.who()]:  # an IAM user's only "session" is the principal itself
+        lines += _values_field("Caller ARNs (sessions)", sessions, total, False, st, optional=True)
     lines.append("From where")
-    lines += _list_field("Source IPs", alert, "src_ips", st)
+    domains = list(dict.fromkeys(d for f in alert.ordered() if (d := f.field("src_domain"))))
+    ips, _, _ = alert.sample("src_ips")
+    if ips or not domains:
+        lines += _list_field("Source IPs", alert, "src_ips", st)
+    # AWS services call from a domain instead of an IP (replication, pull-through cache).
+    lines += _values_field("Source domains", domains, len(domains), False, st, optional=True)
     lines += _list_field("Regions", alert, "regions", st)
     lines += _list_field("User agents", alert, "user_agents", st)
     lines.append("What")
