@@ -211,7 +211,10 @@ def test_garbage_allowlist_fails_every_record_naming_the_parameter(aws: Aws, log
     aws.put(K_GOOD, good_object())
     aws.put(K_BAD, good_object())
     boto3.client("ssm").put_parameter(
-        Name=PARAM, Value="arn:aws:iam::111122223333:role/ok\nnot valid", Overwrite=True, Type="String"
+        Name=PARAM,
+        Value="arn:aws:iam::111122223333:role/ok\nnot valid",
+        Overwrite=True,
+        Type="String",
     )
     result = handler.lambda_handler(two_records(), Context())
     assert len(result["batchItemFailures"]) == 2

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import resource
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +20,8 @@ from detector import engine
 from detector.allowlist import Allowlist
 from detector.errors import BadObject
 from detector.reader import ObjectReader
-from tests.lake import ACCOUNT, event
+from tests.fuzz_child import replace_in_footer, varint
+from tests.lake import ACCOUNT, CI_ROLE, event
 from tests.unit.helpers import (
     NOBODY,
     canonical,
@@ -260,3 +266,123 @@ def test_good_object_is_not_bad(version):
     # The negative case of every test above: an intact object of either version scans.
     result = scan(parquet_bytes(events(), version, row_group_size=10), name=NAME)
     assert sum(f.count for f in result.aggregate.findings()) == 20
+
+
+# --- footer fields that made pyarrow abort the process or allocate without bound ------------
+#
+# Each object below is an intact one with one footer field of one column chunk rewritten (see
+# tests.fuzz_child.replace_in_footer). pyarrow's metadata accessors aborted the process
+# (SIGABRT, exit 134) on the first two while the reader looked at row-group statistics, and
+# sized buffers by the third's row count until the kernel killed it. So they are scanned in a
+# child process, beside a good object, as an operator would: the good object's findings must
+# be printed and the bad one named (exit 1), whatever pyarrow does.
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_MEMORY = 6 << 30  # without the checks, the row-count case would take the whole machine
+
+
+def leaf(data: bytes, path: str) -> int:
+    meta = pq.read_metadata(pa.BufferReader(data))
+    return [meta.schema.column(j).path for j in range(meta.num_columns)].index(path)
+
+
+def op_chunk_type(data: bytes, physical: int) -> bytes:
+    """api.operation in row group 0 claims physical type ``physical`` (1: INT32)."""
+    return replace_in_footer(data, (4, 0, 1, leaf(data, "api.operation"), 3, 1), varint(physical))
+
+
+def op_chunk_histogram(data: bytes, entries: int) -> bytes:
+    """api.operation in row group 0 with a definition-level histogram of ``entries`` zeros."""
+    path = (4, 0, 1, leaf(data, "api.operation"), 3, 16, 3)
+    return replace_in_footer(data, path, bytes([entries << 4 | 6]) + bytes(entries))
+
+
+def row_group_rows(data: bytes, rows: int) -> bytes:
+    """Row group 0 claims ``rows`` rows."""
+    return replace_in_footer(data, (4, 0, 3), varint(rows))
+
+
+def cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, resource.RLIM_INFINITY))
+
+
+def scan_cli(tmp_path: Path, *objects: Path) -> subprocess.CompletedProcess[str]:
+    allowlist = tmp_path / "allowlist.txt"
+    allowlist.write_text(f"{CI_ROLE}\n")
+    argv = [sys.executable, "-m", "detector", "scan", "--allowlist", str(allowlist)]
+    return subprocess.run(
+        [*argv, "--format", "jsonl", *map(str, objects)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=cap_memory,
+    )
+
+
+@VERSIONS
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda d: op_chunk_type(d, 1), "api.operation in row group 0 is stored as INT32"),
+        (lambda d: op_chunk_type(d, 0), "api.operation in row group 0 is stored as BOOLEAN"),
+        (lambda d: op_chunk_histogram(d, 5), "api.operation in row group 0 has a definition"),
+        (lambda d: op_chunk_histogram(d, 1), "api.operation in row group 0 has a definition"),
+        (lambda d: row_group_rows(d, 2**40), "in row group 0 has 10 values for 1099511627776"),
+    ],
+    ids=["type-int32", "type-boolean", "histogram-5", "histogram-1", "rows-2^40"],
+)
+def test_scan_beside_a_good_object_names_the_bad_one(tmp_path, version, damage, named):
+    good = tmp_path / "good.parquet"
+    good.write_bytes(parquet_bytes(events(), version, row_group_size=10))
+    bad_path = tmp_path / "bad.parquet"
+    bad_path.write_bytes(damage(parquet_bytes(events(), 3 - version, row_group_size=10)))
+
+    alone = scan_cli(tmp_path, good)
+    both = scan_cli(tmp_path, good, bad_path)
+
+    assert alone.returncode == 0, alone.stderr
+    assert [json.loads(line) for line in alone.stdout.splitlines()]  # findings to compare
+    assert both.returncode == 1, both.stderr  # 134 (SIGABRT) or -9 before
+    assert both.stdout == alone.stdout
+    [error] = [line for line in both.stderr.splitlines() if line.startswith("error:")]
+    assert str(bad_path) in error and named in error, error
+
+
+@VERSIONS
+def test_chunk_claiming_bytes_beyond_the_object(version):
+    data = parquet_bytes(events(), version, row_group_size=10)
+    j = leaf(data, user_path(version))
+    corrupt = replace_in_footer(data, (4, 1, 1, j, 3, 7), varint(2**40))  # total_compressed_size
+    reason = bad(corrupt).reason
+    assert f"column {user_path(version)} in row group 1 claims bytes" in reason, reason
+    corrupt = replace_in_footer(data, (4, 2, 1, j, 3, 9), varint(-5))  # data_page_offset
+    reason = bad(corrupt).reason
+    assert f"column {user_path(version)} in row group 2 claims bytes -5.." in reason, reason
+
+
+@VERSIONS
+def test_damaged_chunk_of_a_column_the_reader_does_not_read(version):
+    # A chunk the reader never reads does not change what it finds: the object still scans.
+    data = parquet_bytes(events(), version, row_group_size=10)
+    j = leaf(data, "metadata.product.name")
+    damaged = replace_in_footer(data, (4, 0, 1, j, 3, 1), varint(1))  # INT32, not BYTE_ARRAY
+    assert canonical(scan(damaged).aggregate.findings()) == canonical(
+        scan(data).aggregate.findings()
+    )
+
+
+@VERSIONS
+def test_row_group_statistics_still_skip_row_groups(version):
+    # api.operation statistics are taken from the walked footer: a row group whose min..max
+    # excludes PutImage is not read; one whose statistics are gone is read.
+    ops = ["AssumeRole"] * 10 + ["PutImage"] * 10 + ["ZeroOp"] * 10
+    evs = [event(operation=op, time_ms=i, session_issuer=None) for i, op in enumerate(ops)]
+    data = parquet_bytes(evs, version, row_group_size=10)
+    result = scan(data)
+    assert (result.stats.row_groups, result.stats.row_groups_read) == (3, 1)
+    assert sum(f.count for f in result.aggregate.findings()) == 10
+    j = leaf(data, "api.operation")
+    no_min = replace_in_footer(data, (4, 2, 1, j, 3, 12, 6), b"\x00")  # min_value: ""
+    assert scan(no_min).stats.row_groups_read == 2

@@ -1,0 +1,463 @@
+"""The Parquet footer, walked by hand before pyarrow's metadata accessors are trusted.
+
+Some C++ accessors behind pyarrow's Python metadata objects throw without the exception being
+translated, which aborts the process (SIGABRT; in Lambda the runtime dies with the whole SQS
+batch): ``RowGroupMetaData.column(j)`` when the chunk's size statistics disagree with the
+schema's levels, when the chunk is encrypted, or when the row group has fewer chunks than the
+schema has columns; ``ColumnChunkMetaData.statistics`` when the chunk's physical type is not
+the schema's. Re-encoding the metadata (``write_metadata_file``) can even crash on a parsed
+but inconsistent footer. So the reader never calls those: it walks the footer's Thrift
+encoding here, checks every column chunk it will read, and takes the ``api.operation``
+statistics from here. Reading pages goes through calls that turn C++ exceptions into Python
+ones (a chunk pyarrow itself finds inconsistent there fails the object, nothing more).
+
+The fields used are decoded as pyarrow's generated Thrift code decodes them: read only when
+the wire type is the declared one (else skipped), list elements by their declared type, a
+repeated field replacing or merging as there, a type nibble of 0 ending a struct. So both
+read the same values from any footer pyarrow accepts; a footer encoded so oddly that they
+could part ways elsewhere fails the walk (BadObject) or, at worst, misjudges statistics.
+"""
+
+from __future__ import annotations
+
+from typing import IO, NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from detector.errors import BadObject
+
+MAGIC = b"PAR1"
+
+_PHYSICAL_TYPES = (
+    "BOOLEAN",
+    "INT32",
+    "INT64",
+    "INT96",
+    "FLOAT",
+    "DOUBLE",
+    "BYTE_ARRAY",
+    "FIXED_LEN_BYTE_ARRAY",
+)
+# Thrift compact protocol type codes (1, 2: bool true/false, held in the field header).
+_T_BYTE, _T_I32, _T_I64, _T_DOUBLE, _T_BINARY = 3, 5, 6, 7, 8
+_T_LIST, _T_SET, _T_MAP, _T_STRUCT = 9, 10, 11, 12
+_MAX_NESTING = 32  # FileMetaData nests under 10 deep (Thrift's C++ stops at 64)
+
+
+class Chunk(NamedTuple):
+    """What the footer says of one column chunk, as far as the reader needs."""
+
+    physical: int | None  # Thrift ``Type``; None when the chunk carries none
+    encrypted: bool
+    num_values: int
+    compressed: int  # total_compressed_size
+    data_offset: int
+    dictionary_offset: int  # -1 when not set
+    rep_histogram: int  # entries in the repetition-level histogram (0: none)
+    def_histogram: int
+    unencoded_bytes: bool  # SizeStatistics.unencoded_byte_array_data_bytes is set
+    min_value: bytes | None  # Statistics.min_value/max_value, kept for one column only
+    max_value: bytes | None
+
+
+class RowGroup(NamedTuple):
+    num_rows: int
+    chunks: list[Chunk]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    out, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = buf[pos]
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, pos + 1
+        shift += 7
+        if shift > 70:
+            raise ValueError("Thrift varint too long")
+
+
+def _zigzag(n: int) -> int:
+    return (n >> 1) ^ -(n & 1)
+
+
+def _skip_fields(buf: bytes, pos: int, depth: int) -> int:
+    """Position after the rest of a struct, from its next field header through its end.
+
+    Scalars are skipped inline: they are most fields, and a call for each would double the
+    cost of the walk (about 15 µs per column chunk as it is).
+    """
+    while True:
+        b = buf[pos]
+        pos += 1
+        if not b & 0x0F:  # type 0 ends a struct, whatever the high bits (as in Thrift's C++)
+            return pos
+        if not b >> 4:  # long form: the field id follows as a varint
+            while buf[pos] >= 0x80:
+                pos += 1
+            pos += 1
+        t = b & 0x0F
+        if 4 <= t <= 6:  # i16, i32, i64: one varint
+            while buf[pos] >= 0x80:
+                pos += 1
+            pos += 1
+        elif t == _T_BINARY:
+            n, pos = _varint(buf, pos)
+            pos += n
+        else:
+            pos = _skip_value(buf, pos, t, depth)
+
+
+def _skip_value(buf: bytes, pos: int, t: int, depth: int) -> int:
+    """Position after one value of Thrift compact type ``t``."""
+    if 4 <= t <= 6:
+        while buf[pos] >= 0x80:
+            pos += 1
+        return pos + 1
+    if t == _T_BINARY:
+        n, pos = _varint(buf, pos)
+        return pos + n
+    if t in (1, 2):  # a bool field: its value is in the header
+        return pos
+    if depth >= _MAX_NESTING:
+        raise ValueError("Thrift values nested too deep")
+    if t == _T_STRUCT:
+        return _skip_fields(buf, pos, depth + 1)
+    if t in (_T_LIST, _T_SET):
+        size, et, pos = _list_header(buf, pos)
+        return _skip_elements(buf, pos, et, size, depth + 1)
+    if t == _T_MAP:
+        size, pos = _varint(buf, pos)
+        if size:
+            kv = buf[pos]
+            pos += 1
+            for _ in range(size):
+                pos = _skip_elements(buf, pos, kv >> 4, 1, depth + 1)
+                pos = _skip_elements(buf, pos, kv & 0x0F, 1, depth + 1)
+        return pos
+    if t == _T_BYTE:
+        return pos + 1
+    if t == _T_DOUBLE:
+        return pos + 8
+    raise ValueError(f"unknown Thrift type {t}")
+
+
+def _skip_elements(buf: bytes, pos: int, t: int, count: int, depth: int) -> int:
+    if t <= _T_BYTE:  # in a container a bool takes one byte, as a byte does
+        if pos + count > len(buf):
+            raise ValueError("Thrift list runs past the footer")
+        return pos + count
+    if t == _T_BINARY:
+        for _ in range(count):
+            n, pos = _varint(buf, pos)
+            pos += n
+        return pos
+    if t == _T_STRUCT:
+        for _ in range(count):
+            pos = _skip_fields(buf, pos, depth)
+        return pos
+    if 4 <= t <= 6:  # i16, i32, i64: varints
+        for _ in range(count):
+            while buf[pos] >= 0x80:
+                pos += 1
+            pos += 1
+        return pos
+    for _ in range(count):
+        pos = _skip_value(buf, pos, t, depth)
+    return pos
+
+
+def _list_header(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(size, element type, position after) of a list or set."""
+    b = buf[pos]
+    if b >> 4 == 15:
+        size, pos = _varint(buf, pos + 1)
+        return size, b & 0x0F, pos
+    return b >> 4, b & 0x0F, pos + 1
+
+
+def _field_header(buf: bytes, pos: int, last: int) -> tuple[int, int, int]:
+    """(field id, type, position after) of a struct's next field; type 0 at its end."""
+    b = buf[pos]
+    if not b & 0x0F:  # type 0 ends a struct, whatever the high bits (as in Thrift's C++)
+        return 0, 0, pos + 1
+    if b >> 4:
+        return last + (b >> 4), b & 0x0F, pos + 1
+    n, pos = _varint(buf, pos + 1)
+    return _zigzag(n), b & 0x0F, pos
+
+
+def _footer_row_groups(buf: bytes, stats_column: int) -> list[RowGroup]:
+    """The row groups of a Thrift-encoded ``FileMetaData``, with statistics of one column."""
+    groups: list[RowGroup] = []
+    pos = fid = 0
+    while True:
+        fid, t, pos = _field_header(buf, pos, fid)
+        if t == 0:
+            return groups
+        if fid != 4 or t != _T_LIST:  # 4: row_groups
+            pos = _skip_value(buf, pos, t, 0)
+            continue
+        n, _, pos = _list_header(buf, pos)
+        groups = []
+        for _ in range(n):
+            group, pos = _row_group(buf, pos, stats_column)
+            groups.append(group)
+
+
+def _row_group(buf: bytes, pos: int, stats_column: int) -> tuple[RowGroup, int]:
+    rows, fid = 0, 0
+    chunks: list[Chunk] = []
+    while True:
+        fid, t, pos = _field_header(buf, pos, fid)
+        if t == 0:
+            return RowGroup(rows, chunks), pos
+        if fid == 1 and t == _T_LIST:  # columns
+            n, _, pos = _list_header(buf, pos)
+            chunks = []
+            for j in range(n):
+                chunk, pos = _column_chunk(buf, pos, j == stats_column)
+                chunks.append(chunk)
+        elif fid == 3 and t == _T_I64:  # num_rows
+            v, pos = _varint(buf, pos)
+            rows = _zigzag(v)
+        else:
+            pos = _skip_value(buf, pos, t, 2)
+
+
+def _column_chunk(buf: bytes, pos: int, want_stats: bool) -> tuple[Chunk, int]:
+    """One ``ColumnChunk``: its ``ColumnMetaData`` (3) and whether it is encrypted (8, 9)."""
+    physical: int | None = None
+    encrypted = False
+    num_values = compressed = data_offset = 0
+    dictionary_offset = -1
+    rep = dfn = 0
+    unencoded = False
+    lo: bytes | None = None
+    hi: bytes | None = None
+    fid = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        t = b & 0x0F
+        if b >> 4:
+            fid += b >> 4
+        elif t:
+            v, pos = _varint(buf, pos)
+            fid = _zigzag(v)
+        if not t:
+            chunk = Chunk(
+                physical,
+                encrypted,
+                num_values,
+                compressed,
+                data_offset,
+                dictionary_offset,
+                rep,
+                dfn,
+                unencoded,
+                lo,
+                hi,
+            )
+            return chunk, pos
+        if t == _T_I64:  # file_offset, offset and column index places
+            while buf[pos] >= 0x80:
+                pos += 1
+            pos += 1
+            continue
+        if fid != 3 or t != _T_STRUCT:
+            if (fid == 8 and t == _T_STRUCT) or (fid == 9 and t == _T_BINARY):
+                encrypted = True
+            pos = _skip_value(buf, pos, t, 3)
+            continue
+        mid = 0
+        while True:  # ColumnMetaData, the hot loop: headers and scalars decoded inline
+            b = buf[pos]
+            pos += 1
+            t = b & 0x0F
+            if not t:
+                break
+            if b >> 4:
+                mid += b >> 4
+            else:
+                v, pos = _varint(buf, pos)
+                mid = _zigzag(v)
+            if t in (_T_I64, _T_I32):
+                v, pos = _varint(buf, pos)
+                v = (v >> 1) ^ -(v & 1)
+                if t == _T_I32:
+                    if mid == 1:
+                        physical = v
+                elif mid == 5:
+                    num_values = v
+                elif mid == 7:
+                    compressed = v
+                elif mid == 9:
+                    data_offset = v
+                elif mid == 11:
+                    dictionary_offset = v
+            elif t == _T_BINARY:
+                n, pos = _varint(buf, pos)
+                pos += n
+            elif mid == 12 and t == _T_STRUCT and want_stats:
+                sid = 0
+                while True:
+                    sid, t, pos = _field_header(buf, pos, sid)
+                    if t == 0:
+                        break
+                    if sid in (5, 6) and t == _T_BINARY:  # max_value, min_value
+                        n, pos = _varint(buf, pos)
+                        if sid == 5:
+                            hi = buf[pos : pos + n]
+                        else:
+                            lo = buf[pos : pos + n]
+                        pos += n
+                    else:
+                        pos = _skip_value(buf, pos, t, 5)
+            elif mid == 16 and t == _T_STRUCT:  # size_statistics
+                sid = 0
+                while True:
+                    sid, t, pos = _field_header(buf, pos, sid)
+                    if t == 0:
+                        break
+                    if sid == 1 and t == _T_I64:
+                        unencoded = True
+                        pos = _skip_value(buf, pos, t, 5)
+                    elif sid in (2, 3) and t == _T_LIST:  # level histograms: list<i64>
+                        n, _, pos = _list_header(buf, pos)
+                        pos = _skip_elements(buf, pos, _T_I64, n, 5)
+                        rep, dfn = (n, dfn) if sid == 2 else (rep, n)
+                    else:
+                        pos = _skip_value(buf, pos, t, 5)
+            else:
+                pos = _skip_value(buf, pos, t, 4)
+
+
+def read_footer(f: IO[bytes], size: int, name: str) -> tuple[bytes, pq.FileMetaData]:
+    """The footer's Thrift bytes and pyarrow's metadata parsed from those same bytes.
+
+    Reading the footer once and handing pyarrow the bytes guarantees the walk and pyarrow see
+    one footer, and costs no read beyond the one pyarrow would make.
+    """
+    f.seek(size - 8)
+    trailer = f.read(8)
+    length = int.from_bytes(trailer[:4], "little")
+    if not 0 < length <= size - 12:
+        raise BadObject(
+            name, f"corrupt Parquet footer: footer length {length} in a {size}-byte object"
+        )
+    f.seek(size - 8 - length)
+    footer = f.read(length)
+    f.seek(0)
+    if len(footer) != length:
+        raise BadObject(name, f"corrupt Parquet footer: read {len(footer)} of {length} bytes")
+    try:
+        meta = pq.read_metadata(pa.BufferReader(MAGIC + footer + trailer))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BadObject(name, f"corrupt Parquet footer: {one_line(exc)}") from exc
+    return footer, meta
+
+
+def column_chunks(
+    footer: bytes, meta: pq.FileMetaData, stats_column: int, name: str
+) -> list[RowGroup]:
+    """The walked row groups, as many as pyarrow counts, each with a chunk per leaf."""
+    try:
+        groups = _footer_row_groups(footer, stats_column)
+    except (ValueError, IndexError) as exc:  # IndexError: ran past the end of the footer
+        raise BadObject(name, f"corrupt Parquet footer: {one_line(exc)}") from exc
+    if len(groups) != meta.num_row_groups:
+        raise BadObject(
+            name,
+            f"corrupt Parquet footer: {len(groups)} row groups found, "
+            f"pyarrow counts {meta.num_row_groups}",
+        )
+    for r, group in enumerate(groups):
+        if len(group.chunks) != meta.num_columns:
+            raise BadObject(
+                name,
+                f"corrupt Parquet footer: row group {r} has {len(group.chunks)} column "
+                f"chunks, the schema {meta.num_columns} columns",
+            )
+        if group.num_rows < 0:
+            raise BadObject(
+                name, f"corrupt Parquet footer: row group {r} has {group.num_rows} rows"
+            )
+    return groups
+
+
+def check_chunks(
+    groups: list[RowGroup], meta: pq.FileMetaData, paths: list[str], size: int, name: str
+) -> None:
+    """Every chunk of the leaves under ``paths``, in every row group, agrees with the schema.
+
+    Raises ``BadObject`` naming the column and the row group otherwise. Columns the reader does
+    not read are not judged: damage there does not change what the reader finds.
+    """
+    prefixes = tuple(p + "." for p in paths)
+    leaves = []
+    for j in range(meta.num_columns):
+        c = meta.schema.column(j)
+        if c.path in paths or c.path.startswith(prefixes):
+            leaves.append(
+                (j, c.path, c.physical_type, c.max_repetition_level, c.max_definition_level)
+            )
+    for r, group in enumerate(groups):
+        for j, path, physical, max_rep, max_def in leaves:
+            chunk = group.chunks[j]
+            problem = _chunk_problem(chunk, physical, max_rep, max_def, size)
+            # Every row puts at least one entry (a value or a null) in every leaf, so a row
+            # group cannot have more rows than a chunk has values. pyarrow sizes buffers by the
+            # row group's row count: a count altered to 2^40 made it allocate until killed.
+            if not problem and group.num_rows > chunk.num_values:
+                problem = f"has {chunk.num_values} values for {group.num_rows} rows"
+            if problem:
+                raise BadObject(
+                    name, f"corrupt Parquet footer: column {path} in row group {r} {problem}"
+                )
+
+
+def _chunk_problem(c: Chunk, physical: str, max_rep: int, max_def: int, size: int) -> str | None:
+    """What is wrong with one column chunk (None: nothing), as the end of a sentence.
+
+    ``physical`` is the schema's type as pyarrow names it (``UNKNOWN`` for none valid).
+    """
+    if c.encrypted:
+        return "is encrypted"
+    if c.physical is None:
+        return "has no column metadata"
+    stored = (
+        _PHYSICAL_TYPES[c.physical]
+        if 0 <= c.physical < len(_PHYSICAL_TYPES)
+        else f"type {c.physical}"
+    )
+    if stored != physical:
+        return f"is stored as {stored}, the schema says {physical}"
+    for what, entries, levels in (
+        ("repetition", c.rep_histogram, max_rep + 1),
+        ("definition", c.def_histogram, max_def + 1),
+    ):
+        if entries and entries != levels:
+            return f"has a {what}-level histogram of {entries} entries, expected {levels}"
+    if c.unencoded_bytes and physical != "BYTE_ARRAY":
+        return f"has byte-array size statistics for a {physical} column"
+    if c.num_values < 0:
+        return f"has {c.num_values} values"
+    # Where pyarrow places the chunk: from its dictionary page when that comes first. A chunk
+    # claiming bytes beyond the object is refused before any buffer is sized by its claim.
+    start = c.data_offset
+    if 0 < c.dictionary_offset < start:
+        start = c.dictionary_offset
+    if start < 0 or c.compressed < 0 or start + c.compressed > size:
+        return f"claims bytes {start}..{start + c.compressed} of a {size}-byte object"
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
