@@ -13,9 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVER = """
 import sys
+sys.path.insert(0, sys.argv[2])
+from tests.motosafe import serialize_dynamodb
+serialize_dynamodb()  # moto's DynamoDB is not safe for the detector's parallel state calls
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
 server.start()
@@ -45,7 +51,7 @@ def moto_server() -> Iterator[dict[str, str]]:
     """Start the server; yields the environment that points boto3 at it."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port)],
+        [sys.executable, "-c", SERVER, str(port), str(ROOT)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -179,6 +179,9 @@ def main() -> int:
 
     written = write_sample()
     port = free_port()
+    from tests.motosafe import serialize_dynamodb
+
+    serialize_dynamodb()  # moto's DynamoDB is not safe for the detector's parallel state calls
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     os.environ.update(
