@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
-from detector.alerts import Alert, Contribution, rollup
+from detector.alerts import Alert, Contribution, CountsLike, rollup
 from detector.allowlist import Allowlist
 from detector.engine import ObjectResult, Run, scan_object
 from detector.errors import (
@@ -82,17 +82,9 @@ class AlertSink(Protocol):
     def notify(self, alerts: Sequence[Alert]) -> None: ...
 
 
-class Totals(Protocol):
-    @property
-    def count(self) -> int: ...
-    @property
-    def succeeded(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def first_ms(self) -> int | None: ...
-    @property
-    def last_ms(self) -> int | None: ...
+class Totals(CountsLike, Protocol):
+    """An alert key's cumulative numbers, as the state table keeps them."""
+
     @property
     def created_at(self) -> int: ...
     @property

@@ -15,3 +15,26 @@ JSONL_KEYS = [
     "firstTime",
     "lastTime",
 ]
+
+# The first keys of every alert in the SNS message's JSON (`alerts`), in this order.
+ALERT_KEYS = [
+    "principal",
+    "actor.user.account.uid",
+    "count",
+    "succeeded",
+    "failed",
+    "firstTime",
+    "lastTime",
+    "groups",
+    "repositories",
+    "image_tags",
+    "user_agents",
+    "src_ips",
+    "sessions",
+    "regions",
+    "event_ids",
+    "findings",
+    "truncated",
+]
+# The alert samples, each `{"values": [...], "total": N}`.
+SAMPLE_NAMES = ALERT_KEYS[8:15]

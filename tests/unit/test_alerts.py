@@ -22,7 +22,7 @@ from detector.alerts import (
 from detector.detection import DETECTION
 from detector.findings import MAX_VALUES, Finding
 from detector.schema import GROUP_KEYS
-from tests.contract import JSONL_KEYS
+from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.lake import ACCOUNT, T0_MS, event, put_image_request
 from tests.unit.helpers import parquet_bytes, run_over, scan
 
@@ -31,27 +31,6 @@ USER = f"arn:aws:iam::{ACCOUNT}:user/old-contractor"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/builder"
 SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/builder/session-1"
 
-# Written out here, not imported: scripts rely on these names and this order.
-ALERT_KEYS = [
-    "principal",
-    "actor.user.account.uid",
-    "count",
-    "succeeded",
-    "failed",
-    "firstTime",
-    "lastTime",
-    "groups",
-    "repositories",
-    "image_tags",
-    "user_agents",
-    "src_ips",
-    "sessions",
-    "regions",
-    "event_ids",
-    "findings",
-    "truncated",
-]
-SAMPLE_NAMES = ALERT_KEYS[8:15]
 
 
 def finding(

@@ -21,7 +21,7 @@ from detector.alerts import FIRST_SUCCESS, NEW, NEW_REPOSITORY, UNKNOWN_PRINCIPA
 from detector.detection import DETECTION
 from detector.findings import Finding
 from tests import lake
-from tests.contract import JSONL_KEYS
+from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.unit.helpers import parquet_bytes, run_over
 
 ACCOUNT = lake.ACCOUNT
@@ -34,35 +34,6 @@ SNS_LIMIT = 262_144
 LIMIT = SNS_LIMIT - digest.HEADROOM
 UNSAFE = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 ANSI = "\x1b[31mred\x1b[0m\x1b]0;title\x07"
-# Written down here, not imported: scripts rely on these keys, in this order.
-ALERT_KEYS = [
-    "principal",
-    "actor.user.account.uid",
-    "count",
-    "succeeded",
-    "failed",
-    "firstTime",
-    "lastTime",
-    "groups",
-    "repositories",
-    "image_tags",
-    "user_agents",
-    "src_ips",
-    "sessions",
-    "regions",
-    "event_ids",
-    "findings",
-    "truncated",
-]
-SAMPLE_NAMES = [
-    "repositories",
-    "image_tags",
-    "user_agents",
-    "src_ips",
-    "sessions",
-    "regions",
-    "event_ids",
-]
 LAST_MINUTE_OF_9999 = int(datetime(9999, 12, 31, 23, 59, 30, tzinfo=UTC).timestamp() * 1000)
 YEAR_ONE = int(datetime(1, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp() * 1000)
 
