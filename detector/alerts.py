@@ -54,17 +54,8 @@ ALERT_KEYS = (
     "findings",
     "truncated",
 )
-SAMPLES = (
-    "repositories",
-    "image_tags",
-    "user_agents",
-    "src_ips",
-    "sessions",
-    "regions",
-    "event_ids",
-)
-# The jsonl keys a finding keeps inside an alert: the Splunk contract and the call outcome.
-FINDING_KEYS = (*KEY_NAMES.values(), "count", "firstTime", "lastTime", "succeeded", "failed")
+# The samples, each rendered as {"values": [...], "total": N}: repositories ... event_ids.
+SAMPLES = ALERT_KEYS[ALERT_KEYS.index("repositories") : ALERT_KEYS.index("findings")]
 
 # Why an alert is in a message (``Alert.reason``).
 NEW = "new"  # not alerted within the window (or no state table)

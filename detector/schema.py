@@ -191,14 +191,7 @@ def _text(values: pa.Array, what: str) -> pa.Array:
     if pa.types.is_dictionary(typ):
         values = values.dictionary_decode()
         typ = values.type
-    if not (
-        pa.types.is_string(typ)
-        or pa.types.is_large_string(typ)
-        or pa.types.is_string_view(typ)
-        or pa.types.is_binary(typ)
-        or pa.types.is_large_binary(typ)
-        or pa.types.is_binary_view(typ)
-    ):
+    if not (_text_or_bytes(typ) or pa.types.is_string_view(typ) or pa.types.is_binary_view(typ)):
         return pa.nulls(len(values), pa.string())
     try:
         out = values if pa.types.is_string(typ) else values.cast(pa.string())
@@ -207,6 +200,16 @@ def _text(values: pa.Array, what: str) -> pa.Array:
     except pa.ArrowInvalid as exc:
         raise RequestInvalid(f"{what} is not valid UTF-8 text ({typ})") from exc
     return out
+
+
+def _text_or_bytes(typ: pa.DataType) -> bool:
+    """(Large) string or (large) binary: the types the regex and map kernels take."""
+    return bool(
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+    )
 
 
 def _searchable(data: pa.Array) -> pa.Array:
@@ -226,12 +229,7 @@ def _json_field(data: pa.Array, rx: str, what: str) -> pa.Array:
     """The string value of one key, cut out of JSON text (or bytes), JSON escapes decoded."""
     data = _searchable(data)
     typ = data.type
-    if not (
-        pa.types.is_string(typ)
-        or pa.types.is_large_string(typ)
-        or pa.types.is_binary(typ)
-        or pa.types.is_large_binary(typ)
-    ):
+    if not _text_or_bytes(typ):
         return pa.nulls(len(data), pa.string())
     # A regex over the JSON text, vectorised in Arrow, instead of json.loads per row: the request
     # carries the whole image manifest (KBs) and a push storm means many rows. The escaped
@@ -254,12 +252,7 @@ def _map_value(request: pa.Array, key: str) -> pa.Array:
     if pa.types.is_string_view(key_type) or pa.types.is_binary_view(key_type):
         key_type = pa.string() if pa.types.is_string_view(key_type) else pa.binary()
         request = request.cast(pa.map_(key_type, typ.item_field))
-    if not (
-        pa.types.is_string(key_type)
-        or pa.types.is_large_string(key_type)
-        or pa.types.is_binary(key_type)
-        or pa.types.is_large_binary(key_type)
-    ):
+    if not _text_or_bytes(key_type):
         return pa.nulls(len(request), pa.string())
     return pc.map_lookup(request, pa.scalar(key, key_type), "first")
 

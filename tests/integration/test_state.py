@@ -170,28 +170,9 @@ def test_sns_failure_fails_the_objects_and_the_alert_comes_on_retry(world: World
     assert world.hub_count() == 2
 
 
-@pytest.fixture
-def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto's DynamoDB atomic per request, as DynamoDB is.
-
-    moto checks a condition and then writes without a lock, so two threads can both pass the
-    same version check: a lost update that real DynamoDB's conditional writes rule out. One
-    lock around each write request restores the guarantee the code relies on.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "get_item", "update_item", "delete_item", "transact_write_items"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self, *args, __original=original, **kwargs):  # type: ignore[no-untyped-def]
-            with lock:
-                return __original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
-
-
-def test_concurrent_invocations_lose_no_update(world: World, atomic_moto: None):
+def test_concurrent_invocations_lose_no_update(world: World):
+    # moto's DynamoDB is made atomic per request for every test (tests/motosafe.py), as
+    # DynamoDB is: without that, moto itself loses updates between threads.
     refs = [world.put(f"o{i}", i + 1, first=i * 10) for i in range(6)]
     errors: list[BaseException] = []
 
