@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import unicodedata
@@ -15,9 +14,7 @@ from detector.findings import Finding
 
 def detection_dict() -> dict[str, Any]:
     """The detection's metadata as JSON-ready data."""
-    data = dataclasses.asdict(DETECTION)
-    data["risk_score"] = DETECTION.risk_score
-    return data
+    return DETECTION.metadata()
 
 
 def document(findings: Sequence[Finding], **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""The detections this package ships: one module each, found by looking, not by a list.
+
+Every module here that defines ``DETECTION`` (a ``detector.spec.Detection``) is a detection;
+modules starting with ``_`` hold what several share. ``DEFAULT`` is what runs when nothing is
+chosen: the unknown-user detection, as before detections were specs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from detector.errors import ConfigError
+from detector.spec import Active, Detection
+
+DEFAULT = "ecr-upload-unknown-user"
+
+
+@cache
+def registry() -> dict[str, Detection]:
+    """slug -> detection, in slug order (the default first)."""
+    found: dict[str, Detection] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        detection = getattr(module, "DETECTION", None)
+        if not isinstance(detection, Detection):
+            continue
+        for other in found.values():
+            if detection.slug == other.slug or detection.id == other.id:
+                raise RuntimeError(f"{info.name}: slug or id of {other.slug} used again")
+        found[detection.slug] = detection
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] != DEFAULT, kv[0])))
+
+
+def get(slug: str) -> Detection:
+    try:
+        return registry()[slug]
+    except KeyError:
+        known = ", ".join(registry())
+        raise ConfigError(f"unknown detection {slug[:80]!r} (known: {known})") from None
+
+
+def parse_slugs(text: str, source: str = "DETECTIONS") -> tuple[str, ...]:
+    """``a,b`` -> ("a", "b"): known slugs, each once, in the order given; empty -> default."""
+    slugs = [s.strip() for s in text.split(",") if s.strip()]
+    return choose(slugs or [DEFAULT], source)
+
+
+def choose(slugs: Iterable[str], source: str = "--detection") -> tuple[str, ...]:
+    out: list[str] = []
+    for slug in slugs:
+        try:
+            get(slug)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if slug not in out:
+            out.append(slug)
+    return tuple(out) or (DEFAULT,)
+
+
+def activate(slugs: Iterable[str], env: Mapping[str, str] | None = None) -> tuple[Active, ...]:
+    """The detections ``slugs`` with their options parsed from ``env`` (defaults if unset).
+
+    A bad value is a ``ConfigError`` naming the variable and the detection.
+    """
+    env = env or {}
+    active = []
+    for slug in slugs:
+        detection = get(slug)
+        options: dict[str, Any] = {}
+        for opt in detection.options:
+            raw = env.get(opt.env)
+            text = opt.default if raw is None or not raw.strip() else raw
+            try:
+                options[opt.env] = opt.parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{opt.env} ({slug}): {exc}") from None
+        active.append(Active(detection, options))
+    return tuple(active)
+
+
+def default() -> tuple[Active, ...]:
+    return activate([DEFAULT])

@@ -1,0 +1,176 @@
+"""What the ECR image-push detections share: the request fields, samples, ASFF resources, the
+commands a responder runs next, and the trust rule against an allowlist of principals."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from detector.allowlist import Allowlist
+from detector.spec import AsffSpec, Command, RequestField, SampleSpec, Step
+
+OPERATION = "PutImage"
+SERVICE = "ecr.amazonaws.com"
+
+REQUEST_FIELDS = (
+    RequestField("repository", "repositoryName"),
+    RequestField("image_tag", "imageTag"),
+)
+SAMPLES = (
+    SampleSpec("repositories", "repository", "Repositories", "succeeded_repositories"),
+    SampleSpec("image_tags", "image_tag", "Image tags", "succeeded_image_tags"),
+)
+ESCALATE_ON = "repositories"
+NEW_VALUE_REASON = "new_repository"
+MITRE_NAMES = {"T1204.003": "User Execution: Malicious Image", "T1204": "User Execution"}
+
+# The identity columns an allowlist is matched against, in ``Allowlist.trust_mask`` order.
+IDENTITY = ("user", "session_issuer", "invoked_by", "src_domain")
+
+# Only values of these shapes are put into shell commands (and they are quoted anyway): a
+# responder pastes these, so a hostile repository name must never become shell syntax.
+# Lengths are checked first: a name of the right shape can still be a megabyte long.
+_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_REPOSITORY_MAX = 256  # ECR's limit on repository names
+_ENTRY = re.compile(r"[!-~]{1,2048}")
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
+
+
+def trusted(rows: Mapping[str, pa.Array], allowlist: Allowlist) -> pa.Array:
+    """True where the allowlist trusts the caller (see ``Allowlist.trust_mask``)."""
+    n = len(next(iter(rows.values())))
+    return allowlist.trust_mask(*(rows.get(c, pa.nulls(n, pa.string())) for c in IDENTITY))
+
+
+def valid_repository(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and 2 <= len(name) <= _REPOSITORY_MAX
+        and _REPOSITORY.fullmatch(name) is not None
+    )
+
+
+def images_steps(alert: Any, region: str, window: tuple[str, str] | None) -> list[Step]:
+    """The images pushed and every push around then: the first steps of "Check next"."""
+    region_opt = (("--region", region),) if region else ()
+    steps = []
+    repos_all, _, _ = alert.sample("repositories")
+    repos = [r for r in repos_all if len(r) <= _REPOSITORY_MAX and _REPOSITORY.fullmatch(r)]
+    if repos:
+        steps.append(
+            Step(
+                "The images pushed (newest five per repository):",
+                commands=tuple(
+                    Command(
+                        ("aws", "ecr", "describe-images"),
+                        (
+                            *region_opt,
+                            ("--repository-name", repo),
+                            ("--query", "sort_by(imageDetails,&imagePushedAt)[-5:]"),
+                        ),
+                    )
+                    for repo in repos[:3]
+                ),
+                notes=("(add --registry-id if the repository is in another account)",),
+            )
+        )
+    elif repos_all:
+        steps.append(Step("Repository names above are not valid ECR names: check by hand."))
+    if window:
+        steps.append(
+            Step(
+                f"Every {OPERATION} around then, in the repository's account:",
+                commands=(
+                    Command(
+                        ("aws", "cloudtrail", "lookup-events"),
+                        (
+                            *region_opt,
+                            ("--lookup-attributes", f"AttributeKey=EventName,AttributeValue={OPERATION}"),
+                            ("--start-time", window[0]),
+                            ("--end-time", window[1]),
+                        ),
+                    ),
+                ),
+            )
+        )
+    return steps
+
+
+def entry_step(alert: Any, text: str) -> Step:
+    """"If expected, add it to <the list>": the principal as an entry, when it can be one."""
+    who = alert.who()
+    if _ENTRY.fullmatch(who):
+        return Step(text, data=(who,))
+    return Step(text, notes=("(no caller ARN usable as an allowlist entry was recorded)",))
+
+
+def parameter_steps(name: str, what: str) -> list[Step]:
+    """How to add an entry to a list held in an SSM parameter called ``name``."""
+    shown = name if _PARAMETER_NAME.fullmatch(name) else f"<{what} parameter>"
+    return [
+        Step(
+            "Entries are ARNs or globs; a role ARN trusts all its sessions. Read the parameter:",
+            commands=(
+                Command(
+                    ("aws", "ssm", "get-parameter"),
+                    (("--name", shown), ("--query", "Parameter.Value"), ("--output", "text")),
+                ),
+            ),
+        ),
+        Step(
+            "then write it back with the entry added, in the format it already uses (lines, "
+            "commas or a JSON array):",
+            commands=(
+                Command(
+                    ("aws", "ssm", "put-parameter", "--overwrite"),
+                    (("--name", shown), ("--value", "<current value>,<entry>")),
+                ),
+            ),
+        ),
+    ]
+
+
+def repositories(
+    names: Iterable[object], partition: str, region: str, account: str, limit: int
+) -> list[dict[str, Any]]:
+    """One ``AwsEcrRepository`` per valid repository name, at most ``limit``. A name that is
+    not a valid ECR repository name (possible in a failed call) stays out of the ARNs; it is
+    still shown, escaped, in ``Description`` and ``ProductFields``."""
+    out = []
+    for name in [n for n in names if valid_repository(n)][:limit]:
+        arn = f"arn:{partition}:ecr:{region}:{account}:repository/{name}"
+        resource: dict[str, Any] = {"Type": "AwsEcrRepository", "Id": arn}
+        if partition in ("aws", "aws-cn", "aws-us-gov", "aws-us-iso", "aws-us-iso-b"):
+            resource["Partition"] = partition
+        resource["Region"] = region
+        resource["Details"] = {"AwsEcrRepository": {"Arn": arn, "RepositoryName": name}}
+        out.append(resource)
+    return out
+
+
+def asff(lead: str) -> AsffSpec:
+    return AsffSpec(
+        types=("TTPs/Execution/T1204.003-User Execution: Malicious Image",),
+        api=OPERATION,
+        service=SERVICE,
+        lead=lead,
+        listings=(
+            ("Pushed to", "succeeded:repositories", 80),
+            ("Repositories", "repositories", 80),
+            ("Tags", "image_tags", 60),
+        ),
+        resources=repositories,
+        resource_sample="repositories",
+    )
+
+
+def request(repository: str, tag: str | None = "v1") -> dict[str, Any]:
+    """A PutImage requestParameters (for the examples)."""
+    body: dict[str, Any] = {"repositoryName": repository, "registryId": "111122223333"}
+    if tag is not None:
+        body["imageTag"] = tag
+    body["imageManifest"] = '{"schemaVersion":2,"config":{"digest":"sha256:' + "b" * 64 + '"}}'
+    return body

@@ -1,0 +1,268 @@
+"""What a detection is: one declaration the generic engine runs (``detector/detections/``).
+
+A detection declares the API operations it watches, the columns its row predicate needs, the
+predicate itself (in Arrow for ``scan`` and the Lambda, in SQL for ``athena-sql``/``backfill``),
+the request parameters it cuts out, the samples its findings keep, and every text and ASFF
+field its alerts carry. The engine (reader, findings, alerts, digest, ASFF, SQL) works from
+these declarations and names no operation, service or request field of its own: adding a
+detection is adding a file to ``detector/detections/``.
+
+Internal column names a predicate or sample may use (``schema.NORMAL``): ``operation``,
+``user`` (caller ARN), ``account``, ``user_agent``, ``src_ip``, ``src_domain``, ``region``,
+``time_ms`` (epoch milliseconds), ``principal_id``, ``session_issuer``, ``invoked_by``,
+``status``, ``event_uid``, plus the detection's own ``request_fields``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from detector.allowlist import Allowlist
+
+
+@dataclass(frozen=True)
+class Observable:
+    field: str
+    type: str
+    role: str
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """A value cut out of the call's request parameters (v2 ``api.request.data`` JSON; v1
+    ``unmapped['requestParameters.<key>']`` or the whole ``unmapped['requestParameters']``)."""
+
+    column: str  # internal column name, e.g. "repository"
+    key: str  # top-level key in requestParameters, e.g. "repositoryName"
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A bounded sample of distinct values a finding keeps of one column.
+
+    Values of successful calls are kept with priority (failed calls cannot evict them) and are
+    also listed on their own under ``succeeded_key``.
+    """
+
+    name: str  # the sample's name and its key in a finding's and an alert's JSON
+    column: str  # the internal column sampled
+    label: str  # how the email names it ("Repositories")
+    succeeded_key: str  # JSON key of the values of successful calls
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of one detection, read from an environment variable (``--option`` in the CLI).
+
+    ``parse`` turns the text into the value the predicate gets, raising ``ValueError`` with a
+    reason for a bad value; the engine names the variable in the error.
+    """
+
+    env: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a predicate is judged with: the shared allowlist and this detection's options."""
+
+    allowlist: Allowlist
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# rows: internal column name -> Arrow array (one value per row, all the same length); returns
+# a boolean array, True where the row is reported. A null counts as not reported, so a
+# predicate must decide nulls itself (fill_null) where a missing value should be reported.
+Predicate = Callable[[Mapping[str, pa.Array], Context], pa.Array]
+# cols: internal column name -> SQL expression; returns a SQL boolean condition (rows
+# reported), or None for "every row of the watched operations".
+SqlPredicate = Callable[[Mapping[str, str], Context], str | None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A shell command shown in the email: every value is quoted by the renderer."""
+
+    words: tuple[str, ...]
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One item of "Check next" (or of a section): a line of our text, then commands, notes
+    of our own, and data values (rendered escaped, continuation lines marked)."""
+
+    text: str
+    commands: tuple[Command, ...] = ()
+    notes: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmailText:
+    """The words of the email that belong to the detection; the layout is the engine's."""
+
+    headline: str  # "ECR image push by a principal not on the allowlist"
+    subject: str  # "ECR push by unknown principal: " (the principal's short name follows)
+    # Formatted with calls, principals, succeeded:
+    summary: str
+    pushed: str  # formatted with count: principals with a successful call
+    verdict_success: str  # "IMAGE PUSHED"
+    verdict_attempt: str  # "PUSH ATTEMPTED"
+    calls: str  # "PutImage calls" (a label)
+    calls_noun: str  # "PutImage call(s)"
+    rest_success: str  # formatted with count: ", 2 with a successful push"
+    all_failed: str  # every call failed
+    outcome_unknown: str  # none succeeded, some without a recorded status
+    first_success: str  # why an alert is sent again: first success after failures
+    new_value: str  # ... a successful call with a new value of the escalation sample
+    # "Check next": alert, a valid region (or ""), the padded time window (or None).
+    check_next: Callable[[Any, str, tuple[str, str] | None], Sequence[Step]]
+    # The closing section on how to silence an expected principal: title, steps.
+    # Called with the run context (e.g. ``allowlist_parameter``).
+    trust_title: str
+    trust_steps: Callable[[Mapping[str, str]], Sequence[Step]]
+    # ``scan``'s table: the line when nothing was found, and the total line (formatted with
+    # findings, calls).
+    none_found: str
+    found: str
+
+
+@dataclass(frozen=True)
+class AsffSpec:
+    """ASFF fields that belong to the detection (``detector.asff`` builds the rest)."""
+
+    types: tuple[str, ...]
+    api: str  # Action.AwsApiCallAction.Api
+    service: str  # Action.AwsApiCallAction.ServiceName
+    # Formatted with count, succeeded, failed, who:
+    lead: str
+    # (label, sample name or "succeeded:<sample>", width) listed after the lead:
+    listings: tuple[tuple[str, str, int], ...]
+    # Resources besides the principal: (values of the resource sample, successful first,
+    # partition, region, account, limit) -> ASFF resources.
+    resources: Callable[[Sequence[str], str, str, str, int], list[dict[str, Any]]]
+    resource_sample: str  # the sample whose values ``resources`` gets
+
+
+@dataclass(frozen=True)
+class Example:
+    """A sample event and whether the detection reports it (run by the tests, both versions).
+
+    ``event`` overrides fields of ``tests/lake.event`` (a PutImage by an assumed CI role);
+    ``request`` is the call's requestParameters as a dict. ``allowlist`` and ``options`` set
+    the context the event is judged in.
+    """
+
+    name: str
+    reported: bool
+    event: Mapping[str, Any] = field(default_factory=dict)
+    request: Mapping[str, Any] | None = None
+    allowlist: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Detection:
+    # --- metadata (ESCU) ----------------------------------------------------------------
+    id: str
+    slug: str
+    name: str
+    version: int
+    date: str
+    author: str
+    description: str
+    mitre_attack_ids: tuple[str, ...]
+    mitre_names: Mapping[str, str]
+    analytic_story: tuple[str, ...]
+    confidence: int
+    impact: int
+    severity: str
+    message_template: str  # formatted with user
+    references: tuple[str, ...]
+    observables: tuple[Observable, ...]
+    known_false_positives: str
+    how_to_respond: str
+    # --- what it reads and keeps --------------------------------------------------------
+    operations: tuple[str, ...]
+    predicate_columns: tuple[str, ...]
+    predicate: Predicate
+    sql_predicate: SqlPredicate
+    request_fields: tuple[RequestField, ...]
+    samples: tuple[SampleSpec, ...]
+    # The sample whose new successful values send an alert again within the window, and the
+    # ``reason`` such an alert carries.
+    escalate_on: str
+    new_value_reason: str
+    options: tuple[Option, ...] = ()
+    # --- how it reads -------------------------------------------------------------------
+    email: EmailText | None = None
+    asff: AsffSpec | None = None
+    examples: tuple[Example, ...] = ()
+
+    @property
+    def risk_score(self) -> int:
+        """ESCU risk = confidence * impact / 100 (70 * 70 / 100 = 49)."""
+        return self.confidence * self.impact // 100
+
+    def message(self, user: str) -> str:
+        return self.message_template.format(user=user)
+
+    def metadata(self) -> dict[str, Any]:
+        """The detection as JSON-ready data (the ``detection`` object of every JSON output)."""
+        data = {name: _plain(getattr(self, name)) for name in METADATA_FIELDS}
+        data["risk_score"] = self.risk_score
+        return data
+
+    def option(self, env: str) -> Option:
+        for opt in self.options:
+            if opt.env == env:
+                return opt
+        raise KeyError(env)
+
+
+# The metadata keys every JSON output carries, in order (a stable contract).
+METADATA_FIELDS = (
+    "id",
+    "name",
+    "version",
+    "date",
+    "author",
+    "description",
+    "mitre_attack_ids",
+    "analytic_story",
+    "confidence",
+    "impact",
+    "severity",
+    "message_template",
+    "references",
+    "observables",
+    "known_false_positives",
+    "how_to_respond",
+)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Active:
+    """A detection enabled for a run, with its options parsed."""
+
+    detection: Detection
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def context(self, allowlist: Allowlist) -> Context:
+        return Context(allowlist, self.options)
