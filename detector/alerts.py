@@ -2,7 +2,7 @@
 
 ``scan`` and ``backfill`` keep the Splunk grouping (one finding per operation, caller, account,
 user agent, source IP, source domain and region). Every one of those values is chosen by
-whoever makes the call: 3,000 failed pushes with 3,000 user agents are 3,000 findings. Alerting
+whoever makes the call: 3,000 failed calls with 3,000 user agents are 3,000 findings. Alerting
 must not grow with that, so the SNS message, Security Hub, the dedup window and the state table
 work on alerts instead: one per principal, with exact totals and bounded samples.
 
@@ -28,14 +28,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from detector.detection import DETECTION
-from detector.findings import KEY_NAMES, Finding, ctime, max_opt, min_opt
+from detector.findings import KEY_NAMES, Finding, ctime, default_detection, max_opt, min_opt
 from detector.schema import GROUP_KEYS
+from detector.spec import Detection
 
 UNKNOWN_PRINCIPAL = "(unknown principal)"
 
-# The stable keys of an alert's JSON form, in order (scripts rely on them); more may follow.
-ALERT_KEYS = (
+# The samples every alert keeps after its detection's own (``Detection.samples``), and the
+# finding column each is taken from (event ids are a sample of every finding).
+GENERIC_SAMPLES = ("user_agents", "src_ips", "sessions", "regions", "event_ids")
+_GENERIC_COLUMNS = {
+    "user_agents": "user_agent",
+    "src_ips": "src_ip",
+    "sessions": "user",
+    "regions": "region",
+}
+# The keys before the samples and after them.
+_HEAD = (
     "principal",
     "actor.user.account.uid",
     "count",
@@ -44,23 +53,33 @@ ALERT_KEYS = (
     "firstTime",
     "lastTime",
     "groups",
-    "repositories",
-    "image_tags",
-    "user_agents",
-    "src_ips",
-    "sessions",
-    "regions",
-    "event_ids",
-    "findings",
-    "truncated",
 )
-# The samples, each rendered as {"values": [...], "total": N}: repositories ... event_ids.
-SAMPLES = ALERT_KEYS[ALERT_KEYS.index("repositories") : ALERT_KEYS.index("findings")]
+_TAIL = ("findings", "truncated")
+
+
+def sample_names(detection: Detection) -> tuple[str, ...]:
+    """The samples of an alert of ``detection``, each rendered ``{"values": [...], "total":
+    N}``: the detection's own, then the generic ones."""
+    return (*(s.name for s in detection.samples), *GENERIC_SAMPLES)
+
+
+def alert_keys(detection: Detection) -> tuple[str, ...]:
+    """The stable keys of the JSON form of an alert of ``detection``, in order (scripts rely
+    on them); more may follow."""
+    return (*_HEAD, *sample_names(detection), *_TAIL)
+
+
+# The keys and samples of an alert of the default detection.
+ALERT_KEYS = alert_keys(default_detection())
+SAMPLES = sample_names(default_detection())
 
 # Why an alert is in a message (``Alert.reason``).
 NEW = "new"  # not alerted within the window (or no state table)
-FIRST_SUCCESS = "first_success"  # emailed in the window for failures only; now a push succeeded
-NEW_REPOSITORY = "new_repository"  # pushed to a repository not yet reported in the window
+FIRST_SUCCESS = "first_success"  # emailed in the window for failures only; now a call succeeded
+# A successful call with a value of the detection's ``escalate_on`` sample not yet reported in
+# the window. Rendered in JSON as the detection's ``new_value_reason``.
+NEW_VALUE = "new_value"
+NEW_REPOSITORY = NEW_VALUE  # the name before detections were specs
 
 _ASSUMED_ROLE = re.compile(
     r"arn:(?P<partition>[a-z0-9-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.*",
@@ -121,7 +140,7 @@ def principal_of(finding: Finding) -> str:
 
 
 def key_of(finding: Finding) -> AlertKey:
-    return AlertKey(DETECTION.id, finding.field("account"), principal_of(finding))
+    return AlertKey(finding.detection.id, finding.field("account"), principal_of(finding))
 
 
 class CountsLike(Protocol):
@@ -149,7 +168,7 @@ class Contribution:
 
 
 def _finding_order(f: Finding) -> tuple[Any, ...]:
-    """Findings with a successful push first, then the busiest, then the most recent."""
+    """Findings with a successful call first, then the busiest, then the most recent."""
     return (
         f.succeeded == 0,
         -f.count,
@@ -170,6 +189,8 @@ class Alert:
     first_ms: int | None = None
     last_ms: int | None = None
     reason: str = NEW
+    # The detection of every finding here (``AlertKey.detection_id`` is its id).
+    detection: Detection = field(default_factory=default_detection)
     # Orderings and samples computed from ``findings``: an alert of 100,000 groups (one per
     # user agent, say) is sorted once, not once per sample and per rendering step.
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -221,7 +242,8 @@ class Alert:
 
     def sample(self, name: str) -> tuple[list[str], int, bool]:
         """(distinct values, most telling first; how many distinct; whether more existed than
-        the findings kept). Repositories and tags of successful calls come first."""
+        the findings kept). For the detection's own samples, values of successful calls come
+        first."""
         cache = self._cache()
         key = f"sample:{name}"
         if key not in cache:
@@ -232,15 +254,15 @@ class Alert:
     def _sample(self, name: str) -> tuple[list[str], int, bool]:
         findings = self.ordered()
         more = False
-        if name in ("repositories", "image_tags"):
-            samples = [getattr(f, name) for f in findings]
+        if name in self._spec_samples():
+            samples = [f.sample(name) for f in findings]
             ok = sorted({v for s in samples for v in s.succeeded()})
             rest = sorted({v for s in samples for v in s.values} - set(ok))
             more = any(s.more for s in samples)
             values = ok + rest
         elif name == "event_ids":
-            values = list(dict.fromkeys(v for f in findings for v in f.event_ids.values))
-            more = any(f.event_ids.more for f in findings)
+            values = list(dict.fromkeys(v for f in findings for v in f.sample("event_ids").values))
+            more = any(f.sample("event_ids").more for f in findings)
         else:
             column = {
                 "user_agents": "user_agent",
@@ -251,13 +273,22 @@ class Alert:
             values = list(dict.fromkeys(v for f in findings if (v := f.field(column)) is not None))
         return values, len(values), more
 
-    def succeeded_repositories(self) -> list[str]:
+    def _spec_samples(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.detection.samples)
+
+    def succeeded_values(self, name: str | None = None) -> list[str]:
+        """The distinct values of sample ``name`` (default: the detection's ``escalate_on``)
+        in successful calls, sorted."""
+        name = name or self.detection.escalate_on
         cache = self._cache()
-        if "succeeded_repositories" not in cache:
-            cache["succeeded_repositories"] = sorted(
-                {v for f in self.findings for v in f.repositories.succeeded()}
-            )
-        return list(cache["succeeded_repositories"])
+        key = f"succeeded:{name}"
+        if key not in cache:
+            cache[key] = sorted({v for f in self.findings for v in f.sample(name).succeeded()})
+        return list(cache[key])
+
+    def rendered_reason(self) -> str:
+        """``reason`` as JSON shows it: ``NEW_VALUE`` in the detection's own words."""
+        return self.detection.new_value_reason if self.reason == NEW_VALUE else self.reason
 
     def who(self) -> str:
         return self.key.principal
@@ -281,7 +312,8 @@ class Alert:
             "lastTime": ctime(self.last_ms),
             "groups": self.groups,
         }
-        for name in SAMPLES:
+        detection = self.detection
+        for name in sample_names(detection):
             values, total, more = self.sample(name)
             shown = values[: limits.values]
             rec[name] = {"values": [cut(v) for v in shown], "total": total}
@@ -294,20 +326,21 @@ class Alert:
         truncated["findings"] = len(findings) < self.groups
         truncated["text"] = cut.cut
         rec["truncated"] = truncated
-        ok_repos = self.succeeded_repositories()
+        escalate = next(s for s in detection.samples if s.name == detection.escalate_on)
+        ok = self.succeeded_values()
         rec |= {
-            "succeeded_repositories": {
-                "values": [cut(v) for v in ok_repos[: limits.values]],
-                "total": len(ok_repos),
+            escalate.succeeded_key: {
+                "values": [cut(v) for v in ok[: limits.values]],
+                "total": len(ok),
             },
             "alert_id": self.id,
-            "reason": self.reason,
+            "reason": self.rendered_reason(),
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
-            "message": DETECTION.message(cut(self.key.principal) or ""),
+            "message": detection.message(cut(self.key.principal) or ""),
             "detection_id": self.key.detection_id,
-            "severity": DETECTION.severity,
-            "risk_score": DETECTION.risk_score,
+            "severity": detection.severity,
+            "risk_score": detection.risk_score,
         }
         truncated["text"] = cut.cut
         return rec
@@ -340,8 +373,8 @@ def _finding_record(f: Finding, cut: _Cutter) -> dict[str, Any]:
 
 
 def alert_order(a: Alert) -> tuple[Any, ...]:
-    """Alerts with a successful push first, then by count, then by name (stable)."""
-    return (a.succeeded == 0, -a.count, a.key.principal, a.key.account or "")
+    """Alerts with a successful call first, then by count, then by name (stable)."""
+    return (a.succeeded == 0, -a.count, a.key.principal, a.key.account or "", a.key.detection_id)
 
 
 def rollup(findings: Iterable[Finding]) -> list[Alert]:
@@ -351,11 +384,11 @@ def rollup(findings: Iterable[Finding]) -> list[Alert]:
         key = key_of(f)
         alert = alerts.get(key)
         if alert is None:
-            alert = alerts[key] = Alert(key)
+            alert = alerts[key] = Alert(key, detection=f.detection)
         alert.add(f)
     return sorted(alerts.values(), key=alert_order)
 
 
 def totals(alerts: Sequence[Alert]) -> tuple[int, int]:
-    """(alerts, PutImage calls) over ``alerts``."""
+    """(alerts, calls) over ``alerts``."""
     return len(alerts), sum(a.count for a in alerts)

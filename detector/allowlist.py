@@ -17,7 +17,7 @@ Every entry must mean one account's principals or one AWS service (``entry_probl
   whose path ends in ``::111122223333:user/``.
 - an AWS service name ``NAME.amazonaws.com`` (or ``.amazonaws.com.cn``), written out in full: a
   glob there would match role and session names of any account that end in ``.amazonaws.com``
-  (``arn:aws:iam::999999999999:role/x.ecr.amazonaws.com`` is a valid role ARN).
+  (``arn:aws:iam::999999999999:role/x.codebuild.amazonaws.com`` is a valid role ARN).
 
 Anything else (``*``, ``arn:*``, ``*:*``, a principal id, a bare name) is refused, naming the
 entry and its line: an allowlist that silently trusts everyone, or silently trusts nobody it
@@ -111,7 +111,9 @@ def entry_problem(entry: str) -> str | None:
                 "account that end in .amazonaws.com; write each service name out in full"
             )
         if not _SERVICE_NAME.fullmatch(entry):
-            return "is not an AWS service name (lower-case DNS labels, as in ecr.amazonaws.com)"
+            return (
+                "is not an AWS service name (lower-case DNS labels, as in codebuild.amazonaws.com)"
+            )
         return None
     if _catch_all(entry):
         return f"{_ANY_ACCOUNT}; {_EXAMPLES}"

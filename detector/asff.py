@@ -14,7 +14,11 @@ Limits, from the Security Hub API model and user guide:
 - Every string must match ``.*\\S.*``: not empty, not only whitespace, no line breaks.
 - One finding ≤ 240 KB.
 
-Everything taken from event data (user agents, ARNs, repository names) is attacker-influenced:
+What belongs to a detection (``Types``, the API call, the description's lead and listings, the
+resources besides the principal, severity, confidence, title, remediation) comes from the
+alert's detection spec (``Alert.detection``, ``detector.spec.AsffSpec``).
+
+Everything taken from event data (user agents, ARNs, request values) is attacker-influenced:
 it passes through ``_text`` (control characters escaped, length cut in UTF-16 code units, which
 is how the service counts) before it goes anywhere in the finding.
 """
@@ -30,12 +34,10 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from detector.alerts import Alert, Limits
-from detector.detection import DETECTION
 from detector.output import safe_text
+from detector.spec import AsffSpec, Detection
 
 SCHEMA_VERSION = "2018-10-08"
-FINDING_TYPES = ("TTPs/Execution/T1204.003-User Execution: Malicious Image",)
-ECR_SERVICE = "ecr.amazonaws.com"
 
 MAX_ID = 512
 MAX_TITLE = 256
@@ -45,7 +47,7 @@ MAX_RESOURCES = 32
 MAX_TYPES = 50
 MAX_RESOURCE_TYPE = 256
 MAX_RESOURCE_REGION = 16
-MAX_RESOURCE_ID = 512  # no documented limit; IAM and ECR ARNs stay far below
+MAX_RESOURCE_ID = 512  # no documented limit; IAM and resource ARNs stay far below
 MAX_PRODUCT_FIELDS = 50
 MAX_PRODUCT_FIELD_KEY = 128
 MAX_PRODUCT_FIELD_VALUE = 2048
@@ -92,8 +94,6 @@ _KEY_RE = re.compile(r"[A-Za-z0-9 _./:+=@-]{1,128}")
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,126}[A-Za-z0-9])?")
-# Amazon ECR repository names (2-256 characters).
-_REPOSITORY_RE = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 # An IAM role or user ARN (path and name are printable ASCII); anything else is ``Other``.
 _IAM_ARN_RE = re.compile(r"arn:[a-z-]+:iam::\d{12}:(?P<kind>role|user)/[!-~]+")
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
@@ -240,27 +240,18 @@ def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
     return resource
 
 
-def _repositories(
-    names: Iterable[object], partition: str, region: str, account: str, limit: int
+def _spec_resources(
+    alert: Alert, spec: AsffSpec, partition: str, region: str, account: str
 ) -> list[dict[str, Any]]:
-    """One ``AwsEcrRepository`` per valid repository name, at most ``limit``. A name that is
-    not a valid ECR repository name (possible in a failed call) stays out of the ARNs; it is
-    still shown, escaped, in ``Description`` and ``ProductFields``."""
-    valid = [
-        n
-        for n in names
-        if isinstance(n, str) and 2 <= len(n) <= 256 and _REPOSITORY_RE.fullmatch(n)
-    ]
-    out = []
-    for name in valid[:limit]:
-        arn = f"arn:{partition}:ecr:{region}:{account}:repository/{name}"
-        resource: dict[str, Any] = {"Type": "AwsEcrRepository", "Id": arn}
-        if partition in PARTITIONS:
-            resource["Partition"] = partition
-        resource["Region"] = region
-        resource["Details"] = {"AwsEcrRepository": {"Arn": arn, "RepositoryName": name}}
-        out.append(resource)
-    return out
+    """The resources the detection declares besides the principal (``AsffSpec.resources``),
+    from the values of its ``resource_sample``, those of successful calls first. The spec
+    decides which values make a valid resource; a value it refuses is still shown, escaped,
+    in ``Description`` and ``ProductFields``."""
+    ok = alert.succeeded_values(spec.resource_sample)
+    values, _, _ = alert.sample(spec.resource_sample)  # successful ones first
+    limit = MAX_RESOURCES - 1
+    names = list(dict.fromkeys([*ok, *values]))
+    return spec.resources(names, partition, region, account, limit)[:limit]
 
 
 # --- product fields ---------------------------------------------------------------------------
@@ -318,17 +309,21 @@ def _listing(label: str, values: Sequence[str], total: int, more: bool, width: i
     return [f"{label}: {shown}" + (f" (+{extra} more)." if extra > 0 else ".")]
 
 
-def _description(alert: Alert, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+def _description(
+    alert: Alert, spec: AsffSpec, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> str:
     who = _text(alert.who(), 300)
     parts = [
-        f"{alert.count} PutImage call(s) ({alert.succeeded} succeeded, {alert.failed} failed) "
-        f"by {who}, which is not on the allowlist of image publishers."
+        spec.lead.format(count=alert.count, succeeded=alert.succeeded, failed=alert.failed, who=who)
     ]
-    ok = alert.succeeded_repositories()
-    parts += _listing("Pushed to", ok, len(ok), False, 80)
-    for label, name, width in (("Repositories", "repositories", 80), ("Tags", "image_tags", 60)):
-        values, total, more = alert.sample(name)
-        parts += _listing(label, values, total, more, width)
+    for label, source, width in spec.listings:
+        kind, _, name = source.partition(":")
+        if kind == "succeeded" and name:
+            ok = alert.succeeded_values(name)
+            parts += _listing(label, ok, len(ok), False, width)
+        else:
+            values, total, more = alert.sample(source)
+            parts += _listing(label, values, total, more, width)
     source = f"From {ip}" if ip is not None else "From an unrecorded source"
     regions, _, _ = alert.sample("regions")
     if regions:
@@ -359,6 +354,12 @@ def _first_domain(alert: Alert) -> str | None:
     return None
 
 
+def _asff_spec(detection: Detection) -> AsffSpec:
+    if detection.asff is None:
+        raise ValueError(f"detection {detection.slug} declares no ASFF fields")
+    return detection.asff
+
+
 def to_asff(
     alert: Alert,
     *,
@@ -375,6 +376,8 @@ def to_asff(
     (``Workflow``, ``Note``, ``UserDefinedFields``, ``VerificationState``) are never set.
     Every value from the data goes through ``_text``, ``_ip`` or ``_domain`` first.
     """
+    detection = alert.detection
+    spec = _asff_spec(detection)
     record = alert.to_record(FIELD_LIMITS)
     # No finding of the alert is rendered here (``groups`` counts them): their flag would
     # always be set.
@@ -390,15 +393,11 @@ def to_asff(
     domain = _first_domain(alert)
     first, last = _ms_timestamp(alert.first_ms), _ms_timestamp(alert.last_ms)
     created = _timestamp(now)
-    severity = {"Label": DETECTION.severity.upper(), "Original": str(DETECTION.risk_score)}
-    types = list(FINDING_TYPES)
+    severity = {"Label": detection.severity.upper(), "Original": str(detection.risk_score)}
+    types = list(spec.types)
 
     resources = [_principal(alert, partition, res_region)]
-    ok = alert.succeeded_repositories()
-    repos, _, _ = alert.sample("repositories")  # successful ones first
-    resources += _repositories(
-        list(dict.fromkeys([*ok, *repos])), partition, res_region, res_account, MAX_RESOURCES - 1
-    )
+    resources += _spec_resources(alert, spec, partition, res_region, res_account)
     fields = product_fields(record)
 
     asff: dict[str, Any] = {
@@ -417,26 +416,25 @@ def to_asff(
         asff["LastObservedAt"] = last
     asff |= {
         "Severity": dict(severity),
-        "Confidence": DETECTION.confidence,
-        "Criticality": DETECTION.impact,
+        "Confidence": detection.confidence,
+        "Criticality": detection.impact,
         "FindingProviderFields": {
-            "Confidence": DETECTION.confidence,
-            "Criticality": DETECTION.impact,
+            "Confidence": detection.confidence,
+            "Criticality": detection.impact,
             "Severity": dict(severity),
             "Types": list(types),
         },
-        "Title": _clip(DETECTION.message(_text(alert.who(), 200)), MAX_TITLE),
-        "Description": _description(alert, ip),
-        "Remediation": {
-            "Recommendation": {
-                "Text": _clip(DETECTION.how_to_respond, MAX_REMEDIATION_TEXT),
-                "Url": DETECTION.references[0],
-            }
-        },
-        "SourceUrl": DETECTION.references[1],
-        "ProductFields": fields,
-        "Resources": resources,
+        "Title": _clip(detection.message(_text(alert.who(), 200)), MAX_TITLE),
+        "Description": _description(alert, spec, ip),
     }
+    recommendation = {"Text": _clip(detection.how_to_respond, MAX_REMEDIATION_TEXT)}
+    if detection.references:
+        recommendation["Url"] = detection.references[0]
+    asff["Remediation"] = {"Recommendation": recommendation}
+    # The first reference is the technique (remediation); the second, the detection's page.
+    if len(detection.references) > 1:
+        asff["SourceUrl"] = detection.references[1]
+    asff |= {"ProductFields": fields, "Resources": resources}
 
     network: dict[str, Any] = {}
     if isinstance(ip, ipaddress.IPv4Address):
@@ -448,7 +446,7 @@ def to_asff(
     if network:
         asff["Network"] = {"Direction": "IN", **network}
 
-    call: dict[str, Any] = {"Api": "PutImage", "ServiceName": ECR_SERVICE}
+    call: dict[str, Any] = {"Api": spec.api, "ServiceName": spec.service}
     if ip is not None:
         call["CallerType"] = "remoteip"
         if isinstance(ip, ipaddress.IPv4Address):

@@ -1,11 +1,14 @@
-"""The detection as one Athena (Trino) SQL statement, for a backfill over Security Lake history.
+"""A detection as one Athena (Trino) SQL statement, for a backfill over Security Lake history.
 
-The statement computes what ``scan`` computes, over the Glue table of one source version:
-``PutImage`` calls whose caller ARN, session issuer and calling service all miss the allowlist
-(and, for calls with none of those, whose source domain misses it too),
-grouped by the same seven keys (a null key is a group of its own), with the count, first and
-last time, success/failure counts and samples (repositories, image tags, session issuers,
-principal ids, calling services). Its result columns carry the ``scan --format jsonl`` names.
+The statement computes what ``scan`` computes for one detection (``detector.spec.Detection``),
+over the Glue table of one source version: calls of the operations the detection watches that
+its ``sql_predicate`` reports (for the default detection: calls whose caller ARN, session issuer
+and calling service all miss the allowlist and, for calls with none of those, whose source
+domain misses it too), grouped by the same seven keys (a null key is a group of its own), with
+the count, first and last time, success/failure counts and samples (the detection's own, then
+session issuers, principal ids, calling services; the detection's samples also over successful
+calls only). Its result columns carry the ``scan --format jsonl`` names (``result_columns``).
+Several detections are several statements: one each.
 
 - The scan is limited by the table's partitions: v1 (``cloud_trail_mgmt_1_0``) is partitioned
   by ``region``, ``accountid`` and ``eventday`` (``yyyymmdd`` string); v2 (``…_2_0``, Iceberg)
@@ -13,13 +16,14 @@ principal ids, calling services). Its result columns carry the ``scan --format j
   given) are read; ``time`` then cuts the period exactly.
 - ``firstTime``/``lastTime`` are epoch **milliseconds** (UTC): no date formatting function is
   common to Trino and DuckDB, so ``backfill`` formats them like ``scan`` does.
-- Allowlist entries become SQL literals: exact entries in ``IN (…)``, globs as ``LIKE`` with
-  ``ESCAPE '\\'`` (``*`` → ``%``, ``?`` → ``_``, a literal ``%``, ``_`` or ``\\`` escaped).
-  ``LIKE`` is case-sensitive and whole-value in Trino and DuckDB, like the allowlist; a null
-  never matches. Quotes are doubled; anything but printable ASCII is refused.
-- Only constructs Trino and DuckDB share, plus four Trino functions the tests map onto DuckDB
-  (``element_at`` on a map, ``json_extract_scalar``, ``slice``, ``json_format``): the tests run
-  the statement on local Parquet and compare it with ``scan``.
+- Allowlist entries become SQL literals (``detector.sqlparts``): exact entries in ``IN (…)``,
+  globs as ``LIKE`` with ``ESCAPE '\\'`` (``*`` → ``%``, ``?`` → ``_``, a literal ``%``, ``_`` or
+  ``\\`` escaped). ``LIKE`` is case-sensitive and whole-value in Trino and DuckDB, like the
+  allowlist; a null never matches. Quotes are doubled; anything but printable ASCII is refused.
+- Only constructs Trino and DuckDB share, plus the Trino functions the tests map onto DuckDB
+  (``element_at`` on a map, ``json_extract_scalar``, ``slice``, ``json_format``, and those a
+  detection's predicate uses): the tests run the statement on local Parquet and compare it with
+  ``scan``.
 
 Differences from ``scan``, on purpose or by nature: no event ids and no source objects (reading
 ``metadata.uid`` for every row would add a high-entropy column to the bytes billed), and events
@@ -35,10 +39,37 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from detector.allowlist import Allowlist, entry_problem
+from detector import detections
+from detector.allowlist import Allowlist
 from detector.errors import DetectorError
 from detector.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
 from detector.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
+from detector.spec import Active, Detection
+from detector.sqlparts import QueryInputInvalid, column, identifier, like_pattern, literal
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "Period",
+    "Query",
+    "QueryInputInvalid",
+    "ResultInvalid",
+    "billed_bytes",
+    "build",
+    "check_columns",
+    "check_region",
+    "column",
+    "cost_line",
+    "cost_usd",
+    "finding",
+    "findings",
+    "human_bytes",
+    "identifier",
+    "like_pattern",
+    "literal",
+    "parse_accounts",
+    "parse_version",
+    "result_columns",
+]
 
 # StartQueryExecution takes at most 256 KiB of query text.
 MAX_QUERY_BYTES = 262_144
@@ -52,34 +83,37 @@ MIN_BILLED_BYTES = 10 * MB
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 _ACCOUNT = re.compile(r"[0-9]{12}")  # not \d: that takes any script's digits
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_PRINTABLE = re.compile(r"[ -~]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Result columns after the seven grouping keys, in order.
 _AGGREGATES = ("count", "firstTime", "lastTime", "succeeded", "failed")
-# Sampled values: result column → (inner column, Finding attribute).
-_SAMPLES = {
-    "repositories": ("repository", "repositories"),
-    "image_tags": ("image_tag", "image_tags"),
-    "session_issuers": ("session_issuer", "session_issuers"),
-    "principal_ids": ("principal_id", "principal_ids"),
-    "invoked_by": ("invoked_by", "invoked_by"),
-}
-# Values of successful calls: added first, with priority, so failed calls cannot evict them.
-_OK_SAMPLES = {
-    "succeeded_repositories": ("repository", "repositories"),
-    "succeeded_image_tags": ("image_tag", "image_tags"),
-}
-RESULT_COLUMNS: tuple[str, ...] = (
-    *(KEY_NAMES[k] for k in GROUP_KEYS),
-    *_AGGREGATES,
-    *_SAMPLES,
-    *_OK_SAMPLES,
+# Samples every detection keeps after its own: (result column and sample name, inner column).
+_GENERIC_SAMPLES = (
+    ("session_issuers", "session_issuer"),
+    ("principal_ids", "principal_id"),
+    ("invoked_by", "invoked_by"),
 )
 
 
-class QueryInputInvalid(DetectorError):
-    """A region, account, time or allowlist that cannot go into the statement (a usage error)."""
+def result_columns(detection: Detection | None = None) -> tuple[str, ...]:
+    """The statement's result columns for ``detection`` (None: the default), in order: the
+    grouping keys, the aggregates, the detection's samples, the generic samples, then the
+    detection's samples over successful calls."""
+    detection = detection or detections.get(detections.DEFAULT)
+    names = (
+        *(KEY_NAMES[k] for k in GROUP_KEYS),
+        *_AGGREGATES,
+        *(s.name for s in detection.samples),
+        *(name for name, _ in _GENERIC_SAMPLES),
+        *(s.succeeded_key for s in detection.samples),
+    )
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        raise ValueError(f"{detection.slug}: a sample name repeats a result column: {names}")
+    return names
+
+
+RESULT_COLUMNS: tuple[str, ...] = result_columns()
 
 
 class ResultInvalid(DetectorError):
@@ -200,80 +234,66 @@ class Query:
 
 # --- SQL text ----------------------------------------------------------------------------------
 
-
-def literal(value: str) -> str:
-    """A SQL string literal. Only printable ASCII is accepted: nothing else is ever needed here,
-    and it keeps control characters (and their odd handling by SQL engines) out of the query."""
-    if not _PRINTABLE.fullmatch(value):
-        raise QueryInputInvalid(f"{value[:80]!r} holds characters that cannot go into the query")
-    return "'" + value.replace("'", "''") + "'"
-
-
-def identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def column(path: str) -> str:
-    """A dotted column path as a (row-field) dereference: ``"actor"."user"."uid"``."""
-    return ".".join(identifier(part) for part in path.split("."))
-
-
-def like_pattern(glob: str) -> str:
-    """An allowlist glob as a LIKE pattern for ``ESCAPE '\\'``."""
-    out = []
-    for ch in glob:
-        if ch in "\\%_":
-            out.append("\\" + ch)
-        elif ch == "*":
-            out.append("%")
-        elif ch == "?":
-            out.append("_")
-        else:
-            out.append(ch)
-    return "".join(out)
+# A request parameter key that can go into a map key and a JSON path as it is.
+_REQUEST_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# An internal column name usable as a bare alias (anything else is quoted).
+_BARE = re.compile(r"[a-z][a-z0-9_]*")
+# Words Trino or DuckDB reserve that a bare alias could be: quoted instead.
+_RESERVED = frozenset(
+    """all alter analyse analyze and any array as asc asymmetric between both by case cast
+    check collate column constraint create cross cube current_catalog current_date
+    current_path current_role current_schema current_time current_timestamp current_user
+    deallocate default deferrable delete desc describe distinct do drop else end escape
+    except execute exists extract false fetch for foreign from full grant group grouping
+    having in initially inner insert intersect into is join lateral leading left like
+    limit listagg localtime localtimestamp natural normalize not null offset on only or
+    order outer placing prepare primary recursive references returning right rollup select
+    session_user skip some symmetric table then to trailing trim true uescape union unique
+    unnest user using values variadic when where window with""".split()  # noqa: SIM905
+)
 
 
-def _trusted(col: str, allowlist: Allowlist) -> str | None:
-    """True where ``col`` matches an entry; false (never null) otherwise, null included.
-
-    The entries are checked again here (``entry_problem``): an ``Allowlist`` built directly
-    must not bring a catch-all into the statement either.
-    """
-    for entry in allowlist.entries:
-        problem = entry_problem(entry)
-        if problem:
-            raise QueryInputInvalid(f"allowlist entry {entry[:80]!r} {problem}")
-    exact = [e for e in allowlist.entries if "*" not in e and "?" not in e]
-    globs = [e for e in allowlist.entries if "*" in e or "?" in e]
-    tests = []
-    if exact:
-        tests.append(f"{col} IN ({', '.join(literal(e) for e in exact)})")
-    tests += [f"{col} LIKE {literal(like_pattern(g))} ESCAPE '\\'" for g in globs]
-    if not tests:
-        return None
-    return "coalesce(" + " OR ".join(tests) + ", false)"
+def _alias(name: str) -> str:
+    return name if _BARE.fullmatch(name) and name not in _RESERVED else identifier(name)
 
 
-def _request_fields(query: Query) -> tuple[str, str]:
-    """SQL for (repository, image tag) out of the request column of the query's version."""
-    request = column(query.layout.columns["request"])
-    if query.version is SchemaVersion.V1:
+def _request_field(layout: Layout, key: str) -> str:
+    """SQL for the request parameter ``key`` out of the request column of ``layout``."""
+    if not _REQUEST_KEY.fullmatch(key):
+        raise QueryInputInvalid(f"request parameter {key[:80]!r} cannot go into the query")
+    request = column(layout.columns["request"])
+    if layout.version is SchemaVersion.V1:
         # v1 data holds request parameters in the ``unmapped`` map in two layouts, possibly
-        # mixed: flattened (``requestParameters.repositoryName``) or one whole JSON value
+        # mixed: flattened (``requestParameters.<key>``) or one whole JSON value
         # (``requestParameters``, as AWS's v1 query examples read it). A flattened value wins,
         # as in ``schema.request_fields``. element_at gives null for a missing key, where the
         # subscript operator would fail the query; json_extract_scalar gives null for bad JSON.
         whole = f"element_at({request}, 'requestParameters')"
         return (
-            f"coalesce(element_at({request}, 'requestParameters.repositoryName'), "
-            f"json_extract_scalar({whole}, '$.repositoryName'))",
-            f"coalesce(element_at({request}, 'requestParameters.imageTag'), "
-            f"json_extract_scalar({whole}, '$.imageTag'))",
+            f"coalesce(element_at({request}, {literal('requestParameters.' + key)}), "
+            f"json_extract_scalar({whole}, {literal('$.' + key)}))"
         )
-    return (
-        f"json_extract_scalar({request}, '$.repositoryName')",
-        f"json_extract_scalar({request}, '$.imageTag')",
-    )
+    return f"json_extract_scalar({request}, {literal('$.' + key)})"
+
+
+def columns(layout: Layout, detection: Detection) -> dict[str, str]:
+    """Internal column name → SQL expression over a table of ``layout``: every layout column
+    (``schema.GENERIC``) and the detection's request fields. What a ``sql_predicate`` gets."""
+    cols = {name: column(path) for name, path in layout.columns.items() if name != "request"}
+    for request_field in detection.request_fields:
+        if request_field.column in cols:
+            raise QueryInputInvalid(
+                f"{detection.slug}: request field {request_field.column!r} shadows a column"
+            )
+        cols[request_field.column] = _request_field(layout, request_field.key)
+    return cols
+
+
+def reports_every_call(active: Active, allowlist: Allowlist) -> bool:
+    """True when ``active`` reports every call of the operations it watches with ``allowlist``
+    (its SQL predicate is None), e.g. an allowlist detection with an empty allowlist."""
+    cols = columns(V2, active.detection)
+    return active.detection.sql_predicate(cols, active.context(allowlist)) is None
 
 
 def _partition_filter(query: Query) -> list[str]:
@@ -291,6 +311,14 @@ def _partition_filter(query: Query) -> list[str]:
     return where
 
 
+def _operations(expression: str, operations: Sequence[str]) -> str:
+    if not operations:
+        raise QueryInputInvalid("the detection watches no operation")
+    if len(operations) == 1:
+        return f"{expression} = {literal(operations[0])}"
+    return f"{expression} IN ({', '.join(literal(o) for o in operations)})"
+
+
 def _sample(inner: str, condition: str = "") -> str:
     # One more than a finding keeps, so the finding knows its sample was cut.
     return (
@@ -299,41 +327,42 @@ def _sample(inner: str, condition: str = "") -> str:
     )
 
 
-def build(query: Query, allowlist: Allowlist) -> str:
-    """The detection over ``query``'s table and period as one SELECT statement."""
+def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> str:
+    """``active`` (None: the default detection) over ``query``'s table and period as one
+    SELECT statement."""
     check_region(query.region)
     for account in query.accounts:
         if not _ACCOUNT.fullmatch(account):
             raise QueryInputInvalid(f"{account[:40]!r} is not a 12-digit AWS account id")
-    cols = query.layout.columns
-    repository, image_tag = _request_fields(query)
-    inner = [f"{column(cols[k])} AS k_{k}" for k in GROUP_KEYS]
-    inner += [
-        f"{column(cols['time_ms'])} AS t",
-        f"{column(cols['status'])} AS status",
-        f"{repository} AS repository",
-        f"{image_tag} AS image_tag",
-        f"{column(cols['session_issuer'])} AS session_issuer",
-        f"{column(cols['principal_id'])} AS principal_id",
-        f"{column(cols['invoked_by'])} AS invoked_by",
-    ]
-    time = column(cols["time_ms"])
+    if active is None:
+        active = detections.default()[0]
+    detection = active.detection
+    names = result_columns(detection)
+    cols = columns(query.layout, detection)
+    # Inner (per-row) columns: the grouping keys, time and status under fixed names, then every
+    # column a sample keeps, each once, under its own name.
+    aliases: dict[str, str] = {k: f"k_{k}" for k in GROUP_KEYS}
+    aliases |= {"time_ms": "t", "status": "status"}
+    inner = [f"{cols[k]} AS k_{k}" for k in GROUP_KEYS]
+    inner += [f"{cols['time_ms']} AS t", f"{cols['status']} AS status"]
+    sampled = [s.column for s in detection.samples] + [c for _, c in _GENERIC_SAMPLES]
+    for name in sampled:
+        if name in aliases:
+            continue
+        if name not in cols:
+            raise QueryInputInvalid(f"{detection.slug}: no column {name!r} to sample")
+        aliases[name] = _alias(name)
+        inner.append(f"{cols[name]} AS {aliases[name]}")
+    time = cols["time_ms"]
     where = [
         *_partition_filter(query),
         f"{time} >= {query.period.start_ms}",
         f"{time} < {query.period.end_ms}",
-        f"{column(cols['operation'])} = 'PutImage'",
+        _operations(cols["operation"], detection.operations),
     ]
-    identities = [column(cols[name]) for name in ("user", "session_issuer", "invoked_by")]
-    trusted = [t for c in identities if (t := _trusted(c, allowlist)) is not None]
-    domain = _trusted(column(cols["src_domain"]), allowlist)
-    if domain is not None:
-        # A push AWS made itself has no caller identity, only a source domain; the domain of a
-        # row with any identity is never consulted (as in ``Allowlist.trust_mask``).
-        no_identity = " AND ".join(f"{c} IS NULL" for c in identities)
-        trusted.append(f"({no_identity} AND {domain})")
-    if trusted:
-        where.append("NOT (" + "\n      OR ".join(trusted) + ")")
+    condition = detection.sql_predicate(cols, active.context(allowlist))
+    if condition is not None:
+        where.append(condition)
     outer = [f"e.k_{k} AS {identifier(KEY_NAMES[k])}" for k in GROUP_KEYS]
     outer += [
         'count(*) AS "count"',
@@ -342,9 +371,14 @@ def build(query: Query, allowlist: Allowlist) -> str:
         "sum(CASE WHEN lower(e.status) = 'success' THEN 1 ELSE 0 END) AS \"succeeded\"",
         "sum(CASE WHEN lower(e.status) = 'failure' THEN 1 ELSE 0 END) AS \"failed\"",
     ]
-    outer += [f"{_sample(src)} AS {identifier(name)}" for name, (src, _) in _SAMPLES.items()]
+    outer += [f"{_sample(aliases[s.column])} AS {identifier(s.name)}" for s in detection.samples]
+    outer += [f"{_sample(aliases[c])} AS {identifier(name)}" for name, c in _GENERIC_SAMPLES]
     ok = " AND lower(e.status) = 'success'"
-    outer += [f"{_sample(src, ok)} AS {identifier(name)}" for name, (src, _) in _OK_SAMPLES.items()]
+    outer += [
+        f"{_sample(aliases[s.column], ok)} AS {identifier(s.succeeded_key)}"
+        for s in detection.samples
+    ]
+    assert len(outer) == len(names)
     sep = ",\n  "
     sql = (
         f"SELECT\n  {sep.join(outer)}\n"
@@ -388,40 +422,49 @@ def _strings(value: str | None, name: str) -> list[str]:
     return data
 
 
-def check_columns(names: Sequence[str]) -> None:
+def check_columns(names: Sequence[str], detection: Detection | None = None) -> None:
     """The result's column names, compared case-insensitively (Athena lowercases them)."""
     got = [n.lower() for n in names]
-    want = [n.lower() for n in RESULT_COLUMNS]
+    want = [n.lower() for n in result_columns(detection)]
     if got != want:
         raise ResultInvalid(f"unexpected result columns {got[:20]}, expected {want}")
 
 
-def finding(row: Sequence[str | None]) -> Finding:
-    """One result row (every value as text, None for SQL NULL) as a ``Finding``."""
-    if len(row) != len(RESULT_COLUMNS):
-        raise ResultInvalid(f"a result row has {len(row)} values, expected {len(RESULT_COLUMNS)}")
-    values = dict(zip(RESULT_COLUMNS, row, strict=True))
+def finding(row: Sequence[str | None], detection: Detection | None = None) -> Finding:
+    """One result row of ``detection``'s statement (every value as text, None for SQL NULL) as
+    a ``Finding`` of that detection (None: the default)."""
+    detection = detection or detections.get(detections.DEFAULT)
+    names = result_columns(detection)
+    if len(row) != len(names):
+        raise ResultInvalid(f"a result row has {len(row)} values, expected {len(names)}")
+    values = dict(zip(names, row, strict=True))
     key = tuple(values[KEY_NAMES[k]] for k in GROUP_KEYS)
     out = Finding(
         key=key,
+        detection=detection,
         count=_int(values["count"], "count") or 0,
         first_ms=_int(values["firstTime"], "firstTime"),
         last_ms=_int(values["lastTime"], "lastTime"),
         succeeded=_int(values["succeeded"], "succeeded") or 0,
         failed=_int(values["failed"], "failed") or 0,
     )
-    for name, (_, attribute) in _OK_SAMPLES.items():
-        getattr(out, attribute).add(_strings(values[name], name), priority=True)
-    for name, (_, attribute) in _SAMPLES.items():
-        getattr(out, attribute).add(_strings(values[name], name))
+    # Values of successful calls first, with priority, so failed calls cannot evict them.
+    for spec in detection.samples:
+        name = spec.succeeded_key
+        out.sample(spec.name).add(_strings(values[name], name), priority=True)
+    for name in (*(s.name for s in detection.samples), *(n for n, _ in _GENERIC_SAMPLES)):
+        out.sample(name).add(_strings(values[name], name))
     return out
 
 
-def findings(rows: Iterable[Sequence[str | None]]) -> list[Finding]:
-    """Findings from result rows, in ``scan``'s order (most recent activity first)."""
-    aggregate = Aggregate()
+def findings(
+    rows: Iterable[Sequence[str | None]], detection: Detection | None = None
+) -> list[Finding]:
+    """Findings of ``detection`` from its statement's result rows, in ``scan``'s order (most
+    recent activity first)."""
+    aggregate = Aggregate(detection)
     for row in rows:
-        f = finding(row)
+        f = finding(row, aggregate.detection)
         if f.key in aggregate.groups:  # not from this statement, but never lose counts
             aggregate.groups[f.key].merge(f)
         else:

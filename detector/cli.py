@@ -2,18 +2,24 @@
 
 - ``scan``: exit 0 every input was read; 1 some input could not be read (each named on stderr,
   the rest still scanned and reported); 2 usage error (bad arguments, unreadable allowlist).
-- ``athena-sql``: print the detection as one Athena (Trino) statement; 0, or 2 on usage errors.
-- ``backfill``: run that statement in Athena, print the findings and publish them (Security Hub,
-  then the SNS digest) unless ``--dry-run``; 0 ok, 1 the query failed or was cancelled (with
-  Athena's reason) or publishing failed, 2 usage error.
+- ``athena-sql``: print each detection as one Athena (Trino) statement; 0, or 2 on usage errors.
+- ``backfill``: run those statements in Athena (one query per detection), print the findings and
+  publish them (Security Hub, then the SNS digest) unless ``--dry-run``; 0 ok, 1 a query failed
+  or was cancelled (with Athena's reason) or publishing failed, 2 usage error.
 - ``suggest-allowlist``: who pushed images (from objects or an Athena query), in the allowlist
   format for a person to review; exit codes as ``scan`` (or ``backfill`` with ``--from-athena``).
+- ``detections``: list the detections (``--detection``) and their options (``--option``); 0.
+
+``scan``, ``athena-sql`` and ``backfill`` run the detections named with ``--detection SLUG``
+(repeatable; default ``ecr-upload-unknown-user``), with options from the environment and
+``--option NAME=VALUE`` (which wins). An unknown slug or option, or a bad value, is exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
-from detector import __version__, athena_sql, suggest
+from detector import __version__, athena_sql, detections, suggest
 from detector.alerts import Alert, rollup
 from detector.allowlist import Allowlist
 from detector.engine import Run, scan_object
@@ -30,12 +36,14 @@ from detector.errors import (
     AllowlistInvalid,
     AllowlistUnavailable,
     BadObject,
+    ConfigError,
     DetectorError,
     ObjectUnreadable,
 )
 from detector.findings import Finding
 from detector.objects import ObjectRef, is_data_key
 from detector.output import safe_text, write_json, write_jsonl, write_table
+from detector.spec import Active
 
 if TYPE_CHECKING:
     from detector.alerting import Alerts
@@ -53,8 +61,9 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ecr-upload-detector",
-        description="Find Amazon ECR image pushes (PutImage) by principals not on an allowlist, "
-        "in Amazon Security Lake CloudTrail data (OCSF, both source versions).",
+        description="Run detections over Amazon Security Lake CloudTrail data (OCSF, both source "
+        f"versions). By default {detections.DEFAULT}: Amazon ECR image pushes by principals not "
+        "on an allowlist; the detections command lists the others.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -73,26 +82,32 @@ def _parser() -> argparse.ArgumentParser:
         "an empty file trusts no one. ssm:NAME reads an SSM parameter instead",
     )
     scan.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
+    _detection_options(scan, "")
 
     sql = sub.add_parser(
         "athena-sql",
-        help="print the detection as one Athena (Trino) SQL statement",
+        help="print each detection as one Athena (Trino) SQL statement",
         description="Print the detection over the Security Lake CloudTrail table of one source "
-        "version as one Athena SQL statement. firstTime/lastTime are epoch milliseconds (UTC).",
+        "version as one Athena SQL statement. firstTime/lastTime are epoch milliseconds (UTC). "
+        "With several --detection, one statement each, each after a '-- SLUG: NAME' line and "
+        "separated by a blank line.",
     )
     sql.add_argument("--allowlist", required=True, metavar="FILE", help=_ALLOWLIST_HELP)
     _query_options(sql, required=True)
+    _detection_options(sql, _PER_STATEMENT)
 
     backfill = sub.add_parser(
         "backfill",
-        help="run the detection over history in Athena and publish the findings",
+        help="run the detections over history in Athena and publish the findings",
         description="Run the detection over a period of Security Lake history with Athena, print "
         "the findings like scan, and publish them (Security Hub, then one SNS digest) unless "
-        "--dry-run. Athena bills the bytes the query scans: the cost is printed.",
+        "--dry-run. Athena bills the bytes the query scans: the cost is printed. Several "
+        "--detection run one query each, and their findings are published together.",
     )
     backfill.add_argument("--allowlist", required=True, metavar="FILE", help=_ALLOWLIST_HELP)
     _query_options(backfill, required=True)
     _athena_options(backfill, required=True)
+    _detection_options(backfill, _PER_STATEMENT)
     backfill.add_argument(
         "--dry-run", action="store_true", help="print the findings, publish nothing"
     )
@@ -121,9 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     sug = sub.add_parser(
         "suggest-allowlist",
         help="list who pushed images, in the allowlist format, for review",
-        description="Every principal that pushed images (PutImage) in the objects given, or in "
-        "an Athena query with --from-athena: roles for assumed-role sessions, AWS services for "
-        "calls they made, most pushes first, with # comments. Review before use.",
+        description="Every principal that pushed images (the calls the default detection "
+        "watches) in the objects given, or in an Athena query with --from-athena: roles for "
+        "assumed-role sessions, AWS services for calls they made, most pushes first, with # "
+        "comments. Review before use.",
     )
     sug.add_argument("paths", nargs="*", metavar="PATH")
     sug.add_argument(
@@ -133,7 +149,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     _query_options(sug, required=False)
     _athena_options(sug, required=False)
+
+    sub.add_parser(
+        "detections",
+        help="list the detections and their options",
+        description="One line per detection, tab-separated: slug, id, name, severity, whether it "
+        "runs by default, and its options (environment variable=default value).",
+    )
     return p
+
+
+# Statements are not combined: each detection is its own query, billed on its own.
+_PER_STATEMENT = (
+    " Each detection is its own statement (one Athena query each, billed on its own: the bytes "
+    "it scans, at least 10 MB)."
+)
+
+
+def _detection_options(p: argparse.ArgumentParser, note: str) -> None:
+    p.add_argument(
+        "--detection",
+        action="append",
+        metavar="SLUG",
+        help=f"a detection to run (repeatable; default {detections.DEFAULT}; the detections "
+        f"command lists them).{note}",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an option of a detection run, named by its environment variable (repeatable; the "
+        "detections command lists them); wins over "
+        "that variable in the environment",
+    )
 
 
 _ALLOWLIST_HELP = (
@@ -193,6 +241,55 @@ def _load_allowlist(spec: str) -> Allowlist:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read allowlist {spec}: {exc.__class__.__name__}: {exc}") from exc
     return Allowlist.parse(text, source=spec)
+
+
+def _actives(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[Active, ...]:
+    """The detections asked for (``--detection``), with their options from the environment
+    and ``--option`` (which wins). An unknown slug, an option of no detection asked for, or a
+    bad value is a usage error naming it."""
+    try:
+        slugs = detections.choose(args.detection or [detections.DEFAULT])
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    env = dict(os.environ if environ is None else environ)
+    known = {opt.env for slug in slugs for opt in detections.get(slug).options}
+    for item in args.option or ():
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--option {item[:80]!r} is not NAME=VALUE")
+        if name not in known:
+            offered = ", ".join(sorted(known)) or "none"
+            raise UsageError(
+                f"--option {name[:80]!r} is not an option of the detection(s) run "
+                f"({', '.join(slugs)}; their options: {offered})"
+            )
+        env[name] = value
+    try:
+        active = detections.activate(slugs, env)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for one in active:
+        # Options are parsed one by one; a predicate judges them together (a start after the
+        # end, say) when it is built: build one now, so that is a usage error, not a crash.
+        try:
+            athena_sql.reports_every_call(one, Allowlist.of([]))
+        except ValueError as exc:
+            raise UsageError(f"{one.detection.slug}: {exc}") from None
+    return active
+
+
+def _warn_empty(allowlist: Allowlist, spec: str, active: Sequence[Active], err: TextIO) -> None:
+    """Warn when an empty allowlist makes a detection report every call it watches."""
+    if not allowlist.empty:
+        return
+    for one in active:
+        if athena_sql.reports_every_call(one, allowlist):
+            calls = "/".join(one.detection.operations)
+            err.write(
+                f"warning: allowlist {spec} is empty: every {calls} call is reported "
+                f"({one.detection.slug})\n"
+            )
 
 
 def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
@@ -289,17 +386,23 @@ class Progress:
         self.stream.flush()
 
 
-def _scan_paths(paths: Sequence[str], allowlist: Allowlist, err: TextIO) -> tuple[Run, list[str]]:
-    """Scan every object the paths name; the run and the inputs that could not be read."""
+def _scan_paths(
+    paths: Sequence[str],
+    allowlist: Allowlist,
+    err: TextIO,
+    active: Sequence[Active] | None = None,
+) -> tuple[Run, list[str]]:
+    """Scan every object the paths name with the ``active`` detections (None: the default);
+    the run and the inputs that could not be read."""
     problems: list[str] = []
     _s3.cache_clear()  # one S3 client per run (credentials or endpoint may change between runs)
     refs = _unique([ref for path in paths for ref in _expand(path, problems)], err)
-    run = Run(allowlist)
+    run = Run(allowlist, active)
     progress = Progress(err, len(refs))
     for done, ref in enumerate(refs, 1):
         try:
             with closing(_open(ref)) as stream:
-                run.add(scan_object(stream, ref.uri, allowlist, key=ref.key))
+                run.add(scan_object(stream, ref.uri, allowlist, key=ref.key, active=active))
         except (BadObject, ObjectUnreadable) as exc:
             problems.append(str(exc))
         progress.update(done, run.rows)
@@ -326,10 +429,10 @@ def _report_unread(problems: list[str], err: TextIO) -> int:
 
 
 def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    active = _actives(args)
     allowlist = _load_allowlist(args.allowlist)
-    if allowlist.empty:
-        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
-    run, problems = _scan_paths(args.paths, allowlist, err)
+    _warn_empty(allowlist, args.allowlist, active, err)
+    run, problems = _scan_paths(args.paths, allowlist, err, active)
     _write(
         run.findings(),
         args.format,
@@ -362,11 +465,20 @@ def _query(args: argparse.Namespace) -> athena_sql.Query:
 
 
 def athena_sql_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    active = _actives(args)
     allowlist = _load_allowlist(args.allowlist)
     query = _query(args)
-    if allowlist.empty:
-        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
-    out.write(athena_sql.build(query, allowlist) + "\n")
+    _warn_empty(allowlist, args.allowlist, active, err)
+    statements = [athena_sql.build(query, allowlist, one) for one in active]
+    if len(active) == 1:
+        out.write(statements[0] + "\n")
+    else:
+        out.write(
+            "\n".join(
+                f"-- {one.detection.slug}: {one.detection.name}\n{sql}\n"
+                for one, sql in zip(active, statements, strict=True)
+            )
+        )
     err.write(
         f"-- {query.database}.{query.table}, {query.period.describe()}. "
         "firstTime/lastTime are epoch milliseconds (UTC).\n"
@@ -402,10 +514,59 @@ class QueryProgress:
 
 @dataclass
 class AthenaRun:
+    """One detection's query."""
+
     query: athena_sql.Query
     query_id: str
     scanned_bytes: int
     findings: list[Finding]
+    detection: str = detections.DEFAULT
+
+
+@dataclass
+class Backfill:
+    """The queries of one backfill (one per detection) and their findings together."""
+
+    query: athena_sql.Query
+    runs: list[AthenaRun]
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for run in self.runs for f in run.findings]
+
+    @property
+    def scanned_bytes(self) -> int:
+        return sum(run.scanned_bytes for run in self.runs)
+
+    @property
+    def query_ids(self) -> str:
+        return ", ".join(run.query_id for run in self.runs)
+
+    def inputs(self) -> dict[str, Any]:
+        """The ``athena`` object of the JSON document: as before for one query; with several,
+        totals and a ``queries`` list (the detection, id, bytes and cost of each)."""
+        query = self.query
+        first = self.runs[0]
+        info: dict[str, Any] = {
+            "query_id": first.query_id if len(self.runs) == 1 else None,
+            "table": f"{query.database}.{query.table}",
+            "start": f"{query.period.start:%Y-%m-%dT%H:%M:%SZ}",
+            "end": f"{query.period.end:%Y-%m-%dT%H:%M:%SZ}",
+            "accounts": list(query.accounts),
+            "scanned_bytes": self.scanned_bytes,
+            "cost_usd": round(sum(athena_sql.cost_usd(r.scanned_bytes) for r in self.runs), 6),
+        }
+        if len(self.runs) > 1:
+            info["queries"] = [
+                {
+                    "detection": r.detection,
+                    "query_id": r.query_id,
+                    "scanned_bytes": r.scanned_bytes,
+                    "cost_usd": round(athena_sql.cost_usd(r.scanned_bytes), 6),
+                }
+                for r in self.runs
+            ]
+        return info
 
 
 def _check_output(output: str | None) -> None:
@@ -414,17 +575,27 @@ def _check_output(output: str | None) -> None:
 
 
 def _run_athena(
-    query: athena_sql.Query, allowlist: Allowlist, args: argparse.Namespace, err: TextIO
+    query: athena_sql.Query,
+    allowlist: Allowlist,
+    args: argparse.Namespace,
+    err: TextIO,
+    active: Active | None = None,
+    sql: str | None = None,
 ) -> AthenaRun:
-    """Run the detection in Athena and read its findings; ``QueryFailed`` if it does not end."""
+    """Run one detection (None: the default) in Athena and read its findings; ``QueryFailed``
+    if it does not end."""
     from detector.aws.athena import AthenaQueries, QueryFailed  # boto3 only when asked for
 
     if not args.workgroup:
         raise UsageError("--workgroup required")
     _check_output(args.output)
-    sql = athena_sql.build(query, allowlist)
+    active = active or detections.default()[0]
+    detection = active.detection
+    if sql is None:
+        sql = athena_sql.build(query, allowlist, active)
     athena = AthenaQueries(query.region)
-    err.write(f"Athena: {query.database}.{query.table}, {query.period.describe()}\n")
+    which = "" if detection.slug == detections.DEFAULT else f" ({detection.slug})"
+    err.write(f"Athena{which}: {query.database}.{query.table}, {query.period.describe()}\n")
     query_id = athena.start(sql, workgroup=args.workgroup, output=args.output)
     progress = QueryProgress(err)
     try:
@@ -442,11 +613,13 @@ def _run_athena(
     progress.done()
     err.write(f"Athena query {query_id} succeeded. {athena_sql.cost_line(status.scanned_bytes)}\n")
     result = athena.results(query_id)
-    athena_sql.check_columns(result.columns)
-    return AthenaRun(query, query_id, status.scanned_bytes, athena_sql.findings(result.rows))
+    athena_sql.check_columns(result.columns, detection)
+    found = athena_sql.findings(result.rows, detection)
+    return AthenaRun(query, query_id, status.scanned_bytes, found, detection.slug)
 
 
 def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    active = _actives(args)
     allowlist = _load_allowlist(args.allowlist)
     query = _query(args)
     if not args.dry_run and not args.topic_arn and not args.security_hub:
@@ -455,23 +628,22 @@ def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     if args.topic_arn is not None and not args.topic_arn.startswith("arn:"):
         raise UsageError(f"--topic-arn {args.topic_arn[:80]!r} is not an SNS topic ARN")
-    if allowlist.empty:
-        err.write(f"warning: allowlist {args.allowlist} is empty: every PutImage is reported\n")
-    run = _run_athena(query, allowlist, args, err)
-    _write(
-        run.findings,
-        args.format,
-        out,
-        athena={
-            "query_id": run.query_id,
-            "table": f"{query.database}.{query.table}",
-            "start": f"{query.period.start:%Y-%m-%dT%H:%M:%SZ}",
-            "end": f"{query.period.end:%Y-%m-%dT%H:%M:%SZ}",
-            "accounts": list(query.accounts),
-            "scanned_bytes": run.scanned_bytes,
-            "cost_usd": round(athena_sql.cost_usd(run.scanned_bytes), 6),
-        },
+    _warn_empty(allowlist, args.allowlist, active, err)
+    # Every statement is built (and checked) before the first query costs anything.
+    statements = [athena_sql.build(query, allowlist, one) for one in active]
+    run = Backfill(
+        query,
+        [
+            _run_athena(query, allowlist, args, err, one, sql)
+            for one, sql in zip(active, statements, strict=True)
+        ],
     )
+    if len(run.runs) > 1:
+        err.write(
+            f"{len(run.runs)} Athena queries: {athena_sql.human_bytes(run.scanned_bytes)} "
+            f"scanned, about ${run.inputs()['cost_usd']:.4f} in all\n"
+        )
+    _write(run.findings, args.format, out, athena=run.inputs())
     if args.dry_run:
         err.write(f"dry run: {len(run.findings)} finding(s), nothing published\n")
         return EXIT_OK
@@ -482,7 +654,7 @@ def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _publish(run: AthenaRun, args: argparse.Namespace, err: TextIO) -> None:
+def _publish(run: Backfill, args: argparse.Namespace, err: TextIO) -> None:
     """Security Hub, then the SNS digest: the Lambda's order, through the same ``Alerts``."""
     from detector.alerting import Alerts
     from detector.aws import regional
@@ -494,7 +666,7 @@ def _publish(run: AthenaRun, args: argparse.Namespace, err: TextIO) -> None:
         "run": "backfill",
         "table": f"{run.query.database}.{run.query.table}",
         "period": run.query.period.describe(),
-        "athena_query": run.query_id,
+        "athena_query": run.query_ids,
     }
     if args.allowlist.startswith("ssm:"):
         context["allowlist_parameter"] = args.allowlist.removeprefix("ssm:")
@@ -584,11 +756,30 @@ def suggest_allowlist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     return _report_unread(problems, err)
 
 
+# --- detections ------------------------------------------------------------------------------
+
+
+def list_detections(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    for slug, detection in detections.registry().items():
+        options = ", ".join(f"{opt.env}={opt.default}" for opt in detection.options)
+        fields = (
+            slug,
+            detection.id,
+            detection.name,
+            detection.severity,
+            "default" if slug == detections.DEFAULT else "optional",
+            f"options: {options or 'none'}",
+        )
+        out.write("\t".join(safe_text(f, 500) for f in fields) + "\n")
+    return EXIT_OK
+
+
 COMMANDS = {
     "scan": scan,
     "athena-sql": athena_sql_command,
     "backfill": backfill,
     "suggest-allowlist": suggest_allowlist,
+    "detections": list_detections,
 }
 
 

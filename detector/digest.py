@@ -6,15 +6,22 @@ One publish carries a body per protocol (``MessageStructure="json"``): ``email``
 a person reads on a phone, ``default`` (every other protocol, SQS included) gets JSON
 ``{"detection": {...}, "alerts": [...]}``.
 
+The alerts may be of several detections (``Alert.detection``): still one message. Every word
+that belongs to a detection (headline, summary, labels, the steps a responder takes next, the
+section on trusting an expected principal) comes from its spec (``detector.spec``); the layout
+is this module's. With several detections the email has a section per detection, in the order
+of their first alert, and the JSON lists each detection's metadata under ``detections``.
+
 **One message, under SNS's 256 KiB by construction.** The alert unit is the principal
 (``detector.alerts``), and everything that grows with attacker-controlled data is bounded:
-- the email details at most ``DETAIL_MAX`` principals (with a successful push first, then by
-  count), each section with capped lists and values, then one line for the rest;
+- the email details at most ``DETAIL_MAX`` principals over all detections (with a successful
+  call first, then by count), each section with capped lists and values, then one line for the
+  rest of each detection;
 - the JSON carries every alert, rendered at the largest ``Limits`` step that fits the room the
   email leaves; only if even minimal alerts (totals, no samples) cannot all fit, the last ones
-  (fewest pushes, no success) are left out and counted in ``omitted``.
+  (fewest calls, no success) are left out and counted in ``omitted``.
 
-Everything taken from the data (user agent, repository names, ARNs) is attacker-controlled: in
+Everything taken from the data (user agent, request values, ARNs) is attacker-controlled: in
 the email and subject it is escaped, whitespace-collapsed and length-capped; in JSON it is cut
 and JSON-escaped (ASCII JSON: control, bidi and line-separator characters become ``\\uXXXX``).
 """
@@ -30,10 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from detector.alerts import FIRST_SUCCESS, NEW_REPOSITORY, Alert, Limits
-from detector.detection import DETECTION
+from detector.alerts import FIRST_SUCCESS, NEW_VALUE, Alert, Limits
 from detector.findings import ctime
 from detector.output import detection_dict, safe_text
+from detector.spec import Detection, Step
 
 # SNS: message body plus attribute names, types and values, in UTF-8 bytes (topic default).
 MAX_MESSAGE_BYTES = 262_144
@@ -63,21 +70,16 @@ LEVELS = (
     Limits(values=0, findings=0, text=64),
 )
 
-_MITRE_NAMES = {
-    "T1204.003": "User Execution: Malicious Image",
-    "T1204": "User Execution",
-}
-
 # Only values of these shapes are put into shell commands (and they are quoted anyway): a
-# responder pastes these, so a hostile repository name must never become shell syntax.
-# Lengths are checked first: a name of the right shape can still be a megabyte long.
+# responder pastes these, so a hostile region must never become shell syntax. Lengths are
+# checked first: a value of the right shape can still be a megabyte long. (The values a
+# detection's own steps put into commands are checked by the detection.)
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 _REGION_MAX = 32
-_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
-_REPOSITORY_MAX = 256  # ECR's limit on repository names
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
-_ALLOWLIST_ENTRY = re.compile(r"[!-~]{1,2048}")
-_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
+# Severities from lowest to highest (ESCU's words); an unknown one ranks lowest.
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,46 @@ def _require(alerts: Sequence[Alert]) -> None:
 # --- subject ---------------------------------------------------------------------------------
 
 
+def _email_text(detection: Detection) -> Any:
+    if detection.email is None:
+        raise ValueError(f"detection {detection.slug} declares no email text")
+    return detection.email
+
+
+def _by_detection(alerts: Sequence[Alert]) -> list[tuple[Detection, list[Alert]]]:
+    """The alerts of each detection, detections in the order of their first alert."""
+    groups: dict[str, tuple[Detection, list[Alert]]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.detection.id, (alert.detection, []))[1].append(alert)
+    return list(groups.values())
+
+
+def _rank(severity: str) -> int:
+    s = severity.lower()
+    return SEVERITIES.index(s) if s in SEVERITIES else -1
+
+
+def highest_severity(detections: Iterable[Detection]) -> str:
+    """The highest severity of ``detections`` (the first of the highest, as written)."""
+    return max(detections, key=lambda d: _rank(d.severity)).severity
+
+
 def subject(alerts: Sequence[Alert]) -> str:
-    """``[MEDIUM] ECR push by unknown principal: <name> (+N more)``: < 100 printable ASCII."""
+    """``[MEDIUM] <detection's subject text><name> (+N more)``: < 100 printable ASCII.
+
+    Alerts of several detections: ``[HIGH] 2 detections: <the first's text><name> (+N
+    more)``, at the highest severity."""
     _require(alerts)
-    prefix = f"[{DETECTION.severity.upper()}] ECR push by unknown principal: "
+    groups = _by_detection(alerts)
+    first = groups[0][0]
+    if len(groups) == 1:
+        prefix = f"[{first.severity.upper()}] {_email_text(first).subject}"
+    else:
+        severity = highest_severity(d for d, _ in groups)
+        prefix = f"[{severity.upper()}] {len(groups)} detections: {_email_text(first).subject}"
     more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
+    # The detection's own words, made safe and capped all the same: the name keeps some room.
+    prefix = _subject_text(prefix, SUBJECT_MAX - len(more) - 12, strip=False)
     room = SUBJECT_MAX - len(prefix) - len(more)
     return prefix + _subject_text(_short_name(alerts[0].who()), room) + more
 
@@ -150,11 +187,13 @@ def _short_name(who: str) -> str:
     return who
 
 
-def _subject_text(value: str, room: int) -> str:
+def _subject_text(value: str, room: int, *, strip: bool = True) -> str:
     # ASCII only: SNS documents subjects as free of line breaks and control characters, and
     # older documentation said ASCII. IAM names and ARNs are ASCII, so nothing real is lost.
     value = value[: room * 4]
     text = "".join(ch if " " <= ch <= "~" else " " if ch.isspace() else "?" for ch in value)
+    if not strip:  # our own text: keep its trailing space, only cap it
+        return text if len(text) <= room else text[: max(room - 3, 1)] + "..."
     text = " ".join(text.split()) or "(unnamed)"
     if len(text) > room:
         text = text[: max(room - 3, 1)] + "..."
@@ -188,9 +227,9 @@ def _data(text: str, indent: str = "  ") -> list[str]:
     Continuation lines are indented two more and start with ``CONTINUED`` ("| "), which no line
     of the email's own starts with. Data can never begin a line any other way (``_clean``
     escapes line breaks), so whatever a value holds and however it is padded, it cannot render
-    as a line of the email's own ("PutImage calls: ...", "No push succeeded ...", "Who", a
-    "----" rule): on a phone, a line starting with "|" reads as the line above, continued.
-    ASCII, so every mail client shows it the same.
+    as a line of the email's own (a detection's "<Operation> calls: ..." label or outcome
+    note, "Who", a "----" rule): on a phone, a line starting with "|" reads as the line
+    above, continued. ASCII, so every mail client shows it the same.
     """
     return _wrap(text, indent=indent, hang=indent + "  " + CONTINUED)
 
@@ -279,81 +318,64 @@ def _window(first_ms: int | None, last_ms: int | None) -> tuple[str, str] | None
     return start.strftime(_TIME_FORMAT) + "Z", end.strftime(_TIME_FORMAT) + "Z"
 
 
+def _step_lines(step: Step, indent: str = "  - ", hang: str = "    ") -> list[str]:
+    """One step of a detection's: our text, its commands, data values, our notes."""
+    lines = _wrap(step.text, indent=indent, hang=hang)
+    for cmd in step.commands:
+        lines += _command(cmd.words, cmd.options)
+    for value in step.data:
+        lines += _data(value, indent="    ")  # one word (no spaces): one line
+    for note in step.notes:
+        lines += _wrap(note, indent="    ", hang="    ")
+    return lines
+
+
 def _next_steps(alert: Alert) -> list[str]:
     regions, _, _ = alert.sample("regions")
     region = next((r for r in regions if len(r) <= _REGION_MAX and _REGION.fullmatch(r)), "")
-    region_opt = [("--region", region)] if region else []
-    lines = ["Check next"]
-    repos_all, _, _ = alert.sample("repositories")
-    repos = [r for r in repos_all if len(r) <= _REPOSITORY_MAX and _REPOSITORY.fullmatch(r)]
-    if repos:
-        lines.append("  - The images pushed (newest five per repository):")
-        for repo in repos[:3]:
-            lines += _command(
-                ["aws", "ecr", "describe-images"],
-                [
-                    *region_opt,
-                    ("--repository-name", repo),
-                    ("--query", "sort_by(imageDetails,&imagePushedAt)[-5:]"),
-                ],
-            )
-        lines.append("    (add --registry-id if the repository is in another account)")
-    elif repos_all:
-        lines.append("  - Repository names above are not valid ECR names: check by hand.")
     window = _window(alert.first_ms, alert.last_ms)
-    if window:
-        lines.append("  - Every PutImage around then, in the repository's account:")
-        lines += _command(
-            ["aws", "cloudtrail", "lookup-events"],
-            [
-                *region_opt,
-                ("--lookup-attributes", "AttributeKey=EventName,AttributeValue=PutImage"),
-                ("--start-time", window[0]),
-                ("--end-time", window[1]),
-            ],
-        )
-    lines.append("  - If the push was expected, add to the allowlist (see end):")
-    if _ALLOWLIST_ENTRY.fullmatch(alert.who()):
-        lines += _data(alert.who(), indent="    ")  # one word (no spaces): one line
-    else:
-        lines.append("    (no caller ARN usable as an allowlist entry was recorded)")
+    lines = ["Check next"]
+    for step in _email_text(alert.detection).check_next(alert, region, window):
+        lines += _step_lines(step)
     return lines
 
 
 def _outcome_lines(alert: Alert) -> list[str]:
+    text = _email_text(alert.detection)
     count, ok, bad = alert.count, alert.succeeded, alert.failed
     status = f"{ok} succeeded, {bad} failed"
     if count > ok + bad:
         status += f", {count - ok - bad} without a recorded status"
     lines = _wrap(
-        f"PutImage calls: {count} ({status}) in {alert.groups} Splunk group(s)", indent="  "
+        f"{text.calls}: {count} ({status}) in {alert.groups} Splunk group(s)", indent="  "
     )
     if ok:
         return lines
-    if bad == count:
-        note = "No push succeeded, so no image was written; the credentials still reached ECR."
-    else:
-        note = "No push is known to have succeeded: the outcome of some calls was not recorded."
+    note = text.all_failed if bad == count else text.outcome_unknown
     return lines + _wrap(note, indent="    ", hang="    ")
 
 
+def _succeeded_label(detection: Detection, name: str, label: str) -> str:
+    """How the email names the values of sample ``name`` in successful calls: the sample's
+    label followed by the detection's ASFF listing label for them ("Pushed to" -> "<Label>
+    pushed to"), else "<Label> (successful calls)"."""
+    for listing, source, _ in detection.asff.listings if detection.asff else ():
+        if source == f"succeeded:{name}":
+            return f"{label} {listing[:1].lower()}{listing[1:]}"
+    return f"{label} (successful calls)"
+
+
 def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
+    detection = alert.detection
+    text = _email_text(detection)
     lines = ["-" * 40]
-    verdict = "IMAGE PUSHED" if alert.succeeded else "PUSH ATTEMPTED"
+    verdict = text.verdict_success if alert.succeeded else text.verdict_attempt
     lines.append(f"PRINCIPAL {index} OF {total}: {verdict}")
-    lines += _data(DETECTION.message(_clean(alert.who(), st.value_max)), indent="")
+    lines += _data(detection.message(_clean(alert.who(), st.value_max)), indent="")
     if alert.reason == FIRST_SUCCESS:
-        lines += _wrap(
-            "Again within the alert window: the first successful push after failed ones.",
-            indent="",
-            hang="",
-        )
-    elif alert.reason == NEW_REPOSITORY:
-        lines += _wrap(
-            "Again within the alert window: a successful push to a repository not reported before.",
-            indent="",
-            hang="",
-        )
+        lines += _wrap(text.first_success, indent="", hang="")
+    elif alert.reason == NEW_VALUE:
+        lines += _wrap(text.new_value, indent="", hang="")
     lines.append("Who")
     lines += _field("Principal", alert.who(), st)
     lines += _field("Account", alert.key.account, st)
@@ -370,11 +392,15 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     lines += _list_field("Regions", alert, "regions", st)
     lines += _list_field("User agents", alert, "user_agents", st)
     lines.append("What")
-    ok_repos = alert.succeeded_repositories()
-    if ok_repos:
-        lines += _values_field("Repositories pushed to", ok_repos, len(ok_repos), False, st)
-    lines += _list_field("Repositories", alert, "repositories", st)
-    lines += _list_field("Image tags", alert, "image_tags", st)
+    for sample in detection.samples:
+        if sample.name != detection.escalate_on:
+            continue
+        ok = alert.succeeded_values(sample.name)
+        if ok:
+            label = _succeeded_label(detection, sample.name, sample.label)
+            lines += _values_field(label, ok, len(ok), False, st)
+    for sample in detection.samples:
+        lines += _list_field(sample.label, alert, sample.name, st)
     lines += _outcome_lines(alert)
     lines.append(f"  First seen: {_when(alert.first_ms)}")
     lines.append(f"  Last seen:  {_when(alert.last_ms)}")
@@ -385,83 +411,89 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     return lines
 
 
-def _summary_lines(alerts: Sequence[Alert]) -> list[str]:
+def _summary_lines(detection: Detection, alerts: Sequence[Alert]) -> list[str]:
+    text = _email_text(detection)
     calls = sum(a.count for a in alerts)
     ok = sum(a.succeeded for a in alerts)
-    pushed = sum(1 for a in alerts if a.succeeded)
+    succeeded = sum(1 for a in alerts if a.succeeded)
     accounts = _distinct(a.key.account for a in alerts)
-    lines = [
-        "ECR image push by a principal not on the allowlist",
-        "=" * 50,
-    ]
+    lines = [text.headline, "=" * 50]
     lines += _wrap(
-        f"{calls} PutImage call(s) by {len(alerts)} principal(s) that are not on the list of "
-        f"principals allowed to push images; {ok} succeeded.",
+        text.summary.format(calls=calls, principals=len(alerts), succeeded=ok),
         indent="",
         hang="",
     )
-    if pushed:
-        lines += _wrap(
-            f"{pushed} principal(s) pushed an image: they are listed first.", indent="", hang=""
-        )
+    if succeeded:
+        lines += _wrap(text.pushed.format(count=succeeded), indent="", hang="")
     if accounts:
         shown = ", ".join(_clean(a, 64) for a in accounts[:5])
         if len(accounts) > 5:
             shown += f" (+{len(accounts) - 5} more)"
         lines += _data(f"Caller account(s): {shown}", indent="")
-    mitre = ", ".join(DETECTION.mitre_attack_ids)
+    mitre = ", ".join(detection.mitre_attack_ids)
     lines.append(
-        f"Severity {DETECTION.severity.upper()} (risk {DETECTION.risk_score}), "
+        f"Severity {detection.severity.upper()} (risk {detection.risk_score}), "
         f"MITRE ATT&CK {mitre}."
     )
     lines.append("")
     return lines
 
 
-def _rest_lines(rest: Sequence[Alert], context: Mapping[str, str], st: Style) -> list[str]:
+def _overview_lines(groups: Sequence[tuple[Detection, Sequence[Alert]]]) -> list[str]:
+    """The header of an email covering several detections: what it holds, in one look."""
+    alerts = [a for _, group in groups for a in group]
+    calls = sum(a.count for a in alerts)
+    severity = highest_severity(d for d, _ in groups)
+    lines = [f"Alerts of {len(groups)} detections", "=" * 50]
+    lines += _wrap(
+        f"{len(alerts)} principal(s) and {calls} call(s) over {len(groups)} detections, highest "
+        f"severity {severity.upper()}; a section per detection follows.",
+        indent="",
+        hang="",
+    )
+    for detection, group in groups:
+        lines += _wrap(
+            f"{_email_text(detection).headline}: {len(group)} principal(s), "
+            f"{sum(a.count for a in group)} call(s), severity {detection.severity.upper()}.",
+            indent="  - ",
+            hang="    ",
+        )
+    lines.append("")
+    return lines
+
+
+def _rest_lines(
+    detection: Detection, rest: Sequence[Alert], context: Mapping[str, str], st: Style
+) -> list[str]:
     if not rest:
         return []
-    pushes = sum(a.count for a in rest)
-    pushed = sum(1 for a in rest if a.succeeded)
+    words = _email_text(detection)
+    calls = sum(a.count for a in rest)
+    succeeded = sum(1 for a in rest if a.succeeded)
     lines = ["-" * 40]
-    text = f"And {len(rest)} more principal(s) ({pushes} PutImage call(s)"
-    text += f", {pushed} with a successful push)." if pushed else ")."
+    text = f"And {len(rest)} more principal(s) ({calls} {words.calls_noun}"
+    text += words.rest_success.format(count=succeeded) + ")." if succeeded else ")."
     lines += _wrap(text, indent="", hang="")
     names = ", ".join(_clean(a.who(), min(80, st.value_max)) for a in rest[: st.list_max])
     lines += _data(f"Among them: {names}")
     where = (
         "Every principal is in this message's JSON body (any SQS or HTTPS subscriber of the "
-        f"topic gets it) and in Security Hub (filter GeneratorId = {DETECTION.id})"
+        f"topic gets it) and in Security Hub (filter GeneratorId = {detection.id})"
     )
     function = context.get("function")
-    if function and _PARAMETER_NAME.fullmatch(function):
+    if function and _FUNCTION_NAME.fullmatch(function):
         where += f", and in the logs of {function}"
     lines += _wrap(where + ".", indent="  ", hang="  ")
     lines.append("")
     return lines
 
 
-def _allowlist_lines(context: Mapping[str, str]) -> list[str]:
-    param = context.get("allowlist_parameter", "")
-    name = param if _PARAMETER_NAME.fullmatch(param) else "<allowlist parameter>"
-    lines = ["How to allowlist an expected publisher"]
-    lines += _wrap(
-        "Entries are ARNs or globs; a role ARN trusts all its sessions. Read the parameter:",
-        hang="  ",
-    )
-    lines += _command(
-        ["aws", "ssm", "get-parameter"],
-        [("--name", name), ("--query", "Parameter.Value"), ("--output", "text")],
-    )
-    lines += _wrap(
-        "then write it back with the entry added, in the format it already uses (lines, "
-        "commas or a JSON array):",
-        hang="  ",
-    )
-    lines += _command(
-        ["aws", "ssm", "put-parameter", "--overwrite"],
-        [("--name", name), ("--value", "<current value>,<entry>")],
-    )
+def _trust_lines(detection: Detection, context: Mapping[str, str]) -> list[str]:
+    """The detection's section on how to stop alerts about an expected principal."""
+    text = _email_text(detection)
+    lines = [text.trust_title]
+    for step in text.trust_steps(context):
+        lines += _step_lines(step, indent="  ", hang="  ")
     lines.append("")
     return lines
 
@@ -476,42 +508,46 @@ def _context_lines(context: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _about_lines(context: Mapping[str, str]) -> list[str]:
+def _about_lines(detection: Detection, context: Mapping[str, str]) -> list[str]:
     lines = ["-" * 40, "Why it matters"]
-    lines += _wrap(DETECTION.description, hang="  ")
-    for tid in DETECTION.mitre_attack_ids:
-        name = _MITRE_NAMES.get(tid)
+    lines += _wrap(detection.description, hang="  ")
+    for tid in detection.mitre_attack_ids:
+        name = detection.mitre_names.get(tid)
         lines += _wrap(f"MITRE ATT&CK {tid}" + (f" ({name})" if name else ""))
     lines.append("")
     lines.append("How to respond")
-    lines += _wrap(DETECTION.how_to_respond, hang="  ")
+    lines += _wrap(detection.how_to_respond, hang="  ")
     lines.append("")
-    lines += _allowlist_lines(context)
+    lines += _trust_lines(detection, context)
     lines.append("Known false positives")
-    lines += _wrap(DETECTION.known_false_positives, hang="  ")
+    lines += _wrap(detection.known_false_positives, hang="  ")
     lines.append("")
     lines.append("References")
-    lines += [f"  {url}" for url in DETECTION.references]
+    lines += [f"  {url}" for url in detection.references]
     lines.append("")
     lines += _wrap(
-        f"Detection: {DETECTION.name} (v{DETECTION.version}, id {DETECTION.id}).",
-        indent="",
-        hang="",
-    )
-    lines += _wrap(
-        "Values above come from CloudTrail records anyone with AWS credentials can shape: "
-        f"they are shown escaped and cut at {VALUE_MAX} characters. Treat them as untrusted.",
+        f"Detection: {detection.name} (v{detection.version}, id {detection.id}).",
         indent="",
         hang="",
     )
     return lines
 
 
+def _untrusted_lines() -> list[str]:
+    return _wrap(
+        "Values above come from CloudTrail records anyone with AWS credentials can shape: "
+        f"they are shown escaped and cut at {VALUE_MAX} characters. Treat them as untrusted.",
+        indent="",
+        hang="",
+    )
+
+
 def email_text(alerts: Sequence[Alert], *, context: Mapping[str, str] | None = None) -> str:
     """Plain text for a person on a phone: what, who, from where, why it matters, what next.
 
-    At most ``DETAIL_MAX`` principals in detail (bounded sections), then one line for the
-    rest; fewer and shorter when the values are long, so it stays within ``EMAIL_BUDGET``.
+    At most ``DETAIL_MAX`` principals in detail over all detections (bounded sections), then
+    one line for the rest of each detection; fewer and shorter when the values are long, so it
+    stays within ``EMAIL_BUDGET``.
     """
     _require(alerts)
     for st in STYLES:
@@ -526,12 +562,39 @@ def _escaped_len(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
+def _shares(sizes: Sequence[int], detail: int) -> list[int]:
+    """How many principals of each detection are described in detail, ``detail`` in all:
+    one each in turn (so every detection gets some), in the order of the detections."""
+    shares = [0] * len(sizes)
+    left = detail
+    while left > 0 and any(s < n for s, n in zip(shares, sizes, strict=True)):
+        for i, n in enumerate(sizes):
+            if left > 0 and shares[i] < n:
+                shares[i] += 1
+                left -= 1
+    return shares
+
+
 def _email(alerts: Sequence[Alert], ctx: Mapping[str, str], st: Style) -> str:
-    lines = _summary_lines(alerts) + _context_lines(ctx)
-    for i, alert in enumerate(alerts[: st.detail], 1):
-        lines += _alert_lines(alert, i, len(alerts), st)
-    lines += _rest_lines(alerts[st.detail :], ctx, st)
-    lines += _about_lines(ctx)
+    groups = _by_detection(alerts)
+    if len(groups) == 1:
+        detection = groups[0][0]
+        lines = _summary_lines(detection, alerts) + _context_lines(ctx)
+        for i, alert in enumerate(alerts[: st.detail], 1):
+            lines += _alert_lines(alert, i, len(alerts), st)
+        lines += _rest_lines(detection, alerts[st.detail :], ctx, st)
+        lines += _about_lines(detection, ctx)
+    else:
+        lines = _overview_lines(groups) + _context_lines(ctx)
+        shares = _shares([len(g) for _, g in groups], st.detail)
+        for (detection, group), share in zip(groups, shares, strict=True):
+            lines += _summary_lines(detection, group)
+            for i, alert in enumerate(group[:share], 1):
+                lines += _alert_lines(alert, i, len(group), st)
+            lines += _rest_lines(detection, group[share:], ctx, st)
+            lines += _about_lines(detection, ctx)
+            lines.append("")
+    lines += _untrusted_lines()
     return "\n".join(lines) + "\n"
 
 
@@ -544,6 +607,8 @@ def _distinct(values: Iterable[object]) -> list[str]:
 
 def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
     """SNS ``MessageAttributes`` for subscription filter policies (bounded lists)."""
+    _require(alerts)
+    detections = [d for d, _ in _by_detection(alerts)]
     accounts = _distinct(a.key.account for a in alerts)
     regions = _distinct(r for a in alerts for r in a.sample("regions")[0])
 
@@ -551,14 +616,22 @@ def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
         # String.Array values are JSON arrays; ASCII JSON keeps them valid whatever the data.
         return json.dumps([v[:ATTRIBUTE_VALUE_MAX] for v in values[:ATTRIBUTE_VALUES_MAX]])
 
-    return {
-        "severity": {"DataType": "String", "StringValue": DETECTION.severity},
-        "detection_id": {"DataType": "String", "StringValue": DETECTION.id},
+    attrs = {
+        "severity": {"DataType": "String", "StringValue": highest_severity(detections)},
+        "detection_id": {"DataType": "String", "StringValue": detections[0].id},
+    }
+    if len(detections) > 1:
+        attrs["detection_ids"] = {
+            "DataType": "String.Array",
+            "StringValue": array([d.id for d in detections]),
+        }
+    return attrs | {
         "alert_count": {"DataType": "Number", "StringValue": str(len(alerts))},
         "finding_count": {
             "DataType": "Number",
             "StringValue": str(sum(a.groups for a in alerts)),
         },
+        # Whether any call succeeded (the name predates detection specs; filter policies use it).
         "pushed": {
             "DataType": "String",
             "StringValue": "true" if any(a.succeeded for a in alerts) else "false",
@@ -568,12 +641,22 @@ def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
     }
 
 
+def _detections(alerts: Sequence[Alert]) -> list[Detection]:
+    return [d for d, _ in _by_detection(alerts)]
+
+
 def document(alerts: Sequence[Alert], limits: Limits = LEVELS[0], **extra: Any) -> dict[str, Any]:
-    """``{"detection": {...}, "alerts": [...]}``: the machine-facing JSON."""
+    """``{"detection": {...}, "alerts": [...]}``: the machine-facing JSON. ``detection`` is the
+    first alert's; with alerts of several detections, ``detections`` lists each (in the order
+    of their first alert) and every alert names its own (``detection_id``)."""
+    _require(alerts)
+    detections = _detections(alerts)
     doc: dict[str, Any] = {
-        "detection": detection_dict(),
+        "detection": detection_dict(detections[0]),
         "alerts": [a.to_record(limits) for a in alerts],
     }
+    if len(detections) > 1:
+        doc["detections"] = [detection_dict(d) for d in detections]
     doc.update(extra)
     return doc
 
@@ -584,16 +667,18 @@ def _envelope(body: str, email: str) -> str:
     return json.dumps({"default": body, "email": email}, ensure_ascii=False)
 
 
-def _body(records: Sequence[str], extra: Mapping[str, Any]) -> str:
+def _body(records: Sequence[str], detections: Sequence[Detection], extra: Mapping[str, Any]) -> str:
     """``json.dumps(document(...))`` from alert records already encoded (ASCII JSON), so that
     each alert is encoded once however many prefixes are tried."""
     parts = [
         '{"detection": ',
-        json.dumps(detection_dict()),
+        json.dumps(detection_dict(detections[0])),
         ', "alerts": [',
         ", ".join(records),
         "]",
     ]
+    if len(detections) > 1:
+        parts.append(f', "detections": {json.dumps([detection_dict(d) for d in detections])}')
     parts += [f", {json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items()]
     parts.append("}")
     return "".join(parts)
@@ -611,6 +696,7 @@ class _Builder:
         context: Mapping[str, str] | None,
     ) -> None:
         self.alerts = alerts
+        self.detections = _detections(alerts)
         self.email = email
         self.attrs = attrs
         self.subj = subj
@@ -637,7 +723,7 @@ class _Builder:
         """The message showing ``records`` (the first alerts, encoded). With ``shown``, the
         body says that many are shown whatever ``records`` holds: for sizing an empty one."""
         shown = len(records) if shown is None else shown
-        body = _body(records, self.trailer(shown))
+        body = _body(records, self.detections, self.trailer(shown))
         return Message(self.subj, _envelope(body, self.email), self.attrs, len(self.alerts), shown)
 
 
@@ -665,8 +751,8 @@ def message(
     """The one SNS message for ``alerts``, at most ``max_bytes - HEADROOM`` bytes.
 
     Every alert at the largest ``LEVELS`` step that fits; if even the smallest step does not
-    fit them all, as many as fit (the first ones in alert order: pushes first, then the
-    busiest) and ``omitted`` counts the rest.
+    fit them all, as many as fit (the first ones in alert order: successful calls first, then
+    the busiest) and ``omitted`` counts the rest.
     """
     _require(alerts)
     budget = max_bytes - HEADROOM

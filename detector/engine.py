@@ -1,18 +1,24 @@
 """The pure core: scan objects against an allowlist and aggregate findings across them.
 
-Knows Arrow tables, allowlists and findings; nothing about AWS or where bytes come from.
+Knows Arrow tables, allowlists, detection specs and findings; nothing about AWS or where bytes
+come from. Each object is read once for all the active detections; each detection has its own
+aggregate, fed only the rows it keeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from detector import detections
 from detector.allowlist import Allowlist
 from detector.findings import Aggregate, Finding
-from detector.reader import ObjectReader, ReadStats
+from detector.reader import KeptRows, ObjectReader, ReadStats
+from detector.spec import Active
 
 AGGREGATE_ROWS = 256 * 1024
 
@@ -21,27 +27,60 @@ AGGREGATE_ROWS = 256 * 1024
 class ObjectResult:
     name: str
     stats: ReadStats
+    # The first detection's aggregate (what a single-detection caller reads).
     aggregate: Aggregate
+    # detection id -> its aggregate, in active order (the first is ``aggregate``).
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.aggregates:
+            self.aggregates = {self.aggregate.detection.id: self.aggregate}
+
+    def findings(self) -> list[Finding]:
+        """Every detection's findings of this object, detection by detection in active order,
+        each most recent first."""
+        return [f for aggregate in self.aggregates.values() for f in aggregate.findings()]
 
 
 def scan_object(
-    stream: IO[bytes], name: str, allowlist: Allowlist, key: str | None = None
+    stream: IO[bytes],
+    name: str,
+    allowlist: Allowlist,
+    key: str | None = None,
+    active: Sequence[Active] | None = None,
 ) -> ObjectResult:
-    """Findings of one object. Raises ``BadObject`` and then contributes nothing."""
-    reader = ObjectReader(stream, name, allowlist, key)
-    aggregate = Aggregate()
+    """Findings of one object for every active detection (None: the default one).
+
+    Raises ``BadObject`` and then contributes nothing.
+    """
+    active = tuple(active) if active is not None else detections.default()
+    reader = ObjectReader(stream, name, allowlist, key, active)
+    aggregates = {a.detection.id: Aggregate(a.detection) for a in active}
     # Aggregate in few large steps: each step costs Python work per group, not per row.
-    pending: list[pa.RecordBatch] = []
+    pending: list[KeptRows] = []
     rows = 0
-    for batch in reader:
-        pending.append(batch)
-        rows += batch.num_rows
+    for part in reader:
+        pending.append(part)
+        rows += part.batch.num_rows
         if rows >= AGGREGATE_ROWS:
-            aggregate.add_batch(_concat(pending), name)
+            _add(aggregates, pending, name)
             pending, rows = [], 0
     if rows:
-        aggregate.add_batch(_concat(pending), name)
-    return ObjectResult(name, reader.stats, aggregate)
+        _add(aggregates, pending, name)
+    first = next(iter(aggregates.values()))
+    return ObjectResult(name, reader.stats, first, aggregates)
+
+
+def _add(aggregates: dict[str, Aggregate], parts: list[KeptRows], name: str) -> None:
+    """Feed each detection's aggregate the rows it keeps of ``parts``."""
+    batch = _concat([p.batch for p in parts])
+    for detection_id, aggregate in aggregates.items():
+        mask = pa.chunked_array([p.masks[detection_id] for p in parts], pa.bool_())
+        kept = pc.sum(mask).as_py() or 0
+        if kept == batch.num_rows:
+            aggregate.add_batch(batch, name)
+        elif kept:
+            aggregate.add_batch(batch.filter(mask.combine_chunks()), name)
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -50,23 +89,46 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 
 @dataclass
 class Run:
-    """One run of the detection over many objects: like one run of the Splunk search."""
+    """One run of the detections over many objects: like one run of the Splunk searches."""
 
     allowlist: Allowlist
-    aggregate: Aggregate = field(default_factory=Aggregate)
+    # The detections run (None: the default one).
+    active: Sequence[Active] | None = None
+    # detection id -> its aggregate over every object added, in active order.
+    aggregates: dict[str, Aggregate] = field(init=False)
     objects: int = 0
     rows: int = 0
     matched: int = 0
     trusted: int = 0
+    # detection id -> rows it kept.
+    kept: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.active = tuple(self.active) if self.active is not None else detections.default()
+        self.aggregates = {a.detection.id: Aggregate(a.detection) for a in self.active}
+        self.kept = dict.fromkeys(self.aggregates, 0)
+
+    @property
+    def aggregate(self) -> Aggregate:
+        """The first detection's aggregate."""
+        return next(iter(self.aggregates.values()))
 
     def add(self, result: ObjectResult) -> None:
         # Only whole objects are merged: a failure half-way leaves no partial counts behind,
         # so a retry cannot count the same events twice.
-        self.aggregate.merge(result.aggregate)
+        for detection_id, aggregate in result.aggregates.items():
+            mine = self.aggregates.get(detection_id)
+            if mine is None:  # a result of a detection this run was not given
+                mine = self.aggregates[detection_id] = Aggregate(aggregate.detection)
+            mine.merge(aggregate)
         self.objects += 1
         self.rows += result.stats.rows
         self.matched += result.stats.matched
         self.trusted += result.stats.trusted
+        for detection_id, rows in result.stats.kept.items():
+            self.kept[detection_id] = self.kept.get(detection_id, 0) + rows
 
     def findings(self) -> list[Finding]:
-        return self.aggregate.findings()
+        """Every detection's findings, detection by detection in active order, each most
+        recent first."""
+        return [f for aggregate in self.aggregates.values() for f in aggregate.findings()]

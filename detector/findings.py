@@ -1,9 +1,10 @@
-"""Aggregation of untrusted PutImage rows into findings, like the Splunk search's ``stats``.
+"""Aggregation of the rows a detection reports into findings, like the Splunk search's ``stats``.
 
 ``stats count min(_time) max(_time) by <keys>`` with one difference on purpose: a null key is a
 group of its own (Splunk silently drops such events). Each finding also carries what a
-responder needs: repositories and tags pushed, success/failure counts, sample event ids and the
-objects the events came from.
+responder needs: the detection's samples (values of its request fields, say), success/failure
+counts, the callers' session issuers, principal ids and calling services, sample event ids and
+the objects the events came from.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.detection import DETECTION
+from detector import detections
 from detector.schema import GROUP_KEYS
+from detector.spec import Detection
 
 # Bounds on what one finding remembers, so a push storm or hostile data cannot grow memory or
 # messages without limit. Counts stay exact; only the samples are capped.
@@ -56,9 +58,9 @@ def ctime(ms: int | None) -> str | None:
 class Sample:
     """A bounded set of distinct values, remembering whether more were seen.
 
-    Values added with ``priority`` (e.g. repositories of successful pushes) are kept before the
+    Values added with ``priority`` (e.g. the targets of successful calls) are kept before the
     others: when the sample is full, a priority value evicts an ordinary one. So 50 failed
-    pushes to decoy repositories cannot push the one successful push out of the sample.
+    calls on decoy targets cannot push the one successful call out of the sample.
     """
 
     values: dict[str, bool] = field(default_factory=dict)  # value -> added with priority
@@ -106,20 +108,55 @@ class Sample:
         )
 
 
-_SAMPLE_FIELDS = (
-    "repositories",
-    "image_tags",
-    "session_issuers",
-    "principal_ids",
-    "invoked_by",
-    "event_ids",
-    "objects",
+@dataclass(frozen=True)
+class _Generic:
+    """A sample every finding keeps, whatever its detection."""
+
+    name: str
+    column: str | None  # the internal column sampled (None: the source object)
+    limit: int
+    aggregation: str = "distinct"
+
+
+# After the detection's own samples, in record order. The first three count for
+# ``samples_truncated``; event ids and objects are capped on purpose and do not.
+_GENERIC = (
+    _Generic("session_issuers", "session_issuer", MAX_VALUES),
+    _Generic("principal_ids", "principal_id", MAX_VALUES),
+    _Generic("invoked_by", "invoked_by", MAX_VALUES),
+    _Generic("event_ids", "event_uid", MAX_EVENT_IDS, "list"),
+    _Generic("objects", None, MAX_OBJECTS),
 )
+_TRUNCATION = ("session_issuers", "principal_ids", "invoked_by")
+GENERIC_SAMPLES = tuple(g.name for g in _GENERIC)
+
+
+def default_detection() -> Detection:
+    """The detection a finding or aggregate built without one belongs to."""
+    return detections.get(detections.DEFAULT)
+
+
+def sample_names(detection: Detection) -> tuple[str, ...]:
+    """A finding's samples, in order: the detection's own, then the generic ones."""
+    return tuple(s.name for s in detection.samples) + GENERIC_SAMPLES
+
+
+def _empty_samples(detection: Detection) -> dict[str, Sample]:
+    out = {s.name: Sample() for s in detection.samples}
+    for g in _GENERIC:
+        if g.name in out:
+            raise ValueError(f"detection {detection.slug}: sample name {g.name!r} is the engine's")
+        out[g.name] = Sample(limit=g.limit)
+    return out
 
 
 @dataclass
 class Finding:
-    """One group of untrusted PutImage calls."""
+    """One group of rows a detection reported.
+
+    The samples are reached by name: ``finding.sample("session_issuers")``, or as attributes
+    (``finding.session_issuers``), the detection's own included.
+    """
 
     key: GroupKey
     count: int = 0
@@ -127,13 +164,29 @@ class Finding:
     last_ms: int | None = None
     succeeded: int = 0
     failed: int = 0
-    repositories: Sample = field(default_factory=Sample)
-    image_tags: Sample = field(default_factory=Sample)
-    session_issuers: Sample = field(default_factory=Sample)
-    principal_ids: Sample = field(default_factory=Sample)
-    invoked_by: Sample = field(default_factory=Sample)
-    event_ids: Sample = field(default_factory=lambda: Sample(limit=MAX_EVENT_IDS))
-    objects: Sample = field(default_factory=lambda: Sample(limit=MAX_OBJECTS))
+    detection: Detection = field(default_factory=default_detection)
+    # sample name -> sample: the detection's samples, then the generic ones (filled in when
+    # left out).
+    samples: dict[str, Sample] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, empty in _empty_samples(self.detection).items():
+            self.samples.setdefault(name, empty)
+
+    def __getattr__(self, name: str) -> Sample:
+        # Only called when normal lookup fails: the samples by name. ``samples`` itself is
+        # looked up in ``__dict__`` so a half-built object (copy, pickle) cannot recurse.
+        samples = self.__dict__.get("samples")
+        if samples is None or name.startswith("__") or name not in samples:
+            raise AttributeError(f"{type(self).__name__!s} has no attribute or sample {name!r}")
+        sample: Sample = samples[name]
+        return sample
+
+    def sample(self, name: str) -> Sample:
+        try:
+            return self.samples[name]
+        except KeyError:
+            raise KeyError(f"{self.detection.slug}: no sample {name!r}") from None
 
     def field(self, name: str) -> str | None:
         return self.key[GROUP_KEYS.index(name)]
@@ -146,11 +199,9 @@ class Finding:
         """An independent copy (samples included), cheaper than ``copy.deepcopy``."""
         return dataclasses.replace(
             self,
-            **{
-                name: dataclasses.replace(
-                    getattr(self, name), values=dict(getattr(self, name).values)
-                )
-                for name in _SAMPLE_FIELDS
+            samples={
+                name: dataclasses.replace(sample, values=dict(sample.values))
+                for name, sample in self.samples.items()
             },
         )
 
@@ -160,16 +211,20 @@ class Finding:
         self.failed += other.failed
         self.first_ms = min_opt(self.first_ms, other.first_ms)
         self.last_ms = max_opt(self.last_ms, other.last_ms)
-        for name in _SAMPLE_FIELDS:
-            getattr(self, name).merge(getattr(other, name))
+        for name, sample in other.samples.items():
+            mine = self.samples.get(name)
+            if mine is None:
+                self.samples[name] = dataclasses.replace(sample, values=dict(sample.values))
+            else:
+                mine.merge(sample)
 
     def who(self) -> str:
         """The best name for the actor, for messages: caller ARN, else principal or service."""
         for candidate in (
             self.user,
-            *self.session_issuers.sorted(),
-            *self.invoked_by.sorted(),
-            *self.principal_ids.sorted(),
+            *self.sample("session_issuers").sorted(),
+            *self.sample("invoked_by").sorted(),
+            *self.sample("principal_ids").sorted(),
         ):
             if candidate:
                 return candidate
@@ -177,39 +232,30 @@ class Finding:
 
     def to_record(self) -> dict[str, Any]:
         """The JSON form. The first ten keys are a stable contract; more may follow."""
+        detection = self.detection
+        own = [s.name for s in detection.samples]
         rec: dict[str, Any] = {KEY_NAMES[k]: v for k, v in zip(GROUP_KEYS, self.key, strict=True)}
         rec |= {
             "count": self.count,
             "firstTime": ctime(self.first_ms),
             "lastTime": ctime(self.last_ms),
-            "message": DETECTION.message(self.who()),
-            "detection_id": DETECTION.id,
-            "severity": DETECTION.severity,
-            "risk_score": DETECTION.risk_score,
+            "message": detection.message(self.who()),
+            "detection_id": detection.id,
+            "severity": detection.severity,
+            "risk_score": detection.risk_score,
             "succeeded": self.succeeded,
             "failed": self.failed,
-            "repositories": self.repositories.sorted(),
-            "image_tags": self.image_tags.sorted(),
-            "session_issuers": self.session_issuers.sorted(),
-            "principal_ids": self.principal_ids.sorted(),
-            "invoked_by": self.invoked_by.sorted(),
-            "event_ids": self.event_ids.sorted(),
-            "source_objects": self.objects.sorted(),
-            # Added keys: the repositories and tags of successful calls (also in the lists
-            # above, and never evicted from them by failed calls).
-            "succeeded_repositories": self.repositories.succeeded(),
-            "succeeded_image_tags": self.image_tags.succeeded(),
-            "samples_truncated": any(
-                s.more
-                for s in (
-                    self.repositories,
-                    self.image_tags,
-                    self.session_issuers,
-                    self.principal_ids,
-                    self.invoked_by,
-                )
-            ),
         }
+        for name in own:
+            rec[name] = self.sample(name).sorted()
+        for name in ("session_issuers", "principal_ids", "invoked_by", "event_ids"):
+            rec[name] = self.sample(name).sorted()
+        rec["source_objects"] = self.sample("objects").sorted()
+        # Added keys: the values of successful calls (also in the lists above, and never
+        # evicted from them by failed calls).
+        for spec in detection.samples:
+            rec[spec.succeeded_key] = self.sample(spec.name).succeeded()
+        rec["samples_truncated"] = any(self.sample(name).more for name in (*own, *_TRUNCATION))
         return rec
 
 
@@ -221,60 +267,76 @@ def max_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-_AGGS = [
-    ([], "count_all"),
-    ("time_ms", "min"),
-    ("time_ms", "max"),
-    ("ok", "sum"),
-    ("bad", "sum"),
-    ("repository", "distinct"),
-    ("image_tag", "distinct"),
-    ("repository_ok", "distinct"),
-    ("image_tag_ok", "distinct"),
-    ("session_issuer", "distinct"),
-    ("principal_id", "distinct"),
-    ("invoked_by", "distinct"),
-    ("event_uid", "list"),
-]
-_SAMPLED = {
-    "repository_distinct": "repositories",
-    "image_tag_distinct": "image_tags",
-    "session_issuer_distinct": "session_issuers",
-    "principal_id_distinct": "principal_ids",
-    "invoked_by_distinct": "invoked_by",
-    "event_uid_list": "event_ids",
-}
-# Values of successful calls, added to the same samples first and with priority.
-_SAMPLED_OK = {
-    "repository_ok_distinct": "repositories",
-    "image_tag_ok_distinct": "image_tags",
-}
+# Helper columns added to a batch before grouping; the prefix keeps them apart from the
+# internal columns (which are identifiers).
+_OK = "_:ok"
+_BAD = "_:bad"
+
+
+def _ok_column(column: str) -> str:
+    return f"_:ok:{column}"
 
 
 class Aggregate:
-    """Findings keyed by group; fed normalised batches, merged across objects."""
+    """One detection's findings keyed by group; fed normalised batches, merged across objects."""
 
-    def __init__(self) -> None:
+    def __init__(self, detection: Detection | None = None) -> None:
+        self.detection = detection if detection is not None else default_detection()
         self.groups: dict[GroupKey, Finding] = {}
+        _empty_samples(self.detection)  # a sample name clash fails here, not mid-run
+        # column -> the samples it feeds (name, limit). The detection's own samples keep the
+        # values of successful calls first (``prioritised``), so their columns come first.
+        prioritised: dict[str, list[tuple[str, int]]] = {}
+        distinct: dict[str, list[tuple[str, int]]] = {}
+        lists: dict[str, list[tuple[str, int]]] = {}
+        for spec in self.detection.samples:
+            prioritised.setdefault(spec.column, []).append((spec.name, MAX_VALUES))
+            distinct.setdefault(spec.column, []).append((spec.name, MAX_VALUES))
+        for g in _GENERIC:
+            if g.column is not None:
+                target = lists if g.aggregation == "list" else distinct
+                target.setdefault(g.column, []).append((g.name, g.limit))
+        # (aggregated column, the samples it feeds, added with priority), in the order added.
+        self._outputs = [(f"{_ok_column(c)}_distinct", t, True) for c, t in prioritised.items()] + [
+            (f"{c}_distinct", t, False) for c, t in distinct.items()
+        ]
+        self._outputs += [(f"{c}_list", t, False) for c, t in lists.items()]
+        self._prioritised = tuple(prioritised)
+        self._columns = tuple(dict.fromkeys([*distinct, *lists]))
+        self._aggs: list[tuple[Any, str]] = [
+            ([], "count_all"),
+            ("time_ms", "min"),
+            ("time_ms", "max"),
+            (_OK, "sum"),
+            (_BAD, "sum"),
+            *((c, "distinct") for c in self._prioritised),
+            *((_ok_column(c), "distinct") for c in self._prioritised),
+            *((c, "distinct") for c in distinct if c not in prioritised),
+            *((c, "list") for c in lists),
+        ]
 
     def add_batch(self, batch: pa.RecordBatch, source: str) -> None:
-        """Fold one batch of ``schema.NORMAL`` rows in; Python work is per group, not per row."""
+        """Fold one batch of normalised rows in; Python work is per group, not per row."""
         if batch.num_rows == 0:
             return
+        n = batch.num_rows
         status = pc.utf8_lower(batch.column("status"))
         ok = pc.fill_null(pc.equal(status, "success"), False)
         table = (
             pa.Table.from_batches([batch])
-            .append_column("ok", ok.cast(pa.int64()))
-            .append_column("bad", pc.fill_null(pc.equal(status, "failure"), False).cast(pa.int64()))
-            .append_column("repository_ok", pc.if_else(ok, batch.column("repository"), None))
-            .append_column("image_tag_ok", pc.if_else(ok, batch.column("image_tag"), None))
+            .append_column(_OK, ok.cast(pa.int64()))
+            .append_column(_BAD, pc.fill_null(pc.equal(status, "failure"), False).cast(pa.int64()))
         )
-        grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(_AGGS)
+        for c in self._columns:
+            if table.schema.get_field_index(c) < 0:  # a column the batch lacks: no values
+                table = table.append_column(c, pa.nulls(n, pa.string()))
+        for c in self._prioritised:
+            table = table.append_column(_ok_column(c), pc.if_else(ok, table.column(c), None))
+        grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(self._aggs)
         # Cap the sampled lists before they become Python objects.
-        for col, target in (_SAMPLED | _SAMPLED_OK).items():
+        for col, targets, _ in self._outputs:
             # One more than a sample keeps, so the sample knows it was cut.
-            limit = (MAX_EVENT_IDS if target == "event_ids" else MAX_VALUES) + 1
+            limit = max(lim for _, lim in targets) + 1
             idx = grouped.schema.get_field_index(col)
             grouped = grouped.set_column(idx, col, pc.list_slice(grouped.column(col), 0, limit))
         for row in grouped.to_pylist():
@@ -284,14 +346,14 @@ class Aggregate:
                 count=row["count_all"],
                 first_ms=row["time_ms_min"],
                 last_ms=row["time_ms_max"],
-                succeeded=row["ok_sum"] or 0,
-                failed=row["bad_sum"] or 0,
+                succeeded=row[f"{_OK}_sum"] or 0,
+                failed=row[f"{_BAD}_sum"] or 0,
+                detection=self.detection,
             )
-            for col, target in _SAMPLED_OK.items():
-                getattr(part, target).add(row[col], priority=True)
-            for col, target in _SAMPLED.items():
-                getattr(part, target).add(row[col])
-            part.objects.add([source])
+            for col, targets, priority in self._outputs:
+                for name, _ in targets:
+                    part.samples[name].add(row[col], priority=priority)
+            part.samples["objects"].add([source])
             self._merge_one(part)
 
     def _merge_one(self, part: Finding) -> None:

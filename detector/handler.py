@@ -12,7 +12,7 @@ without invoking it, cheap; the first invocation pays what the import no longer 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from detector.aws.dynamodb import StateTable
     from detector.aws.s3 import S3Store
     from detector.aws.ssm import AllowlistStore
+    from detector.spec import Active
 
 SERVICE = "ecr-upload-detector"
 logger = Logger(service=SERVICE)
@@ -51,6 +52,8 @@ class App:
     objects: S3Store
     alerts: Alerts
     state: StateTable | None
+    # The enabled detections with their options (DETECTIONS and each detection's variables).
+    active: tuple[Active, ...]
 
 
 _app: App | None = None
@@ -60,6 +63,7 @@ def app(context: LambdaContext) -> App:
     """The clients and settings of this execution environment, built on first use."""
     global _app
     if _app is None:
+        from detector import detections
         from detector.alerting import Alerts
         from detector.aws.dynamodb import StateTable
         from detector.aws.s3 import S3Store
@@ -68,6 +72,11 @@ def app(context: LambdaContext) -> App:
         from detector.aws.ssm import AllowlistStore
 
         settings = Settings.from_env()
+        # Unknown slugs and bad option values fail here, naming the variable, before any
+        # record is taken: a detection silently not running would be a silent gap.
+        active = detections.activate(
+            detections.choose(settings.detections, "DETECTIONS"), os.environ
+        )
         # arn:aws:lambda:<region>:<account>:function:<name>: no STS call needed for either.
         arn = context.invoked_function_arn.split(":")
         partition, region, account = arn[1], os.environ.get("AWS_REGION", arn[3]), arn[4]
@@ -91,6 +100,7 @@ def app(context: LambdaContext) -> App:
                 },
             ),
             StateTable(settings.state_table) if settings.state_table else None,
+            active,
         )
     return _app
 
@@ -132,8 +142,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         state=a.state,
         window_seconds=a.settings.dedup_window_minutes * 60,
         time_left_ms=context.get_remaining_time_in_millis,
+        active=a.active,
     )
-    _report(outcome)
+    _report(outcome, a.active)
     if batch.from_sqs:
         # Partial batch response: only the failed records come back to the queue.
         return {"batchItemFailures": [{"itemIdentifier": i.id} for i in outcome.failed]}
@@ -148,7 +159,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     }
 
 
-def _report(outcome: pipeline.Outcome) -> None:
+def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
     for skipped in outcome.skipped:
         logger.info("skipped", extra={"reason": skipped})
     for uri in outcome.duplicates:
@@ -165,7 +176,6 @@ def _report(outcome: pipeline.Outcome) -> None:
     for name, value in (
         ("ObjectsScanned", outcome.objects),
         ("RowsScanned", outcome.rows),
-        ("UntrustedPutImage", outcome.untrusted),
         ("Findings", len(outcome.findings)),
         ("Alerts", len(outcome.alerts)),
         ("SecurityHubRejected", len(outcome.rejected)),
@@ -177,6 +187,11 @@ def _report(outcome: pipeline.Outcome) -> None:
         ("AlertsSuppressed", outcome.suppressed),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for a in active:
+        # One metric per detection (e.g. UntrustedPutImage): the rows it reported.
+        if a.detection.metric:
+            value = outcome.kept.get(a.detection.id, 0)
+            metrics.add_metric(name=a.detection.metric, unit=MetricUnit.Count, value=value)
     logger.info(
         "invocation done",
         extra={

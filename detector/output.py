@@ -8,21 +8,36 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from detector.detection import DETECTION
-from detector.findings import Finding
+from detector.findings import Finding, default_detection
+from detector.spec import Detection
 
 
-def detection_dict() -> dict[str, Any]:
-    """The detection's metadata as JSON-ready data."""
-    return DETECTION.metadata()
+def detection_dict(detection: Detection | None = None) -> dict[str, Any]:
+    """A detection's metadata as JSON-ready data (the default detection's without one)."""
+    return (detection or default_detection()).metadata()
+
+
+def detections_of(findings: Iterable[Finding]) -> list[Detection]:
+    """The detections of ``findings``, each once, in the order of their first finding."""
+    seen: dict[str, Detection] = {}
+    for f in findings:
+        seen.setdefault(f.detection.id, f.detection)
+    return list(seen.values())
 
 
 def document(findings: Sequence[Finding], **extra: Any) -> dict[str, Any]:
-    """``{"detection": {...}, "findings": [...]}``: the JSON body every machine output shares."""
+    """``{"detection": {...}, "findings": [...]}``: the JSON body every machine output shares.
+
+    ``detection`` is the first finding's (the default detection's when there is none); with
+    findings of several detections, ``detections`` lists each, and every finding names its
+    own (``detection_id``)."""
+    found = detections_of(findings)
     doc: dict[str, Any] = {
-        "detection": detection_dict(),
+        "detection": detection_dict(found[0] if found else None),
         "findings": [f.to_record() for f in findings],
     }
+    if len(found) > 1:
+        doc["detections"] = [detection_dict(d) for d in found]
     doc.update(extra)
     return doc
 
@@ -115,6 +130,7 @@ def safe_text(value: object, limit: int) -> str:
     return clean
 
 
+# (title, record key, width): the columns every table has, before the detections' own.
 _COLUMNS: list[tuple[str, str, int]] = [
     ("user", "user", 60),
     ("account", "actor.user.account.uid", 12),
@@ -125,36 +141,70 @@ _COLUMNS: list[tuple[str, str, int]] = [
     ("count", "count", 7),
     ("firstTime", "firstTime", 19),
     ("lastTime", "lastTime", 19),
-    ("repositories", "repositories", 40),
 ]
+# Width of a detection's sample column (its first sample) and of the detection column.
+_SAMPLE_WIDTH = 40
+_DETECTION_WIDTH = 40
 
 
-def write_table(findings: Sequence[Finding], out: TextIO) -> None:
-    """A fixed-width table, one finding a row, widest values cut with an ellipsis."""
+def _columns(found: Sequence[Detection]) -> list[tuple[str, str, int]]:
+    """The table's columns for findings of ``found``: the detection (only with several), the
+    common ones, then the first sample of each detection (each name once)."""
+    columns = [("detection", "", _DETECTION_WIDTH)] if len(found) > 1 else []
+    columns += _COLUMNS
+    names = dict.fromkeys(d.samples[0].name for d in found if d.samples)
+    columns += [(name, name, _SAMPLE_WIDTH) for name in names]
+    return columns
+
+
+def _email_texts(detection: Detection) -> tuple[str, str]:
+    """The detection's (nothing found, found) lines for the table."""
+    if detection.email is None:
+        return f"No findings of {detection.name}.", "{findings} finding(s), {calls} call(s)."
+    return detection.email.none_found, detection.email.found
+
+
+def write_table(
+    findings: Sequence[Finding], out: TextIO, detections: Sequence[Detection] = ()
+) -> None:
+    """A fixed-width table, one finding a row, widest values cut with an ellipsis, then a
+    total line.
+
+    ``detections``: the detections that ran (default: those of ``findings``, or the default
+    detection when there are none). With more than one, a ``detection`` column names each
+    finding's, and there is a total (or nothing-found) line per detection.
+    """
+    ran = list({d.id: d for d in [*detections, *detections_of(findings)]}.values())
+    if not ran:
+        ran = [default_detection()]
     if not findings:
-        out.write(
-            "No findings: every PutImage came from an allowlisted principal (or none was seen).\n"
-        )
+        for d in ran:
+            out.write(_email_texts(d)[0] + "\n")
         return
+    columns = _columns(ran)
     rows = []
     for f in findings:
         rec = f.to_record()
         row = []
-        for _, key, width in _COLUMNS:
-            value = rec[key]
+        for title, key, width in columns:
+            value = f.detection.slug if title == "detection" and not key else rec.get(key)
             if isinstance(value, list):
                 value = ", ".join(value) if value else None
             row.append(safe_text(value, width))
         rows.append(row)
     widths = [
-        max(len(title), *(len(r[i]) for r in rows)) for i, (title, _, _) in enumerate(_COLUMNS)
+        max(len(title), *(len(r[i]) for r in rows)) for i, (title, _, _) in enumerate(columns)
     ]
-    out.write("  ".join(t.ljust(w) for (t, _, _), w in zip(_COLUMNS, widths, strict=True)).rstrip())
+    out.write("  ".join(t.ljust(w) for (t, _, _), w in zip(columns, widths, strict=True)).rstrip())
     out.write("\n")
     for r in rows:
         out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
-    total = sum(f.count for f in findings)
-    out.write(
-        f"\n{len(findings)} finding(s), {total} PutImage call(s) by principals not on the "
-        f"allowlist. {DETECTION.name} ({DETECTION.severity}, risk {DETECTION.risk_score}).\n"
-    )
+    out.write("\n")
+    for d in ran:
+        mine = [f for f in findings if f.detection.id == d.id]
+        none_found, found = _email_texts(d)
+        if not mine:
+            out.write(none_found + "\n")
+            continue
+        total = found.format(findings=len(mine), calls=sum(f.count for f in mine))
+        out.write(f"{total} {d.name} ({d.severity}, risk {d.risk_score}).\n")

@@ -14,7 +14,8 @@ With a state table (``STATE_TABLE``) the alerting is exactly-once:
 - each object's events are added to an alert key's cumulative totals exactly once, so Security
   Hub shows the total count and first/last time over every object seen;
 - SNS alerts on the first occurrence of a key, and again within the dedup window only when it
-  escalates (a first successful push, or a successful push to a repository not yet reported);
+  escalates (a first successful call, or a successful call with a new value of the detection's
+  escalation sample, e.g. a target not yet reported);
   an alert that could not be sent is not marked as sent, so it comes on retry rather than never.
 
 Any exception, expected or not, fails only the items it concerns and releases the object
@@ -44,6 +45,7 @@ from detector.errors import (
 from detector.findings import Finding
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
+from detector.spec import Active
 
 if TYPE_CHECKING:
     from detector.aws.dynamodb import AlertClaim
@@ -103,7 +105,7 @@ class StateStore(Protocol):
         window_seconds: int,
         *,
         success: bool = False,
-        repositories: Iterable[str] = (),
+        values: Iterable[str] = (),
     ) -> AlertClaim | None: ...
     def confirm_alert(self, key_id: str, claim: AlertClaim) -> None: ...
     def release_alert(self, key_id: str) -> None: ...
@@ -129,6 +131,8 @@ class Outcome:
     objects: int = 0
     rows: int = 0
     untrusted: int = 0
+    # Rows each detection reported (detection id -> rows), for its metric.
+    kept: dict[str, int] = field(default_factory=dict)
     published: bool = False
 
 
@@ -145,7 +149,11 @@ class _Done:
 
 
 def _scan_item(
-    item: Item, objects: ObjectSource, allowlist: Allowlist, state: StateStore | None
+    item: Item,
+    objects: ObjectSource,
+    allowlist: Allowlist,
+    state: StateStore | None,
+    active: Sequence[Active] | None = None,
 ) -> _Done:
     """Scan every object of one item. Runs in a worker thread: it shares nothing but the
     (thread-safe) adapters, and reports through what it returns."""
@@ -172,7 +180,7 @@ def _scan_item(
                     done.claims.append(ref)
                 if stream is None:
                     stream = objects.open(ref)
-                result = scan_object(stream, ref.uri, allowlist, key=ref.key)
+                result = scan_object(stream, ref.uri, allowlist, key=ref.key, active=active)
             except ObjectUnreadable as exc:
                 if exc.code != "NoSuchKey":
                     raise
@@ -242,8 +250,12 @@ def process(
     state: StateStore | None = None,
     window_seconds: int = 3600,
     time_left_ms: Callable[[], int] | None = None,
+    active: Sequence[Active] | None = None,
 ) -> Outcome:
     """Scan every announced object, aggregate, alert; report which items failed and why.
+
+    ``active``: the enabled detections (None: the default one). Each object is read once for
+    all of them, and one message covers the alerts of all of them.
 
     Items are scanned in parallel (``MAX_PARALLEL_OBJECTS``) and merged in their order, so the
     outcome is the same as scanning them one after the other.
@@ -258,12 +270,12 @@ def process(
         out.failed = list(batch.items)
         out.errors.append(str(exc))
         return out
-    run = Run(allowlist)
+    run = Run(allowlist, active)
     done: list[_Done] = []
     scanned = iter(
         _scan_items(
             [item for item in batch.items if item.error is None],
-            lambda item: _scan_item(item, objects, allowlist, state),
+            lambda item: _scan_item(item, objects, allowlist, state, active),
             time_left_ms,
         )
     )
@@ -287,6 +299,10 @@ def process(
                 run.add(result)
         out.objects, out.rows = run.objects, run.rows
         out.untrusted = run.matched - run.trusted
+        for d in done:
+            for _, result in d.results:
+                for detection_id, rows in result.stats.kept.items():
+                    out.kept[detection_id] = out.kept.get(detection_id, 0) + rows
         out.findings = run.findings()
         out.alerts = rollup(out.findings)
         if out.alerts:
@@ -344,7 +360,7 @@ def _add_contributions(done: list[_Done], state: StateStore) -> dict[str, Totals
     per_key: dict[str, list[tuple[ObjectRef, Contribution]]] = {}
     for d in done:
         for ref, result in d.results:
-            for alert in rollup(result.aggregate.groups.values()):
+            for alert in rollup(result.findings()):
                 per_key.setdefault(alert.id, []).append((ref, alert.contribution()))
 
     def add_all(key: str) -> Totals:
@@ -421,10 +437,11 @@ def notify_due(
 ) -> list[Alert]:
     """Send one SNS message for the alerts due under the window; the alerts sent.
 
-    Whether an alert is due is judged on what this run saw (``run``: a successful push, and
-    to which repositories), the message shows ``alerts_`` (cumulative totals). A key is
-    claimed before sending and confirmed after; if sending fails, or anything else does, the
-    claims are released, so the keys are not marked as alerted and the next attempt sends.
+    Whether an alert is due is judged on what this run saw (``run``: a successful call, and
+    its values of the detection's escalation sample), the message shows ``alerts_``
+    (cumulative totals). A key is claimed before sending and confirmed after; if sending fails,
+    or anything else does, the claims are released, so the keys are not marked as alerted and
+    the next attempt sends.
     """
     seen = run or {}
 
@@ -435,7 +452,7 @@ def notify_due(
                 a.id,
                 window_seconds,
                 success=mine.succeeded > 0,
-                repositories=mine.succeeded_repositories(),
+                values=mine.succeeded_values(),
             )
         except Exception as exc:
             return a, None, exc

@@ -1,13 +1,17 @@
-"""Read one Security Lake Parquet object into normalised rows of untrusted PutImage calls.
+"""Read one Security Lake Parquet object into normalised rows the active detections report.
 
-Cost model, cheapest first, each step only for what the previous one kept:
-1. row-group statistics of ``api.operation`` (footer only, no data read);
+One read serves every active detection. Cost model, cheapest first, each step only for what
+the previous one kept:
+1. row-group statistics of ``api.operation`` (footer only, no data read) against the union of
+   the detections' operations: a row group is skipped when none of them can be in it;
 2. the ``api.operation`` column alone, dictionary-encoded, compared on dictionary indices;
-3. the "trust" columns (caller ARN, session issuer, calling service, and the source domain,
-   which decides only for calls with none of the other three) for row groups holding a
-   PutImage, in bounded batches, filtered to PutImage rows, then by the allowlist;
-4. the "detail" columns (grouping keys, times, request JSON with the image manifest, ids) only
-   for row groups where an untrusted PutImage remains, and only those rows kept.
+3. the "predicate" columns (the union of the detections' ``predicate_columns``; for the
+   allowlist detections the caller identities and the source domain) for row groups holding a
+   watched operation, in bounded batches, filtered to those rows; each detection's predicate
+   judges the rows of its own operations, and a row is kept when any detection keeps it;
+4. the "detail" columns (whatever else a finding needs: grouping keys, times, status, ids, the
+   request JSON with everything a caller sent) only for row groups where a kept row remains,
+   and only those rows kept.
 Low-cardinality string columns are read dictionary-encoded, so no string is copied before rows
 are filtered. Memory stays bounded by one batch of the needed columns, whatever the object size.
 """
@@ -15,15 +19,15 @@ are filtered. Memory stays bounded by one batch of the needed columns, whatever 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from detector import schema
+from detector import detections, schema
 from detector.allowlist import Allowlist
 from detector.errors import BadObject
 from detector.parquet_footer import (
@@ -34,10 +38,9 @@ from detector.parquet_footer import (
     one_line,
     read_footer,
 )
+from detector.spec import Active, Context, Predicate, RequestField
 
-TARGET_OPERATION = "PutImage"
 BATCH_ROWS = 64 * 1024
-_TARGET_BYTES = TARGET_OPERATION.encode()
 
 
 @dataclass
@@ -45,8 +48,33 @@ class ReadStats:
     rows: int = 0
     row_groups: int = 0
     row_groups_read: int = 0
-    matched: int = 0
-    trusted: int = 0
+    matched: int = 0  # rows of a watched operation
+    trusted: int = 0  # matched rows no detection kept
+    kept: dict[str, int] = field(default_factory=dict)  # detection id -> rows it kept
+
+
+class KeptRows(NamedTuple):
+    """One batch of normalised rows, each kept by at least one detection, and which.
+
+    ``masks``: detection id -> a boolean array over the batch, True where that detection
+    reports the row (every active detection has one, never null).
+    """
+
+    batch: pa.RecordBatch
+    masks: dict[str, pa.Array]
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """One active detection as the reader runs it."""
+
+    id: str
+    slug: str
+    columns: tuple[str, ...]  # the columns its predicate is given
+    predicate: Predicate
+    context: Context
+    # Indices into the watched operations of the ones it watches; None when it watches all.
+    codes: pa.Array | None
 
 
 def _check_magic(f: IO[bytes], name: str) -> int:
@@ -70,32 +98,40 @@ def _check_magic(f: IO[bytes], name: str) -> int:
     raise BadObject(name, f"truncated Parquet ({size} bytes, no footer)")
 
 
-def _operation_mask(ops: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """PutImage mask, comparing dictionary indices instead of decoded strings."""
+def _operation_codes(ops: pa.ChunkedArray | pa.Array, watched: pa.Array) -> pa.Array:
+    """Per row, the index of its operation in ``watched`` (int32; null: not watched).
+
+    A dictionary-encoded column is compared on its (few) dictionary values once, then gathered
+    by index: no string work per row. A dictionary may repeat a value, so no single index is
+    assumed.
+    """
     chunks = ops.chunks if isinstance(ops, pa.ChunkedArray) else [ops]
     parts = []
     for chunk in chunks:
         if pa.types.is_dictionary(chunk.type):
-            # Compare the (few) dictionary values once, then gather by index: no string work
-            # per row. A dictionary may repeat a value, so no single index is assumed.
-            hit = pc.equal(chunk.dictionary, TARGET_OPERATION)
-            parts.append(pc.fill_null(pc.take(hit, chunk.indices), False))
+            parts.append(pc.take(_index_in(chunk.dictionary, watched), chunk.indices))
         else:
-            parts.append(pc.fill_null(pc.equal(chunk, TARGET_OPERATION), False))
+            parts.append(_index_in(chunk, watched))
     if not parts:
-        return pa.array([], pa.bool_())
+        return pa.array([], pa.int32())
     return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
 
 
-def _may_hold_target(chunk: Chunk) -> bool:
-    """False only when the chunk's statistics rule out ``PutImage``.
+def _index_in(values: pa.Array, watched: pa.Array) -> pa.Array:
+    if pa.types.is_null(values.type):
+        return pa.nulls(len(values), pa.int32())
+    return pc.index_in(values, value_set=watched)
+
+
+def _may_hold(chunk: Chunk, watched: Sequence[bytes]) -> bool:
+    """False only when the chunk's statistics rule out every watched operation.
 
     ``min_value``/``max_value`` compare as unsigned bytes, which for UTF-8 is code point order;
     a chunk with only the legacy ``min``/``max`` (whose order old writers got wrong) is read.
     """
     if chunk.min_value is None or chunk.max_value is None:
         return True
-    return chunk.min_value <= _TARGET_BYTES <= chunk.max_value
+    return any(chunk.min_value <= op <= chunk.max_value for op in watched)
 
 
 def _leaf_index(meta: pq.FileMetaData, path: str) -> int:
@@ -106,13 +142,88 @@ def _leaf_index(meta: pq.FileMetaData, path: str) -> int:
     return -1
 
 
-class ObjectReader:
-    """Iterates the untrusted PutImage rows of one object as batches of ``schema.NORMAL``."""
+def watched_operations(active: Sequence[Active]) -> tuple[str, ...]:
+    """The union of the detections' operations, each once, in the order first named."""
+    return tuple(dict.fromkeys(op for a in active for op in a.detection.operations))
 
-    def __init__(self, f: IO[bytes], name: str, allowlist: Allowlist, key: str | None = None):
+
+def union_request_fields(active: Sequence[Active]) -> tuple[RequestField, ...]:
+    """The union of the detections' request fields, each column once, in the order named.
+
+    Two detections may share a column only when they cut it from the same key.
+    """
+    generic = set(schema.GENERIC.names)
+    by_column: dict[str, RequestField] = {}
+    for a in active:
+        for f in a.detection.request_fields:
+            if f.column in generic:
+                raise ValueError(
+                    f"detection {a.detection.slug}: request field column {f.column!r} "
+                    "is a column of the engine's"
+                )
+            other = by_column.setdefault(f.column, f)
+            if other.key != f.key:
+                raise ValueError(
+                    f"detection {a.detection.slug}: request field column {f.column!r} is cut "
+                    f"from {f.key!r}, another detection cuts it from {other.key!r}"
+                )
+    return tuple(by_column.values())
+
+
+def _all_false(n: int) -> pa.Array:
+    return pc.fill_null(pa.nulls(n, pa.bool_()), False)
+
+
+class ObjectReader:
+    """Iterates the rows of one object the active detections keep, as ``KeptRows``: batches
+    of ``schema.normal(<their request fields>)`` and, per detection, which rows it keeps.
+
+    ``active``: the detections to run (None: the default one).
+    """
+
+    def __init__(
+        self,
+        f: IO[bytes],
+        name: str,
+        allowlist: Allowlist,
+        key: str | None = None,
+        active: Sequence[Active] | None = None,
+    ):
         self.name = name
         self.allowlist = allowlist
-        self.stats = ReadStats()
+        self.active = tuple(active) if active is not None else detections.default()
+        if not self.active:
+            raise ValueError("no detection to run")
+        if len({a.detection.id for a in self.active}) != len(self.active):
+            raise ValueError("a detection is active twice")
+        self.stats = ReadStats(kept={a.detection.id: 0 for a in self.active})
+        operations = watched_operations(self.active)
+        self._watched = pa.array(operations, pa.string())
+        self._watched_bytes = tuple(op.encode() for op in operations)
+        self._fields = union_request_fields(self.active)
+        self.normal = schema.normal(self._fields)
+        wanted: dict[str, None] = {}
+        watches = []
+        for a in self.active:
+            d = a.detection
+            for column in d.predicate_columns:
+                if column not in self.normal.names:
+                    raise ValueError(f"detection {d.slug}: unknown predicate column {column!r}")
+                wanted[column] = None
+            codes = sorted({operations.index(op) for op in d.operations})
+            watches.append(
+                _Watch(
+                    d.id,
+                    d.slug,
+                    # A predicate without columns still gets one, to know the row count.
+                    tuple(d.predicate_columns) or ("operation",),
+                    d.predicate,
+                    a.context(allowlist),
+                    None if len(codes) == len(operations) else pa.array(codes, pa.int32()),
+                )
+            )
+        self._watches = tuple(watches)
+
         size = _check_magic(f, name)
         footer, meta = read_footer(f, size, name)
         try:
@@ -125,9 +236,25 @@ class ObjectReader:
         if layout is None:
             raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)")
         self.layout = layout
-        self._trust = schema.present(layout, arrow_schema, list(layout.trust))
-        self._detail = schema.present(layout, arrow_schema, list(layout.detail))
-        missing = [c for c in schema.REQUIRED if c not in self._detail and c != "operation"]
+        # Which columns are read for every row of a watched operation (what the predicates
+        # judge) and which only for kept rows (the rest a finding needs), in layout order.
+        # The request column is a predicate column only when a predicate judges a request
+        # field; it is read at all only when a detection cuts fields out of it.
+        judged_request = any(f.column in wanted for f in self._fields)
+        first = [
+            c
+            for c in layout.columns
+            if c != "operation" and (c in wanted or (c == "request" and judged_request))
+        ]
+        rest = [
+            c
+            for c in layout.columns
+            if c != "operation" and c not in first and (c != "request" or self._fields)
+        ]
+        self._predicate = schema.present(layout, arrow_schema, first)
+        self._detail = schema.present(layout, arrow_schema, rest)
+        found = self._predicate | self._detail
+        missing = [c for c in schema.REQUIRED if c not in found and c != "operation"]
         if missing:
             paths = ", ".join(layout.columns[c] for c in missing)
             raise BadObject(name, f"not a CloudTrail OCSF table (no {paths} column)")
@@ -136,11 +263,11 @@ class ObjectReader:
         if not pa.types.is_integer(types[time_path]):
             raise BadObject(name, f"column {time_path} is {types[time_path]}, expected epoch ms")
         # Before any statistics or data are read: see "the footer, walked" above.
-        read = [schema.OPERATION_PATH, *self._trust.values(), *self._detail.values()]
+        read = [schema.OPERATION_PATH, *self._predicate.values(), *self._detail.values()]
         check_chunks(self._row_groups, meta, read, size, name)
         as_dictionary = [schema.OPERATION_PATH] + [
             path
-            for name_, path in (self._trust | self._detail).items()
+            for name_, path in found.items()
             if name_ not in layout.unique
             and (pa.types.is_string(types[path]) or pa.types.is_large_string(types[path]))
         ]
@@ -161,7 +288,17 @@ class ObjectReader:
         self.stats.row_groups = meta.num_row_groups
         self.stats.rows = meta.num_rows
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    @property
+    def predicate_columns(self) -> dict[str, str]:
+        """Internal name -> path of the columns read for every watched row (pass 3)."""
+        return dict(self._predicate)
+
+    @property
+    def detail_columns(self) -> dict[str, str]:
+        """Internal name -> path of the columns read only for kept rows (pass 4)."""
+        return dict(self._detail)
+
+    def __iter__(self) -> Iterator[KeptRows]:
         try:
             yield from self._scan()
         except BadObject:
@@ -169,85 +306,171 @@ class ObjectReader:
         except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
             raise BadObject(self.name, f"corrupt Parquet data: {one_line(exc)}") from exc
 
-    def _scan(self) -> Iterator[pa.RecordBatch]:
+    def _scan(self) -> Iterator[KeptRows]:
         pf = self._pf
         top = schema.OPERATION_PATH.split(".")
         # Row groups as walked in __init__ (never pyarrow's RowGroupMetaData.column(), which
         # can abort the process: see "the footer, walked" above).
         for i, group in enumerate(self._row_groups):
             if group.num_rows == 0 or (
-                self._op_index >= 0 and not _may_hold_target(group.chunks[self._op_index])
+                self._op_index >= 0
+                and not _may_hold(group.chunks[self._op_index], self._watched_bytes)
             ):
                 continue
             self.stats.row_groups_read += 1
             ops = pf.read_row_group(i, columns=[schema.OPERATION_PATH], use_threads=False)
-            op_mask = _operation_mask(pc.struct_field(ops.column(top[0]), top[1:]))
-            hits = pc.sum(op_mask).as_py() or 0
+            codes = _operation_codes(pc.struct_field(ops.column(top[0]), top[1:]), self._watched)
+            hits = len(codes) - codes.null_count
             if hits == 0:
                 continue
             self.stats.matched += hits
-            yield from self._scan_row_group(i, op_mask)
+            yield from self._scan_row_group(i, codes)
             # Hand freed buffers back to the OS between row groups: the allocator otherwise
             # keeps them, and peak memory grows with the object instead of one row group.
             pa.default_memory_pool().release_unused()
 
-    def _scan_row_group(self, i: int, op_mask: pa.Array) -> Iterator[pa.RecordBatch]:
-        """Untrusted PutImage rows of row group ``i``: trust columns first, details after."""
-        trust_cols: list[pa.RecordBatch] = []
-        kept_rows: list[int] = []  # row numbers within the row group, ascending
-        if not self._trust:
-            # No identity columns at all: nothing can be trusted, every PutImage is reported.
-            kept_rows = pc.indices_nonzero(op_mask).to_pylist()
+    def _predicate_batches(
+        self, i: int, num_rows: int
+    ) -> Iterator[tuple[int, int, pa.RecordBatch | None]]:
+        """(first row, rows, batch of the predicate columns) of row group ``i``; without
+        predicate columns in the object, slices of the row group and no batch."""
+        if not self._predicate:
+            for start in range(0, num_rows, BATCH_ROWS):
+                yield start, min(BATCH_ROWS, num_rows - start), None
+            return
         offset = 0
-        batches = (
-            self._pf.iter_batches(
-                batch_size=BATCH_ROWS,
-                row_groups=[i],
-                columns=list(self._trust.values()),
-                use_threads=False,
-            )
-            if self._trust
-            else iter(())
-        )
-        for batch in batches:
-            start, n = offset, batch.num_rows
-            offset += n
+        for batch in self._pf.iter_batches(
+            batch_size=BATCH_ROWS,
+            row_groups=[i],
+            columns=list(self._predicate.values()),
+            use_threads=False,
+        ):
+            yield offset, batch.num_rows, batch
+            offset += batch.num_rows
+
+    def _scan_row_group(self, i: int, codes: pa.Array) -> Iterator[KeptRows]:
+        """Kept rows of row group ``i``: predicate columns first, details after."""
+        op_mask = pc.is_valid(codes)
+        carried: list[dict[str, pa.Array]] = []  # predicate columns and operation, kept rows
+        masks: list[dict[str, pa.Array]] = []  # per detection, over the kept rows
+        kept_rows: list[int] = []  # row numbers within the row group, ascending
+        for start, n, batch in self._predicate_batches(i, len(codes)):
             mask = op_mask.slice(start, n)
             if not pc.any(mask).as_py():
                 continue
-            rows = batch.filter(mask)
-            cols = {k: schema.column(rows, p) for k, p in self._trust.items()}
-            # A column the object lacks is all nulls: for the three identities that means "no
-            # caller identity", which is when the source domain decides (see trust_mask).
-            trusted = self.allowlist.trust_mask(
-                *(
-                    cols.get(k, pa.nulls(rows.num_rows, pa.string()))
-                    for k in ("user", "session_issuer", "invoked_by", "src_domain")
+            watched = pc.filter(codes.slice(start, n), mask)
+            m = len(watched)
+            cols: dict[str, pa.Array] = {}
+            if batch is not None:
+                rows = batch.filter(mask)
+                cols = self._columns(
+                    {k: schema.column(rows, p) for k, p in self._predicate.items()}
                 )
-            )
-            n_trusted = pc.sum(trusted).as_py() or 0
-            self.stats.trusted += n_trusted
-            if n_trusted == rows.num_rows:
+            judged = self._judge(cols, watched)
+            kept = None
+            for w in self._watches:
+                mine = judged[w.id]
+                self.stats.kept[w.id] += pc.sum(mine).as_py() or 0
+                kept = mine if kept is None else pc.or_(kept, mine)
+            assert kept is not None  # there is at least one detection
+            n_kept = pc.sum(kept).as_py() or 0
+            self.stats.trusted += m - n_kept
+            if n_kept == 0:
                 continue
-            untrusted = pc.invert(trusted)
+            everything = n_kept == m
+            positions = pc.indices_nonzero(mask)
             kept_rows.extend(
-                pc.add(pc.filter(pc.indices_nonzero(mask), untrusted), start).to_pylist()
+                pc.add(positions if everything else pc.filter(positions, kept), start).to_pylist()
             )
-            trust_cols.append(
-                pa.RecordBatch.from_pydict({k: v.filter(untrusted) for k, v in cols.items()})
-            )
+            cols["operation"] = pc.take(self._watched, watched)
+            carried.append({k: v if everything else v.filter(kept) for k, v in cols.items()})
+            masks.append({k: v if everything else v.filter(kept) for k, v in judged.items()})
         if kept_rows:
-            trust = pa.Table.from_batches(trust_cols) if trust_cols else None
-            yield from self._with_detail(i, kept_rows, trust)
+            yield from self._with_detail(i, kept_rows, _chunked(carried), _chunked(masks))
+
+    def _judge(self, cols: Mapping[str, pa.Array], watched: pa.Array) -> dict[str, pa.Array]:
+        """Detection id -> which of the watched rows it keeps (never null).
+
+        ``cols``: the predicate columns of the watched rows; ``watched``: their operations
+        (indices into the watched operations). Each predicate sees only its own operations'
+        rows; a column the object lacks is all nulls.
+        """
+        m = len(watched)
+        operation: pa.Array | None = None
+        out: dict[str, pa.Array] = {}
+        for w in self._watches:
+            selected: pa.Array | None = None
+            count = m
+            if w.codes is not None:
+                selected = pc.is_in(watched, value_set=w.codes)
+                count = pc.sum(selected).as_py() or 0
+                if count == 0:
+                    out[w.id] = _all_false(m)
+                    continue
+                if count == m:
+                    selected = None
+            rows: dict[str, pa.Array] = {}
+            for c in w.columns:
+                if c == "operation":
+                    if operation is None:
+                        operation = pc.take(self._watched, watched)
+                    arr = operation
+                else:
+                    arr = cols.get(c)
+                    if arr is None:
+                        arr = pa.nulls(m, self.normal.field(c).type)
+                rows[c] = arr if selected is None else arr.filter(selected)
+            result = _verdict(w.predicate(rows, w.context), count, w.slug)
+            out[w.id] = (
+                result
+                if selected is None
+                else pc.replace_with_mask(_all_false(m), selected, result)
+            )
+        return out
+
+    def _columns(self, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """Columns as read, in their internal types; the request cut into its fields."""
+        request = cols.pop("request", None)
+        if request is not None:
+            cols |= schema.request_fields(request, self.layout, self._fields)
+        return {k: self._cast(v, k) for k, v in cols.items()}
+
+    def _cast(self, arr: pa.Array, name: str) -> pa.Array:
+        typ = self.normal.field(name).type
+        if arr.type == typ:
+            return arr
+        try:
+            return arr.cast(typ)
+        except pa.ArrowException as exc:
+            raise BadObject(
+                self.name, f"column for {name} has type {arr.type}, expected {typ}"
+            ) from exc
 
     def _with_detail(
-        self, i: int, kept_rows: list[int], trust: pa.Table | None
-    ) -> Iterator[pa.RecordBatch]:
+        self,
+        i: int,
+        kept_rows: list[int],
+        carried: dict[str, pa.ChunkedArray],
+        masks: dict[str, pa.ChunkedArray],
+    ) -> Iterator[KeptRows]:
         """Add the detail columns for exactly the kept rows, reading them batch by batch.
 
         Rows are matched by their number within the row group, so this does not depend on the
         reader cutting batches at the same places in both passes.
         """
+
+        def part(lo: int, n: int) -> tuple[dict[str, pa.Array], dict[str, pa.Array]]:
+            return (
+                {k: v.slice(lo, n).combine_chunks() for k, v in carried.items()},
+                {k: v.slice(lo, n).combine_chunks() for k, v in masks.items()},
+            )
+
+        if not self._detail:
+            for lo in range(0, len(kept_rows), BATCH_ROWS):
+                n = min(BATCH_ROWS, len(kept_rows) - lo)
+                cols, kept = part(lo, n)
+                yield KeptRows(self._normalise(cols, n), kept)
+            return
         offset = done = 0
         for batch in self._pf.iter_batches(
             batch_size=BATCH_ROWS,
@@ -261,17 +484,10 @@ class ObjectReader:
             if lo == hi:
                 continue
             rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
-            detail = {k: schema.column(rows, p) for k, p in self._detail.items()}
-            part = (
-                {
-                    name: trust.column(name).slice(lo, hi - lo).combine_chunks()
-                    for name in trust.column_names
-                }
-                if trust is not None
-                else {}
-            )
+            detail = self._columns({k: schema.column(rows, p) for k, p in self._detail.items()})
+            cols, kept = part(lo, hi - lo)
             done += hi - lo
-            yield self._normalise(part | detail, hi - lo)
+            yield KeptRows(self._normalise(cols | detail, hi - lo), kept)
         if done != len(kept_rows):
             raise BadObject(
                 self.name,
@@ -279,29 +495,25 @@ class ObjectReader:
             )
 
     def _normalise(self, cols: dict[str, pa.Array], n: int) -> pa.RecordBatch:
-        cols = dict(cols)
-        cols["operation"] = (
-            pa.repeat(pa.scalar(TARGET_OPERATION), n)
-            if n >= 1024
-            else pa.array([TARGET_OPERATION] * n, pa.string())
-        )
-        request = cols.pop("request", None)
-        if request is not None:
-            cols["repository"], cols["image_tag"] = schema.request_fields(request, self.layout)
-        arrays = []
-        for field in schema.NORMAL:
-            arr = cols.get(field.name)
-            if arr is None:
-                arr = pa.nulls(n, field.type)
-            elif arr.type != field.type:
-                try:
-                    arr = arr.cast(field.type)
-                except pa.ArrowException as exc:
-                    raise BadObject(
-                        self.name,
-                        f"column for {field.name} has type {arr.type}, expected {field.type}",
-                    ) from exc
-            arrays.append(arr)
-        batch = pa.RecordBatch.from_arrays(arrays, schema=schema.NORMAL)
+        arrays = [cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in self.normal]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.normal)
         batch.validate(full=True)  # e.g. invalid UTF-8, which Parquet reading does not check
         return batch
+
+
+def _verdict(result: pa.Array | pa.ChunkedArray, n: int, slug: str) -> pa.Array:
+    """A predicate's answer as a boolean array of ``n`` values, null as False."""
+    if isinstance(result, pa.ChunkedArray):
+        result = result.combine_chunks()
+    if not isinstance(result, pa.Array) or not pa.types.is_boolean(result.type):
+        raise TypeError(f"detection {slug}: predicate returned {type(result).__name__}")
+    if len(result) != n:
+        raise TypeError(f"detection {slug}: predicate returned {len(result)} values for {n} rows")
+    return pc.fill_null(result, False) if result.null_count else result
+
+
+def _chunked(parts: list[dict[str, pa.Array]]) -> dict[str, pa.ChunkedArray]:
+    """Per-batch columns of the same names joined, without copying."""
+    if not parts:
+        return {}
+    return {k: pa.chunked_array([p[k] for p in parts], parts[0][k].type) for k in parts[0]}

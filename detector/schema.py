@@ -1,8 +1,9 @@
 """The two Security Lake CloudTrail schema versions, mapped to one internal shape.
 
 Nothing outside this module knows which OCSF version an object uses. The internal shape is a
-flat Arrow table with the columns of ``NORMAL``. Columns are addressed by name (never by
-position); optional columns missing from an object read as nulls.
+flat Arrow table with the columns of ``normal(fields)``: ``GENERIC`` and the request fields the
+running detections cut out. Columns are addressed by name (never by position); optional
+columns missing from an object read as nulls.
 
 | internal       | v1 (OCSF 1.0.0-rc.2)       | v2 (OCSF 1.1.0)            |
 |----------------|----------------------------|----------------------------|
@@ -16,12 +17,15 @@ position); optional columns missing from an object read as nulls.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from detector.spec import RequestField
 
 OPERATION_PATH = "api.operation"
 
@@ -36,7 +40,9 @@ GROUP_KEYS: tuple[str, ...] = (
     "src_domain",
     "region",
 )
-NORMAL = pa.schema(
+# The columns every normalised batch has, whatever the detections: the grouping keys, then
+# what describes a call. A detection's request fields follow (``normal``).
+GENERIC = pa.schema(
     [(k, pa.string()) for k in GROUP_KEYS]
     + [
         ("time_ms", pa.int64()),
@@ -45,10 +51,21 @@ NORMAL = pa.schema(
         ("invoked_by", pa.string()),
         ("status", pa.string()),
         ("event_uid", pa.string()),
-        ("repository", pa.string()),
-        ("image_tag", pa.string()),
     ]
 )
+
+
+def normal(fields: Sequence[RequestField] = ()) -> pa.Schema:
+    """The normalised shape for detections cutting ``fields`` out of the request: ``GENERIC``
+    and one ``string`` column per request field, in the order given (each column once)."""
+    names = set(GENERIC.names)
+    extra = []
+    for f in fields:
+        if f.column in names:
+            continue
+        names.add(f.column)
+        extra.append(pa.field(f.column, pa.string()))
+    return pa.schema(list(GENERIC) + extra)
 
 
 class SchemaVersion(Enum):
@@ -58,31 +75,28 @@ class SchemaVersion(Enum):
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each internal column lives in one schema version."""
+    """Where each internal column lives in one schema version.
+
+    Which columns a read needs first (the detections' predicate columns, read for every row
+    group holding a watched operation) and which only for reported rows is decided by the
+    reader from the detections it runs, not here.
+    """
 
     version: SchemaVersion
-    # Decide whether a PutImage row is trusted: read for every row group holding a PutImage.
-    trust: dict[str, str]
-    # Describe an untrusted row (grouping keys, times, request JSON, ids): read only for row
-    # groups where an untrusted PutImage remains. In an account where CI pushes, most never are.
-    detail: dict[str, str]
+    # internal name -> dotted path, ``operation`` first; the order columns are read in.
+    columns: dict[str, str]
     # Values unique per row: reading them dictionary-encoded would cost more than it saves.
     unique: frozenset[str] = frozenset({"event_uid", "request"})
 
-    @property
-    def columns(self) -> dict[str, str]:
-        return {"operation": OPERATION_PATH} | self.trust | self.detail
 
-
-# Besides the caller ARN: the source domain is a trust column because a push AWS makes itself
-# (replication, pull-through cache) carries no caller identity, only ``src_endpoint.domain``
-# (e.g. ``ecr.amazonaws.com``), and may be allowlisted by it. It is carried along to the finding.
-_COMMON_TRUST = {
+# ``src_domain``: a call AWS makes itself (replication, a cache filling) carries no caller
+# identity, only ``src_endpoint.domain``, and may be judged by it.
+_COMMON_IDENTITY = {
     "session_issuer": "actor.session.issuer",
     "invoked_by": "actor.invoked_by",
     "src_domain": "src_endpoint.domain",
 }
-_COMMON_DETAIL = {
+_COMMON = {
     "time_ms": "time",
     "user_agent": "http_request.user_agent",
     "src_ip": "src_endpoint.ip",
@@ -93,8 +107,9 @@ _COMMON_DETAIL = {
 
 V1 = Layout(
     SchemaVersion.V1,
-    trust={"user": "actor.user.uuid"} | _COMMON_TRUST,
-    detail=_COMMON_DETAIL
+    columns={"operation": OPERATION_PATH, "user": "actor.user.uuid"}
+    | _COMMON_IDENTITY
+    | _COMMON
     | {
         "principal_id": "actor.user.uid",
         "account": "actor.user.account_uid",
@@ -103,8 +118,9 @@ V1 = Layout(
 )
 V2 = Layout(
     SchemaVersion.V2,
-    trust={"user": "actor.user.uid"} | _COMMON_TRUST,
-    detail=_COMMON_DETAIL
+    columns={"operation": OPERATION_PATH, "user": "actor.user.uid"}
+    | _COMMON_IDENTITY
+    | _COMMON
     | {
         "principal_id": "actor.user.uid_alt",
         "account": "actor.user.account.uid",
@@ -171,8 +187,13 @@ def column(batch: pa.RecordBatch, path: str) -> pa.Array:
     return arr
 
 
-_REPO_RX = r'"repositoryName"\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"'
-_TAG_RX = r'"imageTag"\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"'
+def _value_rx(key: str) -> str:
+    """A regex cutting the string value of the top-level key ``key`` out of JSON text.
+
+    The key is matched as JSON writes it (escapes included), every character literally.
+    """
+    written = json.dumps(key, ensure_ascii=False)[1:-1]
+    return '"' + re.escape(written) + r'"\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"'
 
 
 class RequestInvalid(ValueError):
@@ -185,7 +206,7 @@ def _text(values: pa.Array, what: str) -> pa.Array:
     Parquet writers differ: ``large_string``, ``binary`` (a BYTE_ARRAY without the UTF8
     annotation), dictionary-encoded or view types all hold the same text. Invalid UTF-8 is an
     error naming ``what``, as a non-UTF-8 value in any other column is (``v2`` included).
-    Anything that is neither text nor bytes is not a repository or tag: null.
+    Anything that is neither text nor bytes is no request value: null.
     """
     typ = values.type
     if pa.types.is_dictionary(typ):
@@ -231,9 +252,10 @@ def _json_field(data: pa.Array, rx: str, what: str) -> pa.Array:
     typ = data.type
     if not _text_or_bytes(typ):
         return pa.nulls(len(data), pa.string())
-    # A regex over the JSON text, vectorised in Arrow, instead of json.loads per row: the request
-    # carries the whole image manifest (KBs) and a push storm means many rows. The escaped
-    # manifest cannot produce a false match: inside it every quote is preceded by a backslash.
+    # A regex over the JSON text, vectorised in Arrow, instead of json.loads per row: a request
+    # can carry large documents as string values (KBs) and a burst of calls means many rows.
+    # Such an escaped document cannot produce a false match: inside it every quote is preceded
+    # by a backslash.
     # Bytes are searched as bytes, so only the value cut out has to be valid UTF-8.
     return _unescape(_text(pc.struct_field(pc.extract_regex(data, rx), [0]), what))
 
@@ -259,41 +281,48 @@ def _map_value(request: pa.Array, key: str) -> pa.Array:
 
 # v1 request parameters come in two layouts, possibly mixed within one object:
 # - flattened, one map entry per leaf (AWS's published sample objects, and the record in
-#   aws-samples/amazon-security-lake-custom-data): ``requestParameters.repositoryName`` → ``app``;
-# - one whole JSON value (what AWS's v1 query examples read): ``requestParameters`` →
-#   ``{"repositoryName": "app", "imageTag": "v1", …}``.
+#   aws-samples/amazon-security-lake-custom-data): ``requestParameters.<key>`` -> value;
+# - one whole JSON value (what AWS's v1 query examples read): ``requestParameters`` ->
+#   ``{"<key>": "value", ...}``.
 # A flattened value wins where both are present, as the v1 Athena statement's coalesce does.
-_V1_FLAT = {"repository": "requestParameters.repositoryName", "tag": "requestParameters.imageTag"}
+_V1_FLAT = "requestParameters."
 _V1_WHOLE = "requestParameters"
 
 
-def request_fields(request: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array]:
-    """(repository, image tag) from the request column of either version, as ``string``.
+def request_fields(
+    request: pa.Array, layout: Layout, fields: Sequence[RequestField]
+) -> dict[str, pa.Array]:
+    """Each field's column -> its values cut out of the request column of either version, as
+    ``string`` (null where the request has no such key, or no string value for it).
 
-    Raises ``RequestInvalid`` for a repository or tag that is not valid UTF-8.
+    Raises ``RequestInvalid`` for a value that is not valid UTF-8.
     """
     n = len(request)
+    if not fields:
+        return {}
     if layout.version is SchemaVersion.V1:
         if not pa.types.is_map(request.type):
-            return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-        flat_repo, flat_tag = (
-            _text(_map_value(request, key), f"unmapped['{key}']") for key in _V1_FLAT.values()
-        )
+            return {f.column: pa.nulls(n, pa.string()) for f in fields}
+        flat = {
+            f.column: _text(_map_value(request, _V1_FLAT + f.key), f"unmapped['{_V1_FLAT}{f.key}']")
+            for f in fields
+        }
         whole = _map_value(request, _V1_WHOLE)
         if whole.null_count == n:  # the flattened layout only: no regex work
-            return flat_repo, flat_tag
+            return flat
         what = f"unmapped['{_V1_WHOLE}']"
-        return (
-            pc.coalesce(flat_repo, _json_field(whole, _REPO_RX, what)),
-            pc.coalesce(flat_tag, _json_field(whole, _TAG_RX, what)),
-        )
+        return {
+            f.column: pc.coalesce(flat[f.column], _json_field(whole, _value_rx(f.key), what))
+            for f in fields
+        }
     what = "api.request.data"
-    return _json_field(request, _REPO_RX, what), _json_field(request, _TAG_RX, what)
+    return {f.column: _json_field(request, _value_rx(f.key), what) for f in fields}
 
 
 def _unescape(arr: pa.Array) -> pa.Array:
     """Decode JSON escapes (``\\u00e9``) in values cut out of request JSON text."""
-    # Repository names and tags almost never hold an escape: stay vectorised unless one does.
+    # Values cut out (names, tags, ids) almost never hold an escape: stay vectorised unless
+    # one does.
     if not pc.any(pc.match_substring(arr, "\\")).as_py():
         return arr
 

@@ -14,6 +14,9 @@ FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
 SECURITY_HUB_ENABLED = "SECURITY_HUB_ENABLED"
 STATE_TABLE = "STATE_TABLE"
 DEDUP_WINDOW_MINUTES = "DEDUP_WINDOW_MINUTES"
+# Comma-separated detection slugs (detector/detections/); unset or empty: the default one.
+DETECTIONS = "DETECTIONS"
+DEFAULT_DETECTION = "ecr-upload-unknown-user"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -35,6 +38,7 @@ class Settings:
     # Optional: without a state table the detector alerts on every delivery, as before.
     state_table: str | None = None
     dedup_window_minutes: int = 60
+    detections: tuple[str, ...] = (DEFAULT_DETECTION,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,7 +53,10 @@ class Settings:
         cache = _whole(env, ALLOWLIST_CACHE_SECONDS, 300)
         window = _whole(env, DEDUP_WINDOW_MINUTES, 60)
         table = env.get(STATE_TABLE, "").strip() or None
-        return cls(parameter, topic, hub_raw in _TRUE, cache, table, window)
+        slugs = tuple(s.strip() for s in env.get(DETECTIONS, "").split(",") if s.strip())
+        return cls(
+            parameter, topic, hub_raw in _TRUE, cache, table, window, slugs or (DEFAULT_DETECTION,)
+        )
 
 
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:

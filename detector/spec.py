@@ -7,7 +7,7 @@ field its alerts carry. The engine (reader, findings, alerts, digest, ASFF, SQL)
 these declarations and names no operation, service or request field of its own: adding a
 detection is adding a file to ``detector/detections/``.
 
-Internal column names a predicate or sample may use (``schema.NORMAL``): ``operation``,
+Internal column names a predicate or sample may use (``schema.GENERIC``): ``operation``,
 ``user`` (caller ARN), ``account``, ``user_agent``, ``src_ip``, ``src_domain``, ``region``,
 ``time_ms`` (epoch milliseconds), ``principal_id``, ``session_issuer``, ``invoked_by``,
 ``status``, ``event_uid``, plus the detection's own ``request_fields``.
@@ -37,8 +37,8 @@ class RequestField:
     """A value cut out of the call's request parameters (v2 ``api.request.data`` JSON; v1
     ``unmapped['requestParameters.<key>']`` or the whole ``unmapped['requestParameters']``)."""
 
-    column: str  # internal column name, e.g. "repository"
-    key: str  # top-level key in requestParameters, e.g. "repositoryName"
+    column: str  # internal column name, e.g. "bucket"
+    key: str  # top-level key in requestParameters, e.g. "bucketName"
 
 
 @dataclass(frozen=True)
@@ -109,15 +109,15 @@ class Step:
 class EmailText:
     """The words of the email that belong to the detection; the layout is the engine's."""
 
-    headline: str  # "ECR image push by a principal not on the allowlist"
-    subject: str  # "ECR push by unknown principal: " (the principal's short name follows)
+    headline: str  # the email's first line
+    subject: str  # the subject's start; the principal's short name follows
     # Formatted with calls, principals, succeeded:
     summary: str
     pushed: str  # formatted with count: principals with a successful call
-    verdict_success: str  # "IMAGE PUSHED"
-    verdict_attempt: str  # "PUSH ATTEMPTED"
-    calls: str  # "PutImage calls" (a label)
-    calls_noun: str  # "PutImage call(s)"
+    verdict_success: str  # a principal's heading when a call succeeded
+    verdict_attempt: str  # ... when none did
+    calls: str  # "<Operation> calls" (a label)
+    calls_noun: str  # "<Operation> call(s)"
     rest_success: str  # formatted with count: ", 2 with a successful push"
     all_failed: str  # every call failed
     outcome_unknown: str  # none succeeded, some without a recorded status
@@ -156,7 +156,7 @@ class AsffSpec:
 class Example:
     """A sample event and whether the detection reports it (run by the tests, both versions).
 
-    ``event`` overrides fields of ``tests/lake.event`` (a PutImage by an assumed CI role);
+    ``event`` overrides fields of ``tests/lake.event`` (a call by an assumed CI role);
     ``request`` is the call's requestParameters as a dict. ``allowlist`` and ``options`` set
     the context the event is judged in.
     """
@@ -202,6 +202,10 @@ class Detection:
     escalate_on: str
     new_value_reason: str
     options: tuple[Option, ...] = ()
+    # CloudWatch metric (Count) of the rows it reported in an invocation.
+    metric: str = ""
+    # Checks the parsed options together (e.g. start before end); raises ValueError.
+    check_options: Callable[[Mapping[str, Any]], None] | None = None
     # --- how it reads -------------------------------------------------------------------
     email: EmailText | None = None
     asff: AsffSpec | None = None

@@ -1,7 +1,8 @@
 """A first allowlist from history: who pushed images, for a person to review.
 
-Findings of an allowlist-free run (every ``PutImage`` is a finding) are folded into one entry per
-principal, written so that the allowlist would actually match it:
+Findings of an allowlist-free run of the allowlist detection (every call it watches is a
+finding) are folded into one entry per principal, written so that the allowlist would actually
+match it:
 
 - an assumed-role session is trusted through its role: the session issuer ARN when recorded
   (``arn:aws:iam::ACCT:role/path/ROLE``, path included, which is what the allowlist compares),
@@ -10,11 +11,12 @@ principal, written so that the allowlist would actually match it:
 - any other caller ARN (IAM user, root, federated user) as it is;
 - a call with no caller ARN made by an AWS service (``actor.invoked_by``): the service name;
 - a call with no caller identity at all that AWS made itself (replication, pull-through cache):
-  its source domain (``src_endpoint.domain``, e.g. ``ecr.amazonaws.com``), which the allowlist
+  its source domain (``src_endpoint.domain``, an AWS service's name), which the allowlist
   compares for such calls only.
 
 Entries come most pushes first, each after a ``#`` comment with its push count, last push,
-accounts and repositories. A principal that is not a valid allowlist entry
+accounts and the values of the detection's escalation sample (what was pushed to). A principal
+that is not a valid allowlist entry
 (``allowlist.entry_problem``: not an ARN of one 12-digit account or an AWS service name, spaces,
 control characters) or that the line format would change (``#``, ``,``, or ``*``/``?`` that would
 turn it into a glob) is listed as a comment only. The output parses as an allowlist.
@@ -26,6 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from detector import detections
 from detector.allowlist import entry_problem
 from detector.findings import Finding, Sample, ctime, max_opt
 from detector.output import safe_text
@@ -49,7 +52,8 @@ class Suggestion:
     pushes: int = 0
     last_ms: int | None = None
     accounts: set[str] = field(default_factory=set)
-    repositories: Sample = field(default_factory=Sample)
+    # Values of the detection's escalation sample (where the calls went).
+    targets: Sample = field(default_factory=Sample)
     via: set[str] = field(default_factory=set)
 
 
@@ -101,7 +105,7 @@ def suggest(findings: Iterable[Finding]) -> list[Suggestion]:
         account = f.field("account")
         if account:
             s.accounts.add(account)
-        s.repositories.merge(f.repositories)
+        s.targets.merge(f.sample(f.detection.escalate_on))
         if kind != "service":
             s.via.update(f.invoked_by.values)
     return sorted(merged.values(), key=lambda s: (-s.pushes, s.entry is None, s.shown))
@@ -119,17 +123,20 @@ def _listing(values: Iterable[str], more: bool, limit: int = 5) -> str:
 def render(suggestions: list[Suggestion], *, source: str) -> str:
     """The suggestions in the allowlist format, with ``#`` comments for the reviewer."""
     total = sum(s.pushes for s in suggestions)
+    spec = detections.get(detections.DEFAULT)
+    calls = " / ".join(spec.operations)
+    targets = next(x.label.lower() for x in spec.samples if x.name == spec.escalate_on)
     lines = [
         "# Suggested ECR push allowlist for ecr-upload-detector.",
         f"# From: {safe_text(source, 200)}",
-        f"# {len(suggestions)} principal(s), {total} PutImage call(s). Review every entry:",
+        f"# {len(suggestions)} principal(s), {total} {calls} call(s). Review every entry:",
         "# each one is trusted to push images from then on. Delete what you do not recognise.",
     ]
     for s in suggestions:
         details = (
             f"{s.kind}, {s.pushes} push(es), last {ctime(s.last_ms) or '-'}, "
             f"account(s) {_listing(s.accounts, False)}, "
-            f"repositories {_listing(s.repositories.values, s.repositories.more)}"
+            f"{targets} {_listing(s.targets.values, s.targets.more)}"
         )
         if s.via:
             details += f", via {_listing(s.via, False)}"

@@ -7,10 +7,11 @@ One table, partition key ``pk`` (string), TTL attribute ``expires_at`` (epoch se
   announced again is skipped: it neither counts nor alerts twice.
 - ``key#<alert id>``: the cumulative totals of one alert key (detection, account, principal:
   count, succeeded, failed, first and last time, when it was first created) and its alert
-  window: when it last started an email window (``alerted_at``), whether a successful push
-  was reported in it (``alerted_success``) and which successfully pushed repositories were
-  (``reported_repos``), with ``alert_lease`` and what the lease holder is about to report
-  (``pending_*``) while an email is being sent.
+  window: when it last started an email window (``alerted_at``), whether a successful call
+  was reported in it (``alerted_success``) and which values of the detection's escalation
+  sample in successful calls were (``reported_repos``: the attribute name predates detection
+  specs and is kept so deployed tables stay valid), with ``alert_lease`` and what the lease
+  holder is about to report (``pending_*``) while an email is being sent.
 - ``part#<alert id>#<object hash>``: the marker that one object's events were added to a
   key's totals. Written in the same transaction as the totals, so a retry never adds twice.
 
@@ -32,7 +33,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_REPOSITORY, Contribution
+from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Contribution
 from detector.errors import DetectorError
 from detector.findings import max_opt, min_opt
 from detector.objects import ObjectRef
@@ -47,9 +48,10 @@ OBJECT_TTL = 15 * DAY
 # Security Hub keeps findings 90 days; the cumulative totals live as long.
 KEY_TTL = 90 * DAY
 _MAX_CONFLICTS = 20
-# Successfully pushed repositories remembered per alert window (item size stays far below
-# DynamoDB's 400 KB whatever the data: ECR names are at most 256 characters).
+# Escalation values remembered per alert window. Each is cut to MAX_VALUE_CHARS, so the item
+# stays far below DynamoDB's 400 KB whatever the data holds.
 MAX_REPORTED_REPOS = 200
+MAX_VALUE_CHARS = 256
 
 
 class StateUnavailable(DetectorError):
@@ -68,10 +70,10 @@ class Totals(Contribution):
 class AlertClaim:
     """This invocation may email about a key: why, and what the window then remembers."""
 
-    reason: str  # alerts.NEW, FIRST_SUCCESS or NEW_REPOSITORY
+    reason: str  # alerts.NEW, FIRST_SUCCESS or NEW_VALUE
     window_start: int  # alerted_at after the email: now for a new window, else unchanged
-    success: bool  # a successful push has been reported in the window
-    reported: frozenset[str]  # successfully pushed repositories reported in the window
+    success: bool  # a successful call has been reported in the window
+    reported: frozenset[str]  # escalation values of successful calls reported in the window
 
 
 def object_id(ref: ObjectRef) -> str:
@@ -278,18 +280,18 @@ class StateTable:
         window_seconds: int,
         *,
         success: bool = False,
-        repositories: Iterable[str] = (),
+        values: Iterable[str] = (),
     ) -> AlertClaim | None:
         """Whether this invocation should email about the key, and why; None if not.
 
         Due when no email went out within the window (``NEW``), or, within it, when this is
-        the first successful push after failures only (``FIRST_SUCCESS``) or a successful
-        push to a repository not reported yet (``NEW_REPOSITORY``). What an invocation holding
+        the first successful call after failures only (``FIRST_SUCCESS``) or a successful
+        call with an escalation value not reported yet (``NEW_VALUE``). What an invocation holding
         the lease is about to send counts as reported: it sends it, or fails and its retry
         does. The lease records what this one will send, for the same reason.
         """
         pk = f"key#{key_id}"
-        ours = frozenset(sorted(repositories)[:MAX_REPORTED_REPOS])
+        ours = frozenset(sorted(v[:MAX_VALUE_CHARS] for v in values)[:MAX_REPORTED_REPOS])
         for _ in range(_MAX_CONFLICTS):
             now = int(self.clock())
             item = self._get(pk)
@@ -306,7 +308,7 @@ class StateTable:
             elif success and not (reported_ok or pending_ok):
                 reason = FIRST_SUCCESS
             elif ours - reported - pending:
-                reason = NEW_REPOSITORY
+                reason = NEW_VALUE
             else:
                 return None
             remembered = reported | ours
@@ -319,7 +321,7 @@ class StateTable:
                 reported=remembered,
             )
             version = _opt_int(item, "alert_v")
-            values: dict[str, Any] = {
+            attrs: dict[str, Any] = {
                 ":lease": _n(now + self.lease_seconds),
                 ":ps": {"BOOL": pending_ok or success},
                 ":v1": _n((version or 0) + 1),
@@ -332,12 +334,12 @@ class StateTable:
             pending_next = pending | ours
             if pending_next and len(pending_next) <= MAX_REPORTED_REPOS:
                 update += ", pending_repos = :pr"
-                values[":pr"] = {"SS": sorted(pending_next)}
+                attrs[":pr"] = {"SS": sorted(pending_next)}
             if version is None:
                 condition = "attribute_not_exists(alert_v)"
             else:
                 condition = "alert_v = :v0"
-                values[":v0"] = _n(version)
+                attrs[":v0"] = _n(version)
             try:
                 self._call(
                     "claim alert",
@@ -346,7 +348,7 @@ class StateTable:
                     Key={"pk": {"S": pk}},
                     UpdateExpression=update,
                     ConditionExpression=condition,
-                    ExpressionAttributeValues=values,
+                    ExpressionAttributeValues=attrs,
                 )
             except ClientError:
                 continue  # another invocation changed the window first: look again

@@ -80,6 +80,12 @@ def activate(slugs: Iterable[str], env: Mapping[str, str] | None = None) -> tupl
                 options[opt.env] = opt.parse(text)
             except ValueError as exc:
                 raise ConfigError(f"{opt.env} ({slug}): {exc}") from None
+        if detection.check_options is not None:
+            try:
+                detection.check_options(options)
+            except ValueError as exc:
+                names = ", ".join(o.env for o in detection.options)
+                raise ConfigError(f"{names} ({slug}): {exc}") from None
         active.append(Active(detection, options))
     return tuple(active)
 

@@ -88,7 +88,10 @@ def images_steps(alert: Any, region: str, window: tuple[str, str] | None) -> lis
                         ("aws", "cloudtrail", "lookup-events"),
                         (
                             *region_opt,
-                            ("--lookup-attributes", f"AttributeKey=EventName,AttributeValue={OPERATION}"),
+                            (
+                                "--lookup-attributes",
+                                f"AttributeKey=EventName,AttributeValue={OPERATION}",
+                            ),
                             ("--start-time", window[0]),
                             ("--end-time", window[1]),
                         ),
@@ -100,7 +103,7 @@ def images_steps(alert: Any, region: str, window: tuple[str, str] | None) -> lis
 
 
 def entry_step(alert: Any, text: str) -> Step:
-    """"If expected, add it to <the list>": the principal as an entry, when it can be one."""
+    """ "If expected, add it to <the list>": the principal as an entry, when it can be one."""
     who = alert.who()
     if _ENTRY.fullmatch(who):
         return Step(text, data=(who,))

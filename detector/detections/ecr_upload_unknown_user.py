@@ -87,6 +87,7 @@ DETECTION = Detection(
     samples=_ecr.SAMPLES,
     escalate_on=_ecr.ESCALATE_ON,
     new_value_reason=_ecr.NEW_VALUE_REASON,
+    metric="UntrustedPutImage",
     email=EmailText(
         headline="ECR image push by a principal not on the allowlist",
         subject="ECR push by unknown principal: ",
@@ -111,7 +112,9 @@ DETECTION = Detection(
         check_next=check_next,
         trust_title="How to allowlist an expected publisher",
         trust_steps=trust_steps,
-        none_found="No findings: every PutImage came from an allowlisted principal (or none was seen).",
+        none_found=(
+            "No findings: every PutImage came from an allowlisted principal (or none was seen)."
+        ),
         found="{findings} finding(s), {calls} PutImage call(s) by principals not on the allowlist.",
     ),
     asff=_ecr.asff(

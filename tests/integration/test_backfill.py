@@ -33,6 +33,7 @@ from detector.aws import athena as athena_adapter
 from detector.aws.dynamodb import StateTable
 from detector.cli import main
 from detector.objects import ObjectRef
+from detector.spec import Active
 from tests.integration.world import create_state_table, findings_inbox, read_digests
 from tests.lake import ACCOUNT, key_for, write_object
 from tests.unit.test_athena_sql import (
@@ -178,13 +179,15 @@ def athena_rows(lake_: list[tuple[Path, int, str]], version: int, sql: str) -> l
     ]
 
 
-def statement(version: int, allowlist: Allowlist = ALLOWLIST) -> str:
+def statement(
+    version: int, allowlist: Allowlist = ALLOWLIST, active: Active | None = None
+) -> str:
     q = athena_sql.Query(
         REGION,
         athena_sql.parse_version(str(version)),
         athena_sql.Period.parse("2026-11-18", "2026-11-19"),
     )
-    return athena_sql.build(q, allowlist)
+    return athena_sql.build(q, allowlist, active)
 
 
 def backfill_args(world: World, version: int, *extra: str) -> list[str]:
@@ -387,7 +390,7 @@ def test_state_table_holds_back_keys_the_lambda_already_alerted(world, lake):
         known.id,
         3600,
         success=known.succeeded > 0,
-        repositories=known.succeeded_repositories(),
+        values=known.succeeded_values(),
     )
     assert claim is not None
     state.confirm_alert(known.id, claim)

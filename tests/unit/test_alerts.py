@@ -510,7 +510,7 @@ def test_successful_repositories_first_then_the_rest():
             ),
         ]
     )
-    assert alert.succeeded_repositories() == ["z-prod"]
+    assert alert.succeeded_values() == ["z-prod"]
     rec = alert.to_record(Limits(values=1))
     assert rec["repositories"] == {"values": ["z-prod"], "total": 3}
     assert rec["succeeded_repositories"] == {"values": ["z-prod"], "total": 1}

@@ -1,35 +1,43 @@
 """The Athena statement (``detector.athena_sql``), run on DuckDB over generated Security Lake
 objects of both versions registered under the Glue names, equals ``scan`` over the same objects.
 
-DuckDB lacks four Trino functions the statement uses; the test maps them (``trino_on_duckdb``):
-``element_at`` on a map (DuckDB's returns a list: ``map_extract_value``), ``json_extract_scalar``
-(null on bad JSON, like Trino), ``slice`` and ``json_format``. Everything else runs as written.
+DuckDB lacks some Trino functions the statements use: ``tests/unit/athena_duckdb.py`` maps them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from detector import athena_sql, engine
+from detector import athena_sql, detections, engine
 from detector.allowlist import Allowlist
 from detector.errors import AllowlistInvalid
 from detector.findings import Finding
 from detector.schema import SchemaVersion
+from detector.spec import Active, Context, Detection, RequestField, SampleSpec
 from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, T0_MS, event, key_for, put_image_request, write_object
+from tests.unit.athena_duckdb import (
+    REGION,
+    athena_on_duckdb,
+    comparable,
+    run_sql,
+    trino_on_duckdb,
+)
 from tests.unit.test_differential import AGENTS, DOMAINS, IPS, PRINCIPALS, STATUSES
 
 OTHER = "444455556666"
 DAY0 = datetime(2026, 11, 18, tzinfo=UTC)
 DAYS = [DAY0 + timedelta(days=i) for i in range(4)]  # 18, 19, 20, 21 November
-REGION = "us-east-1"
 
 # Allowlist entries that SQL could get wrong: quotes, LIKE's own wildcards and escape character
 # (in the resource of an ARN: an entry must name one account's principals).
@@ -67,66 +75,16 @@ HOSTILE_PRINCIPALS: list[tuple[str | None, str | None, str | None]] = [
 # --- DuckDB as Athena ------------------------------------------------------------------------
 
 
-def trino_on_duckdb(sql: str) -> str:
-    # element_at(map, key) is the one function DuckDB has under the same name with another
-    # result type; the allowlist literals in these tests never contain the text. v1 looks up
-    # repository and tag both flattened and in the whole requestParameters JSON: four calls.
-    assert sql.count("element_at(") in (0, 4)
-    return sql.replace("element_at(", "map_extract_value(")
-
-
-def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnection:
-    """DuckDB with the lake's objects as the two Glue tables, and Trino's functions."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    db = f"amazon_security_lake_glue_db_{REGION.replace('-', '_')}"
-    con.execute(f"CREATE SCHEMA {db}")
-    for version in (1, 2):
-        paths = [str(p) for p, v in files if v == version]
-        if not paths:
-            continue
-        listing = ", ".join(athena_sql.literal(p) for p in paths)
-        name = f"amazon_security_lake_table_{REGION.replace('-', '_')}_cloud_trail_mgmt_{version}_0"
-        table = f"{db}.{name}"
-        if version == 1:
-            # v1 partitions (region, accountid, eventday) come from the key, as in Glue.
-            source = (
-                f"read_parquet([{listing}], hive_partitioning = true, hive_types_autocast = false)"
-            )
-        else:
-            # v2 objects carry accountid and region; time_dt is the time partition.
-            source = f"read_parquet([{listing}], hive_partitioning = false)"
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
-    con.execute("CREATE MACRO json_extract_scalar(j, p) AS TRY(json_extract_string(j, p))")
-    con.execute("CREATE MACRO slice(l, s, n) AS list_slice(l, s, s + n - 1)")
-    con.execute("CREATE MACRO json_format(j) AS CAST(j AS VARCHAR)")
-    return con
-
-
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list[Finding]:
-    """Run the statement and read its rows the way ``backfill`` reads Athena's: all text."""
-    cursor = con.execute(trino_on_duckdb(sql))
-    athena_sql.check_columns([d[0] for d in cursor.description])
-    rows = [[None if v is None else str(v) for v in row] for row in cursor.fetchall()]
-    return athena_sql.findings(rows)
-
-
-def scan(files: Iterable[Path], allowlist: Allowlist = ALLOWLIST) -> list[Finding]:
-    run = engine.Run(allowlist)
+def scan(
+    files: Iterable[Path],
+    allowlist: Allowlist = ALLOWLIST,
+    active: Sequence[Active] | None = None,
+) -> list[Finding]:
+    run = engine.Run(allowlist, active)
     for path in files:
         with path.open("rb") as f:
-            run.add(engine.scan_object(f, str(path), allowlist))
+            run.add(engine.scan_object(f, str(path), allowlist, active=active))
     return run.findings()
-
-
-def comparable(findings: Iterable[Finding]) -> list[dict[str, Any]]:
-    """Every field both compute (scan also keeps event ids and source objects)."""
-    out = []
-    for f in findings:
-        rec = f.to_record()
-        del rec["event_ids"], rec["source_objects"]
-        out.append(rec)
-    return sorted(out, key=repr)
 
 
 def query(version: int, start: str, end: str, accounts: str | None = None) -> athena_sql.Query:
@@ -315,6 +273,132 @@ def test_result_columns_carry_the_scan_jsonl_names():
         athena_sql.check_columns(["a", "b"])
 
 
+# --- the statement from the spec --------------------------------------------------------------
+
+OTHER_IP = "198.51.100.7"
+
+
+def _not_other_ip(rows: Mapping[str, pa.Array], ctx: Context) -> pa.Array:
+    return pc.fill_null(pc.not_equal(rows["src_ip"], OTHER_IP), False)
+
+
+def _not_other_ip_sql(cols: Mapping[str, str], ctx: Context) -> str | None:
+    return f"coalesce({cols['src_ip']} <> {athena_sql.literal(OTHER_IP)}, false)"
+
+
+def custom_detection() -> Detection:
+    """A detection unlike the default: two operations, no allowlist, other request fields and
+    samples (one of a grouping key, one under a name SQL reserves)."""
+    return dataclasses.replace(
+        detections.get(detections.DEFAULT),
+        id="00000000-0000-4000-8000-000000000001",
+        slug="test-calls-from-other-ips",
+        name="Test: calls from other IPs",
+        operations=("PutImage", "GetObject"),
+        predicate_columns=("src_ip",),
+        predicate=_not_other_ip,
+        sql_predicate=_not_other_ip_sql,
+        request_fields=(
+            RequestField("registry", "registryId"),
+            RequestField("order", "imageTag"),
+        ),
+        samples=(
+            SampleSpec("registries", "registry", "Registries", "succeeded_registries"),
+            SampleSpec("orders", "order", "Orders", "succeeded_orders"),
+            SampleSpec("agents", "user_agent", "User agents", "succeeded_agents"),
+        ),
+        escalate_on="registries",
+        options=(),
+        examples=(),
+    )
+
+
+def test_default_result_columns_come_from_the_spec():
+    default = detections.get(detections.DEFAULT)
+    assert athena_sql.result_columns() == athena_sql.result_columns(default)
+    assert athena_sql.result_columns(default) == athena_sql.RESULT_COLUMNS
+    assert athena_sql.result_columns(custom_detection())[12:] == (
+        "registries",
+        "orders",
+        "agents",
+        "session_issuers",
+        "principal_ids",
+        "invoked_by",
+        "succeeded_registries",
+        "succeeded_orders",
+        "succeeded_agents",
+    )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_statement_from_another_spec_equals_scan_with_it(lake, version):
+    detection = custom_detection()
+    active = Active(detection)
+    sql = athena_sql.build(query(version, "2026-11-19", "2026-11-20"), ALLOWLIST, active)
+    assert "\"api\".\"operation\" IN ('PutImage', 'GetObject')" in sql
+    assert 'AS "order"' in sql and 'e."order"' in sql  # a reserved word is quoted
+    assert "e.k_user_agent ORDER BY e.k_user_agent" in sql  # a grouping key is sampled as one
+    assert "NOT (" not in sql  # no allowlist in this spec
+    mine = run_sql(athena_on_duckdb(of(lake, version)), sql, detection)
+    inside = [p for p, v, _, day in lake if v == version and day in ("20261119", "20261120")]
+    expected = scan(inside, ALLOWLIST, [active])
+    assert comparable(mine) == comparable(expected)
+    assert len(mine) > 10
+    assert {f.field("operation") for f in mine} == {"PutImage", "GetObject"}
+    assert all(f.detection is detection for f in mine)
+    assert any(f.sample("registries").sorted() for f in mine)
+    assert any(f.sample("orders").succeeded() for f in mine)
+    assert all(f.field("src_ip") != OTHER_IP for f in mine)
+
+
+def test_one_operation_is_compared_with_equals():
+    sql = athena_sql.build(query(2, "2026-11-20", "2026-11-20"), Allowlist.of([]))
+    assert '"api"."operation" = \'PutImage\'' in sql
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"request_fields": (RequestField("registry", "registry'Id"),)},
+        {"request_fields": (RequestField("registry", "a.b"),)},
+        {"request_fields": (RequestField("src_ip", "registryId"),)},  # shadows a column
+        {"samples": (SampleSpec("xs", "no_such_column", "X", "succeeded_xs"),)},
+        {"operations": ()},
+    ],
+)
+def test_a_spec_that_cannot_become_sql_is_refused(change):
+    detection = dataclasses.replace(custom_detection(), **change)
+    with pytest.raises(athena_sql.QueryInputInvalid):
+        athena_sql.build(query(1, "2026-11-20", "2026-11-20"), ALLOWLIST, Active(detection))
+
+
+def test_only_an_empty_allowlist_makes_the_default_report_every_call():
+    [default] = detections.default()
+    assert athena_sql.reports_every_call(default, Allowlist.of([]))
+    assert not athena_sql.reports_every_call(default, ALLOWLIST)
+    assert not athena_sql.reports_every_call(Active(custom_detection()), Allowlist.of([]))
+
+
+def test_result_rows_become_findings_of_their_detection():
+    detection = custom_detection()
+    names = athena_sql.result_columns(detection)
+    row: list[str | None] = [None] * len(names)
+    row[:8] = ["GetObject", U + "x", ACCOUNT, None, "10.0.0.1", None, REGION, "2"]
+    row[names.index("registries")] = '["111122223333","444455556666"]'
+    row[names.index("succeeded_registries")] = '["444455556666"]'
+    [f] = athena_sql.findings([row], detection)
+    assert f.detection is detection
+    assert f.sample("registries").succeeded() == ["444455556666"]
+    assert f.sample("registries").sorted() == ["111122223333", "444455556666"]
+    athena_sql.check_columns(names, detection)
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.check_columns(athena_sql.RESULT_COLUMNS, detection)
+    with pytest.raises(athena_sql.ResultInvalid):
+        athena_sql.findings([row])  # a row of another statement
+    [default] = athena_sql.findings([[*row[:8], *[None] * (len(athena_sql.RESULT_COLUMNS) - 8)]])
+    assert default.detection is detections.get(detections.DEFAULT)
+
+
 # --- injection -------------------------------------------------------------------------------
 
 
@@ -417,8 +501,13 @@ def test_catch_alls_are_refused_even_past_allowlist_validation(entry):
 def test_the_source_domain_trusts_only_pushes_without_identity(tmp_path, version):
     def aws_push(domain: str | None, **kw: Any) -> dict[str, Any]:
         fields: dict[str, Any] = dict(
-            arn=None, principal_id=None, session_issuer=None, session_created_ms=None,
-            invoked_by=None, src_ip=None, src_domain=domain,
+            arn=None,
+            principal_id=None,
+            session_issuer=None,
+            session_created_ms=None,
+            invoked_by=None,
+            src_ip=None,
+            src_domain=domain,
         )
         return event(**(fields | kw))
 
@@ -428,8 +517,11 @@ def test_the_source_domain_trusts_only_pushes_without_identity(tmp_path, version
         aws_push("ecr-public.amazonaws.com"),
         aws_push(None),
         aws_push("ecr.amazonaws.com", arn=f"{U}dev9"),
-        aws_push("ecr.amazonaws.com", session_issuer=f"arn:aws:iam::{ACCOUNT}:role/x",
-                 session_created_ms=T0_MS),
+        aws_push(
+            "ecr.amazonaws.com",
+            session_issuer=f"arn:aws:iam::{ACCOUNT}:role/x",
+            session_created_ms=T0_MS,
+        ),
         aws_push("ecr.amazonaws.com", invoked_by="ecs.amazonaws.com"),
     ]
     path = tmp_path / key_for(version, day="20261120")

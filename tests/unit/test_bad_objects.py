@@ -228,8 +228,8 @@ def test_failure_mid_object_leaves_run_unchanged(version):
     rows_before_failure = 0
     reader = ObjectReader(io.BytesIO(broken), "broken", allowlist)
     with pytest.raises(BadObject):
-        for batch in reader:
-            rows_before_failure += batch.num_rows
+        for kept in reader:
+            rows_before_failure += kept.batch.num_rows
     assert rows_before_failure > 0
 
     run = engine.Run(allowlist)

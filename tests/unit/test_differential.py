@@ -2,11 +2,19 @@
 what DuckDB SQL, and a plain-Python reference, compute independently from the same Parquet.
 
 The trust rule compared: a PutImage is trusted when its caller ARN, session issuer or calling
-service matches the allowlist, or, for a row with none of the three, its source domain does."""
+service matches the allowlist, or, for a row with none of the three, its source domain does.
+
+And for every registered detection (``detections.registry()``), with its default options and
+the options its examples use (plus a few more below): the Athena statement generated from its
+spec, run on DuckDB (``tests/unit/athena_duckdb.py``) over the same objects, equals ``scan`` with
+that detection. Event times span two weeks at every hour and the days around daylight-saving
+changes, so time-of-day detections meet both sides of their rule; named time zones run with
+DuckDB's ICU (built in, no download)."""
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +22,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from detector import engine, reader
+from detector import athena_sql, detections, engine, reader
 from detector.allowlist import Allowlist
+from detector.schema import SchemaVersion
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, key_for, put_image_request, write_object
+from tests.unit.athena_duckdb import REGION, athena_on_duckdb, comparable, rows_of
 from tests.unit.helpers import summary
 
 OTHER_ACCOUNT = "444455556666"
@@ -68,6 +78,30 @@ REGIONS = ["us-east-1", "us-east-1", "eu-west-1", None, "\u202eus-east-1"]
 ACCOUNTS = [ACCOUNT, ACCOUNT, OTHER_ACCOUNT, None]
 STATUSES = ["Success", "Failure", "SUCCESS", None]
 
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+# Daylight-saving changes (UTC): Europe in March and October 2026, Newfoundland (a half-hour
+# zone) in March and November.
+DST_CHANGES_MS = [
+    int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp() * 1000),
+    int(datetime(2026, 10, 25, 1, tzinfo=UTC).timestamp() * 1000),
+    int(datetime(2026, 3, 8, 5, 30, tzinfo=UTC).timestamp() * 1000),
+    int(datetime(2026, 11, 1, 4, 30, tzinfo=UTC).timestamp() * 1000),
+]
+# The period every event falls in (for the Athena statements).
+PERIOD = ("2026-03-01", "2026-12-31")
+
+
+def random_time(rng: random.Random) -> int:
+    """Half within three hours of T0 (many events per group), the rest at any time of two weeks
+    around it (weekends included) or within three hours of a daylight-saving change."""
+    draw = rng.random()
+    if draw < 0.5:
+        return T0_MS + rng.randrange(3 * HOUR_MS)
+    if draw < 0.85:
+        return T0_MS + rng.randrange(-7 * DAY_MS, 7 * DAY_MS)
+    return rng.choice(DST_CHANGES_MS) + rng.randrange(-3 * HOUR_MS, 3 * HOUR_MS)
+
 
 def random_events(rng: random.Random, n: int) -> list[dict[str, Any]]:
     out = []
@@ -75,7 +109,7 @@ def random_events(rng: random.Random, n: int) -> list[dict[str, Any]]:
         arn, issuer, invoked_by = rng.choice(PRINCIPALS)
         out.append(
             event(
-                time_ms=T0_MS + rng.randrange(3 * 3_600_000),
+                time_ms=random_time(rng),
                 operation=rng.choice(OPERATIONS),
                 arn=arn,
                 principal_id=f"AIDA{rng.randrange(5)}" if arn else None,
@@ -290,3 +324,60 @@ def test_empty_allowlist_reports_every_put_image(lake):
     assert sum(f.count for f in run.findings()) == sum(
         _get(r, "api.operation") == "PutImage" for r in rows
     )
+
+
+# --- every detection's statement --------------------------------------------------------------
+
+# Options tried besides the defaults and those of a detection's examples (for detections that
+# are registered): a named zone with daylight saving and odd hours, a half-hour zone, a negative
+# fixed offset covering the whole day (only weekends are outside).
+MORE_OPTIONS: dict[str, list[dict[str, str]]] = {}
+
+
+def _variants() -> list[tuple[str, dict[str, str]]]:
+    out: list[tuple[str, dict[str, str]]] = []
+    for slug, detection in detections.registry().items():
+        seen: list[dict[str, str]] = [{}]
+        for options in [dict(e.options) for e in detection.examples] + MORE_OPTIONS.get(slug, []):
+            if options not in seen:
+                seen.append(options)
+        out += [(slug, options) for options in seen]
+    return out
+
+
+def _variant_id(variant: tuple[str, dict[str, str]]) -> str:
+    slug, options = variant
+    return slug + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+@pytest.mark.parametrize("variant", _variants(), ids=_variant_id)
+def test_every_detection_statement_on_duckdb_equals_scan(lake, variant):
+    slug, options = variant
+    [active] = detections.activate([slug], options)
+    detection = active.detection
+    run = engine.Run(ALLOWLIST, [active])
+    for path, _ in lake:
+        with path.open("rb") as f:
+            run.add(engine.scan_object(f, str(path), ALLOWLIST, active=[active]))
+    expected = run.findings()
+    con = athena_on_duckdb(lake)
+    rows: list[Any] = []
+    for version in (SchemaVersion.V1, SchemaVersion.V2):
+        query = athena_sql.Query(REGION, version, athena_sql.Period.parse(*PERIOD))
+        rows += rows_of(con, athena_sql.build(query, ALLOWLIST, active), detection)
+    # The two tables' groups merged, as scan merges the objects of both versions.
+    mine = athena_sql.findings(rows, detection)
+    assert comparable(mine) == comparable(expected)
+    assert [f.key for f in mine] == [f.key for f in expected]
+    assert all(f.detection is detection for f in mine)
+    # Not trivially equal: some calls of the watched operations are reported, not all.
+    watched = sum(
+        _get(r, "api.operation") in detection.operations
+        for p, _ in lake
+        for r in pq.read_table(p).to_pylist()
+    )
+    assert 0 < sum(f.count for f in mine) < watched
+
+
+def test_every_registered_detection_is_compared():
+    assert {slug for slug, _ in _variants()} == set(detections.registry())

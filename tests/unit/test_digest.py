@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from detector import digest
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_REPOSITORY, UNKNOWN_PRINCIPAL, Alert, rollup
+from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, UNKNOWN_PRINCIPAL, Alert, rollup
 from detector.detection import DETECTION
 from detector.findings import Finding
 from tests import lake
@@ -672,13 +672,13 @@ def test_empty_message_is_a_mistake() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reason", "line"),
+    ("reason", "line", "shown"),
     [
-        (FIRST_SUCCESS, "the first successful push after failed ones"),
-        (NEW_REPOSITORY, "a successful push to a repository not reported before"),
+        (FIRST_SUCCESS, "the first successful push after failed ones", "first_success"),
+        (NEW_VALUE, "a successful push to a repository not reported before", "new_repository"),
     ],
 )
-def test_escalation_reasons_are_explained(reason: str, line: str) -> None:
+def test_escalation_reasons_are_explained(reason: str, line: str, shown: str) -> None:
     [alert] = through_engine([by_user("r")])
     assert alert.reason == NEW
     text = flat(digest.email_text([alert]))
@@ -690,7 +690,8 @@ def test_escalation_reasons_are_explained(reason: str, line: str) -> None:
     assert f"Again within the alert window: {line}." in text
     # Explained in the principal's own section, after its headline.
     assert text.index(DETECTION.message(user_arn("r"))) < text.index(line)
-    assert body(message)["alerts"][0]["reason"] == reason
+    # A new value is named in the detection's words in JSON (as before detections were specs).
+    assert body(message)["alerts"][0]["reason"] == shown
 
 
 # --- floods: one message whatever the data -----------------------------------------------------

@@ -173,7 +173,7 @@ class State:
         window_seconds: int,
         *,
         success: bool = False,
-        repositories: Iterable[str] = (),
+        values: Iterable[str] = (),
     ) -> AlertClaim | None:
         with self.lock:
             if key_id in self.leased:

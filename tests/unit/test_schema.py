@@ -10,6 +10,7 @@ import pytest
 
 from detector import schema
 from detector.allowlist import Allowlist
+from detector.detections._ecr import REQUEST_FIELDS
 from detector.errors import AllowlistInvalid
 from detector.reader import ObjectReader
 from tests.lake import ACCOUNT, CI_ROLE, event, key_for
@@ -300,7 +301,8 @@ TEXT_TYPES = [
 
 
 def _fields(request: pa.Array, layout: schema.Layout) -> tuple[list, list]:
-    repo, tag = schema.request_fields(request, layout)
+    cut = schema.request_fields(request, layout, REQUEST_FIELDS)
+    repo, tag = cut["repository"], cut["image_tag"]
     assert repo.type == tag.type == pa.string()
     return repo.to_pylist(), tag.to_pylist()
 
@@ -334,7 +336,7 @@ def test_request_values_that_are_not_text_are_no_repository():
 def test_invalid_utf8_in_a_v2_repository_is_named():
     request = pa.array([b'{"repositoryName": "a\xff", "imageTag": "t"}'], pa.binary())
     with pytest.raises(schema.RequestInvalid, match=r"api\.request\.data .*UTF-8"):
-        schema.request_fields(request, schema.V2)
+        schema.request_fields(request, schema.V2, REQUEST_FIELDS)
     # Bytes outside the values read are not judged: only the cut-out values must be text.
     request = pa.array([b'{"repositoryName": "a", "imageManifest": "\xff"}'], pa.binary())
     assert _fields(request, schema.V2) == (["a"], [None])
