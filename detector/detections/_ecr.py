@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from detector.allowlist import Allowlist
-from detector.spec import AsffSpec, Command, RequestField, SampleSpec, Step
+from detector.spec import AsffSpec, Command, EmailText, Observable, RequestField, SampleSpec, Step
 
 OPERATION = "PutImage"
 SERVICE = "ecr.amazonaws.com"
@@ -26,6 +26,15 @@ SAMPLES = (
 ESCALATE_ON = "repositories"
 NEW_VALUE_REASON = "new_repository"
 MITRE_NAMES = {"T1204.003": "User Execution: Malicious Image", "T1204": "User Execution"}
+MITRE_IDS = tuple(MITRE_NAMES)
+OBSERVABLES = (
+    Observable(field="src_ip", type="IP Address", role="Attacker"),
+    Observable(field="user", type="User", role="Victim"),
+)
+MITRE_URL = "https://attack.mitre.org/techniques/T1204/003/"
+CLOUDTRAIL_URL = (
+    "https://docs.aws.amazon.com/AmazonECR/latest/userguide/logging-using-cloudtrail.html"
+)
 
 # The identity columns an allowlist is matched against, in ``Allowlist.trust_mask`` order.
 IDENTITY = ("user", "session_issuer", "invoked_by", "src_domain")
@@ -177,3 +186,29 @@ def request(repository: str, tag: str | None = "v1") -> dict[str, Any]:
         body["imageTag"] = tag
     body["imageManifest"] = '{"schemaVersion":2,"config":{"digest":"sha256:' + "b" * 64 + '"}}'
     return body
+
+
+def email(**text: Any) -> EmailText:
+    """The email words every ECR push detection shares; ``text`` gives the rest (headline,
+    subject, summary, check_next, trust_title, trust_steps, none_found, found)."""
+    shared: dict[str, Any] = {
+        "pushed": "{count} principal(s) pushed an image: they are listed first.",
+        "verdict_success": "IMAGE PUSHED",
+        "verdict_attempt": "PUSH ATTEMPTED",
+        "calls": f"{OPERATION} calls",
+        "calls_noun": f"{OPERATION} call(s)",
+        "rest_success": ", {count} with a successful push",
+        "all_failed": (
+            "No push succeeded, so no image was written; the credentials still reached ECR."
+        ),
+        "outcome_unknown": (
+            "No push is known to have succeeded: the outcome of some calls was not recorded."
+        ),
+        "first_success": (
+            "Again within the alert window: the first successful push after failed ones."
+        ),
+        "new_value": (
+            "Again within the alert window: a successful push to a repository not reported before."
+        ),
+    }
+    return EmailText(**(shared | text))

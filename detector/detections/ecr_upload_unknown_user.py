@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector.detections import _ecr
-from detector.spec import Context, Detection, EmailText, Example, Observable, Step
+from detector.spec import Context, Detection, Example, Step
 from detector.sqlparts import trusted_sql
 
 
@@ -52,7 +52,7 @@ DETECTION = Detection(
         "credentials or a compromised pipeline planting a malicious image that workloads will "
         "pull and run."
     ),
-    mitre_attack_ids=("T1204.003", "T1204"),
+    mitre_attack_ids=_ecr.MITRE_IDS,
     mitre_names=_ecr.MITRE_NAMES,
     analytic_story=("Dev Sec Ops",),
     confidence=70,
@@ -61,14 +61,11 @@ DETECTION = Detection(
     severity="medium",
     message_template="Container uploaded from unknown user {user}",
     references=(
-        "https://attack.mitre.org/techniques/T1204/003/",
+        _ecr.MITRE_URL,
         "https://research.splunk.com/cloud/886a8f46-d7e2-4439-b9ba-aec238e31732/",
-        "https://docs.aws.amazon.com/AmazonECR/latest/userguide/logging-using-cloudtrail.html",
+        _ecr.CLOUDTRAIL_URL,
     ),
-    observables=(
-        Observable(field="src_ip", type="IP Address", role="Attacker"),
-        Observable(field="user", type="User", role="Victim"),
-    ),
+    observables=_ecr.OBSERVABLES,
     known_false_positives=(
         "New CI/CD pipelines, new roles or new engineers pushing images before they are added to "
         "the allowlist."
@@ -88,26 +85,12 @@ DETECTION = Detection(
     escalate_on=_ecr.ESCALATE_ON,
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="UntrustedPutImage",
-    email=EmailText(
+    email=_ecr.email(
         headline="ECR image push by a principal not on the allowlist",
         subject="ECR push by unknown principal: ",
         summary=(
             "{calls} PutImage call(s) by {principals} principal(s) that are not on the list of "
             "principals allowed to push images; {succeeded} succeeded."
-        ),
-        pushed="{count} principal(s) pushed an image: they are listed first.",
-        verdict_success="IMAGE PUSHED",
-        verdict_attempt="PUSH ATTEMPTED",
-        calls="PutImage calls",
-        calls_noun="PutImage call(s)",
-        rest_success=", {count} with a successful push",
-        all_failed="No push succeeded, so no image was written; the credentials still reached ECR.",
-        outcome_unknown=(
-            "No push is known to have succeeded: the outcome of some calls was not recorded."
-        ),
-        first_success="Again within the alert window: the first successful push after failed ones.",
-        new_value=(
-            "Again within the alert window: a successful push to a repository not reported before."
         ),
         check_next=check_next,
         trust_title="How to allowlist an expected publisher",

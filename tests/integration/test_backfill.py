@@ -25,7 +25,7 @@ from moto import mock_aws
 from moto.athena.models import athena_backends
 from moto.moto_api import state_manager
 
-from detector import athena_sql
+from detector import athena_sql, detections
 from detector.alerts import rollup
 from detector.allowlist import Allowlist
 from detector.asff import finding_id
@@ -503,6 +503,87 @@ def test_athena_sql_prints_the_statement_backfill_runs(world):
     assert code == 0, err
     assert out == statement(2) + "\n"
     assert "epoch milliseconds" in err
+
+
+# --- several detections ----------------------------------------------------------------------
+
+HOURS = "ecr-upload-outside-business-hours"
+
+
+def test_athena_sql_prints_one_statement_per_detection(world):
+    args = ["athena-sql", "--allowlist", str(world.allowlist), "--region", REGION]
+    args += ["--source-version", "2", "--start", "2026-11-18", "--end", "2026-11-19"]
+    args += ["--detection", detections.DEFAULT, "--detection", HOURS]
+    args += ["--option", "BUSINESS_HOURS_TIMEZONE=Europe/Berlin"]
+    code, out, err = run(*args)
+    assert code == 0, err
+    active = detections.activate(
+        [detections.DEFAULT, HOURS], {"BUSINESS_HOURS_TIMEZONE": "Europe/Berlin"}
+    )
+    assert out == "\n".join(
+        f"-- {a.detection.slug}: {a.detection.name}\n{statement(2, active=a)}\n" for a in active
+    )
+    assert "'Europe/Berlin'" in out
+    # Each is one statement of its own.
+    parts = out.split("\n\n-- ")
+    assert len(parts) == 2
+    # A detection named twice runs once.
+    code, again, _ = run(*args, "--detection", HOURS)
+    assert code == 0 and again == out
+
+
+def test_backfill_runs_one_query_per_detection_and_publishes_them_together(world, lake):
+    active = detections.activate([detections.DEFAULT, HOURS])
+    sqls = [statement(2, active=a) for a in active]
+    rows = [athena_rows(lake, 2, sql) for sql in sqls]
+    for part in rows:
+        world.queue_result(part)
+    args = ["--detection", detections.DEFAULT, "--detection", HOURS]
+    code, out, err = run(
+        *backfill_args(world, 2, *args, "--topic-arn", world.topic, "--format", "jsonl")
+    )
+    assert code == 0, err
+    # One query per detection, in the order given, each the statement tested on DuckDB.
+    assert [e.query for e in world.executions.values()] == sqls
+    assert err.count("Athena scanned") == 2 and "2 Athena queries" in err
+    inside = [p for p, v, day in lake if v == 2 and day in ("20261118", "20261119")]
+    expected = comparable(scan(inside, ALLOWLIST, active))
+    assert records(out) == sorted(expected, key=repr)
+    found = {
+        a.detection.slug: athena_sql.findings(r, a.detection)
+        for a, r in zip(active, rows, strict=True)
+    }
+    assert all(found.values())  # both detections found something
+    ids = {json.loads(line)["detection_id"] for line in out.splitlines()}
+    assert ids == {a.detection.id for a in active}
+    # One Security Hub finding per alert of either detection, one SNS message with them all.
+    alerts = rollup([f for fs in found.values() for f in fs])
+    assert sorted(f["Id"] for f in world.hub_findings()) == sorted(finding_id(a) for a in alerts)
+    [digest] = world.digests()
+    assert sorted(a["alert_id"] for a in digest["alerts"]) == sorted(a.id for a in alerts)
+
+
+def test_backfill_json_names_each_query(world, lake):
+    active = detections.activate([detections.DEFAULT, HOURS])
+    for a in active:
+        world.queue_result(athena_rows(lake, 2, statement(2, active=a)))
+    set_execution(world, scanned=20 * 1024**2)
+    args = ["--detection", detections.DEFAULT, "--detection", HOURS]
+    code, out, err = run(*backfill_args(world, 2, *args, "--dry-run", "--format", "json"))
+    assert code == 0, err
+    info = json.loads(out)["inputs"]["athena"]
+    assert info["query_id"] is None
+    assert [q["detection"] for q in info["queries"]] == [detections.DEFAULT, HOURS]
+    assert [q["query_id"] for q in info["queries"]] == list(world.executions)
+    assert info["scanned_bytes"] == 40 * 1024**2
+    assert info["cost_usd"] == pytest.approx(2 * athena_sql.cost_usd(20 * 1024**2), abs=1e-6)
+
+
+def test_backfill_with_an_unknown_detection_exits_2_before_any_query(world):
+    code, _, err = run(*backfill_args(world, 2, "--detection", "nope", "--dry-run"))
+    assert code == 2
+    assert "'nope'" in err and detections.DEFAULT in err
+    assert world.executions == {}
 
 
 # --- the adapter, played with Stubber --------------------------------------------------------

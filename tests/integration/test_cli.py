@@ -14,6 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from detector import detections
 from detector.cli import main
 from tests import lake
 from tests.contract import JSONL_KEYS
@@ -352,3 +353,120 @@ def test_a_file_name_that_is_not_utf8_still_makes_valid_json(tmp_path: Path, all
     [bad] = doc["inputs"]["unreadable"]
     assert "bad\udcff.parquet" in bad
     assert [f["user"] for f in doc["findings"]] == [INTRUDER]
+
+
+# --- detections and their options -----------------------------------------------------------
+
+HOURS = "ecr-upload-outside-business-hours"
+DEFAULT = "ecr-upload-unknown-user"
+# Wednesday 2026-11-18, 22:00 UTC: outside business hours in UTC, inside them in Tokyo's morning
+# (07:00 Thursday) only when the hours start early enough.
+NIGHT_MS = lake.T0_MS - 2 * 86_400_000 + 12 * 3_600_000
+
+
+@pytest.fixture
+def night_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "night"
+    path = root / lake.key_for(2)
+    path.parent.mkdir(parents=True)
+    lake.write_object(
+        path,
+        [
+            lake.event(time_ms=NIGHT_MS),  # the allowlisted CI role, at night
+            lake.event(arn=INTRUDER, session_issuer=None),  # unknown, in business hours
+        ],
+        2,
+    )
+    return root
+
+
+def _users_by_detection(out: str) -> dict[str, set[str]]:
+    got: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        rec = json.loads(line)
+        got.setdefault(rec["detection_id"], set()).add(rec["user"])
+    return got
+
+
+def test_detections_lists_every_detection_with_its_options():
+    code, out, err = run("detections")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == len(detections.registry())
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines}
+    _, ident, name, severity, default, options = rows[DEFAULT]
+    assert ident == "886a8f46-d7e2-4439-b9ba-aec238e31732"
+    assert name == "ASL AWS ECR Container Upload Unknown User"
+    assert (severity, default, options) == ("medium", "default", "options: none")
+    if HOURS in rows:
+        assert rows[HOURS][4] == "optional"
+        assert "BUSINESS_HOURS_TIMEZONE=UTC" in rows[HOURS][5]
+
+
+def test_scan_runs_the_detections_asked_for(night_dir: Path, allowlist: Path):
+    hours = detections.get(HOURS)
+    unknown = detections.get(DEFAULT)
+    argv = ["scan", str(night_dir), "--allowlist", str(allowlist), "--format", "jsonl"]
+    code, out, err = run(*argv, "--detection", HOURS)
+    assert code == 0, err
+    ci_session = f"arn:aws:sts::{lake.ACCOUNT}:assumed-role/ci-deployer/build-1"
+    assert _users_by_detection(out) == {hours.id: {ci_session}}
+    code, out, err = run(*argv, "--detection", HOURS, "--detection", DEFAULT)
+    assert code == 0, err
+    got = _users_by_detection(out)
+    assert set(got) == {hours.id, unknown.id}
+    assert got[unknown.id] == {INTRUDER}
+    # The default is the unknown-user detection alone.
+    code, out, _ = run(*argv)
+    assert _users_by_detection(out) == {unknown.id: {INTRUDER}}
+
+
+def test_options_come_from_the_environment_and_option_wins(
+    night_dir: Path, allowlist: Path, monkeypatch: pytest.MonkeyPatch
+):
+    argv = ["scan", str(night_dir), "--allowlist", str(allowlist), "--format", "jsonl"]
+    argv += ["--detection", HOURS]
+    # 22:00 UTC is 23:00 in Berlin (outside) and 07:00 in Tokyo; 06:00-20:00 Tokyo takes it in.
+    monkeypatch.setenv("BUSINESS_HOURS_START", "06:00")
+    monkeypatch.setenv("BUSINESS_HOURS_TIMEZONE", "Europe/Berlin")
+    code, out, err = run(*argv)
+    assert code == 0, err
+    assert len(out.splitlines()) == 1
+    code, out, err = run(*argv, "--option", "BUSINESS_HOURS_TIMEZONE=Asia/Tokyo")
+    assert code == 0, err
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--detection", "no-such-detection"], "'no-such-detection'"),
+        (["--option", "BUSINESS_HOURS_TIMEZONE=UTC"], "BUSINESS_HOURS_TIMEZONE"),  # not enabled
+        (["--detection", HOURS, "--option", "NO_SUCH_OPTION=1"], "NO_SUCH_OPTION"),
+        (["--detection", HOURS, "--option", "BUSINESS_HOURS_TIMEZONE=Mars/Olympus"], "Mars"),
+        (["--detection", HOURS, "--option", "BUSINESS_HOURS_START=8"], "BUSINESS_HOURS_START"),
+        (["--detection", HOURS, "--option", "BUSINESS_HOURS_START=21:00"], "before"),
+        (["--option", "no-equals-sign"], "NAME=VALUE"),
+    ],
+)
+def test_unknown_detections_and_bad_options_exit_2(
+    night_dir: Path, allowlist: Path, extra: list[str], message: str
+):
+    code, out, err = run("scan", str(night_dir), "--allowlist", str(allowlist), *extra)
+    assert code == 2, err
+    assert out == ""
+    assert err.startswith("error: ") and message in err
+    if "no-such-detection" in extra:
+        assert DEFAULT in err and HOURS in err  # the known ones are named
+
+
+def test_empty_allowlist_warning_names_the_detection_it_concerns(night_dir: Path, tmp_path: Path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, _, err = run("scan", str(night_dir), "--allowlist", str(empty))
+    assert code == 0
+    [warning] = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "empty" in warning and DEFAULT in warning and "PutImage" in warning
+    # A detection that does not consult the allowlist is not concerned.
+    code, _, err = run("scan", str(night_dir), "--allowlist", str(empty), "--detection", HOURS)
+    assert code == 0 and "warning" not in err

@@ -331,7 +331,21 @@ def test_empty_allowlist_reports_every_put_image(lake):
 # Options tried besides the defaults and those of a detection's examples (for detections that
 # are registered): a named zone with daylight saving and odd hours, a half-hour zone, a negative
 # fixed offset covering the whole day (only weekends are outside).
-MORE_OPTIONS: dict[str, list[dict[str, str]]] = {}
+MORE_OPTIONS: dict[str, list[dict[str, str]]] = {
+    "ecr-upload-outside-business-hours": [
+        {
+            "BUSINESS_HOURS_TIMEZONE": "Europe/Berlin",
+            "BUSINESS_HOURS_START": "09:30",
+            "BUSINESS_HOURS_END": "17:15",
+        },
+        {"BUSINESS_HOURS_TIMEZONE": "America/St_Johns"},
+        {
+            "BUSINESS_HOURS_TIMEZONE": "-03:30",
+            "BUSINESS_HOURS_START": "00:00",
+            "BUSINESS_HOURS_END": "24:00",
+        },
+    ],
+}
 
 
 def _variants() -> list[tuple[str, dict[str, str]]]:

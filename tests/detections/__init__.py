@@ -1,0 +1,1 @@
+"""Tests of single detections (``detector/detections/``)."""
