@@ -402,7 +402,9 @@ def _scan_paths(
     for done, ref in enumerate(refs, 1):
         try:
             with closing(_open(ref)) as stream:
-                run.add(scan_object(stream, ref.uri, allowlist, key=ref.key, active=active))
+                run.add(
+                    scan_object(stream, ref.uri, allowlist, key=ref.key, active=active), adopt=True
+                )
         except (BadObject, ObjectUnreadable) as exc:
             problems.append(str(exc))
         progress.update(done, run.rows)

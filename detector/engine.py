@@ -113,14 +113,16 @@ class Run:
         """The first detection's aggregate."""
         return next(iter(self.aggregates.values()))
 
-    def add(self, result: ObjectResult) -> None:
+    def add(self, result: ObjectResult, *, adopt: bool = False) -> None:
+        """Merge one object's result. ``adopt``: the caller is done with ``result`` (its
+        findings become the run's instead of being copied)."""
         # Only whole objects are merged: a failure half-way leaves no partial counts behind,
         # so a retry cannot count the same events twice.
         for detection_id, aggregate in result.aggregates.items():
             mine = self.aggregates.get(detection_id)
             if mine is None:  # a result of a detection this run was not given
                 mine = self.aggregates[detection_id] = Aggregate(aggregate.detection)
-            mine.merge(aggregate)
+            mine.merge(aggregate, adopt=adopt)
         self.objects += 1
         self.rows += result.stats.rows
         self.matched += result.stats.matched

@@ -9,7 +9,6 @@ the objects the events came from.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +53,7 @@ def ctime(ms: int | None) -> str | None:
     return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S")
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """A bounded set of distinct values, remembering whether more were seen.
 
@@ -89,6 +88,10 @@ class Sample:
                 del self.values[value]
                 return True
         return False
+
+    def copy(self) -> Sample:
+        """An independent copy; per finding and sample, so without dataclass machinery."""
+        return Sample(dict(self.values), self.more, self.limit)
 
     def merge(self, other: Sample) -> None:
         self.add([v for v, p in other.values.items() if p], priority=True)
@@ -141,13 +144,28 @@ def sample_names(detection: Detection) -> tuple[str, ...]:
     return tuple(s.name for s in detection.samples) + GENERIC_SAMPLES
 
 
+# detection id -> (sample name, limit) of its findings, checked once: every finding of a
+# detection starts from the same empty samples, and a push storm makes many findings.
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+
+
+def _layout(detection: Detection) -> tuple[tuple[str, int], ...]:
+    names = [s.name for s in detection.samples]
+    key = (detection.id, *names)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        for g in _GENERIC:
+            if g.name in names:
+                raise ValueError(
+                    f"detection {detection.slug}: sample name {g.name!r} is the engine's"
+                )
+        layout = tuple((n, MAX_VALUES) for n in names) + tuple((g.name, g.limit) for g in _GENERIC)
+        _LAYOUTS[key] = layout
+    return layout
+
+
 def _empty_samples(detection: Detection) -> dict[str, Sample]:
-    out = {s.name: Sample() for s in detection.samples}
-    for g in _GENERIC:
-        if g.name in out:
-            raise ValueError(f"detection {detection.slug}: sample name {g.name!r} is the engine's")
-        out[g.name] = Sample(limit=g.limit)
-    return out
+    return {name: Sample({}, False, limit) for name, limit in _layout(detection)}
 
 
 @dataclass
@@ -170,6 +188,9 @@ class Finding:
     samples: dict[str, Sample] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.samples:
+            self.samples = _empty_samples(self.detection)
+            return
         for name, empty in _empty_samples(self.detection).items():
             self.samples.setdefault(name, empty)
 
@@ -196,14 +217,12 @@ class Finding:
         return self.field("user")
 
     def copy(self) -> Finding:
-        """An independent copy (samples included), cheaper than ``copy.deepcopy``."""
-        return dataclasses.replace(
-            self,
-            samples={
-                name: dataclasses.replace(sample, values=dict(sample.values))
-                for name, sample in self.samples.items()
-            },
-        )
+        """An independent copy (samples included), cheaper than ``copy.deepcopy`` or
+        ``dataclasses.replace`` (one per finding of every object merged into a run)."""
+        new = Finding.__new__(Finding)
+        new.__dict__.update(self.__dict__)
+        new.samples = {name: sample.copy() for name, sample in self.samples.items()}
+        return new
 
     def merge(self, other: Finding) -> None:
         self.count += other.count
@@ -214,7 +233,7 @@ class Finding:
         for name, sample in other.samples.items():
             mine = self.samples.get(name)
             if mine is None:
-                self.samples[name] = dataclasses.replace(sample, values=dict(sample.values))
+                self.samples[name] = sample.copy()
             else:
                 mine.merge(sample)
 
@@ -339,21 +358,32 @@ class Aggregate:
             limit = max(lim for _, lim in targets) + 1
             idx = grouped.schema.get_field_index(col)
             grouped = grouped.set_column(idx, col, pc.list_slice(grouped.column(col), 0, limit))
-        for row in grouped.to_pylist():
-            key = tuple(row[k] for k in GROUP_KEYS)
+        # Column by column into Python (a dict per row costs more), then a finding per group.
+        keys = zip(*(grouped.column(k).to_pylist() for k in GROUP_KEYS), strict=True)
+        counts = grouped.column("count_all").to_pylist()
+        firsts = grouped.column("time_ms_min").to_pylist()
+        lasts = grouped.column("time_ms_max").to_pylist()
+        oks = grouped.column(f"{_OK}_sum").to_pylist()
+        bads = grouped.column(f"{_BAD}_sum").to_pylist()
+        outputs = [
+            (grouped.column(col).to_pylist(), [name for name, _ in targets], priority)
+            for col, targets, priority in self._outputs
+        ]
+        for i, key in enumerate(keys):
             part = Finding(
                 key=key,
-                count=row["count_all"],
-                first_ms=row["time_ms_min"],
-                last_ms=row["time_ms_max"],
-                succeeded=row[f"{_OK}_sum"] or 0,
-                failed=row[f"{_BAD}_sum"] or 0,
+                count=counts[i],
+                first_ms=firsts[i],
+                last_ms=lasts[i],
+                succeeded=oks[i] or 0,
+                failed=bads[i] or 0,
                 detection=self.detection,
             )
-            for col, targets, priority in self._outputs:
-                for name, _ in targets:
-                    part.samples[name].add(row[col], priority=priority)
-            part.samples["objects"].add([source])
+            samples = part.samples
+            for values, names, priority in outputs:
+                for name in names:
+                    samples[name].add(values[i], priority=priority)
+            samples["objects"].add([source])
             self._merge_one(part)
 
     def _merge_one(self, part: Finding) -> None:
@@ -363,11 +393,16 @@ class Aggregate:
         else:
             mine.merge(part)
 
-    def merge(self, other: Aggregate) -> None:
-        # Copies: the other aggregate stays as it was (a per-object result is still needed to
-        # count that object's contribution exactly once).
+    def merge(self, other: Aggregate, *, adopt: bool = False) -> None:
+        """Fold ``other`` in. It stays as it was (a per-object result is still needed to count
+        that object's contribution exactly once), unless ``adopt``: then its findings may
+        become this aggregate's and ``other`` must not be used again."""
         for part in other.groups.values():
-            self._merge_one(part.copy())
+            mine = self.groups.get(part.key)
+            if mine is None:
+                self.groups[part.key] = part if adopt else part.copy()
+            else:
+                mine.merge(part)
 
     def findings(self) -> list[Finding]:
         """Findings, most recent activity first; ties broken by key for a stable order."""
