@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from detector.alerts import FIRST_SUCCESS, NEW_VALUE, Alert, Limits
+from detector.detections import registry
 from detector.findings import ctime
 from detector.output import detection_dict, safe_text
 from detector.spec import Detection, Step
@@ -140,11 +141,14 @@ def _email_text(detection: Detection) -> Any:
 
 
 def _by_detection(alerts: Sequence[Alert]) -> list[tuple[Detection, list[Alert]]]:
-    """The alerts of each detection, detections in the order of their first alert."""
+    """The alerts of each detection, each in the order given; detections in the registry's
+    order (the default detection first), so that a busy detection (nightly builds outside
+    business hours, say) does not put itself before an unknown principal's push."""
     groups: dict[str, tuple[Detection, list[Alert]]] = {}
     for alert in alerts:
         groups.setdefault(alert.detection.id, (alert.detection, []))[1].append(alert)
-    return list(groups.values())
+    order = {d.id: i for i, d in enumerate(registry().values())}
+    return sorted(groups.values(), key=lambda g: order.get(g[0].id, len(order)))
 
 
 def _rank(severity: str) -> int:
@@ -174,7 +178,7 @@ def subject(alerts: Sequence[Alert]) -> str:
     # The detection's own words, made safe and capped all the same: the name keeps some room.
     prefix = _subject_text(prefix, SUBJECT_MAX - len(more) - 12, strip=False)
     room = SUBJECT_MAX - len(prefix) - len(more)
-    return prefix + _subject_text(_short_name(alerts[0].who()), room) + more
+    return prefix + _subject_text(_short_name(groups[0][1][0].who()), room) + more
 
 
 def _short_name(who: str) -> str:

@@ -309,3 +309,43 @@ def test_table_of_several_detections() -> None:
     out = io.StringIO()
     output.write_table([], out)
     assert out.getvalue() == FIRST.email.none_found + "\n"
+
+
+def test_detections_appear_in_registry_order_whatever_their_alerts_say() -> None:
+    """A nightly build outside business hours sorts before an intruder by name; the message
+    still leads with the default detection (the intruder), in the subject and the email."""
+    import io
+    import json as json_
+    from datetime import UTC, datetime
+
+    from detector import alerts as alerts_
+    from detector import detections, digest, engine
+    from detector.allowlist import Allowlist
+    from tests import lake
+    from tests.unit.helpers import nested, table_bytes
+
+    def ms(*when: int) -> int:
+        return int(datetime(*when, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+    intruder = f"arn:aws:iam::{lake.ACCOUNT}:user/intruder"
+    events = [
+        lake.event(time_ms=ms(2026, 11, 21, 23, 30)),  # the allowlisted CI role, Saturday night
+        lake.event(arn=intruder, session_issuer=None, time_ms=ms(2026, 11, 20, 22, 15)),
+    ]
+    active = detections.activate([s for s in reversed(detections.registry())])
+    result = engine.scan_object(
+        io.BytesIO(table_bytes(nested(events, 2))), "x", Allowlist.of([lake.CI_ROLE]), active=active
+    )
+    rolled = alerts_.rollup(result.findings())
+    assert rolled[0].key.principal == lake.CI_ROLE  # alert order alone would lead with it
+    message = digest.message(rolled)
+    assert "intruder" in message.subject and "2 detections" in message.subject
+    email = json_.loads(message.message)["email"]
+    default = detections.get(detections.DEFAULT)
+    others = [d for d in detections.registry().values() if d is not default]
+    assert default.email is not None and all(d.email is not None for d in others)
+    first = email.index(default.email.headline + "\n")
+    assert all(first < email.index(d.email.headline + "\n") for d in others if d.email)
+    body = json_.loads(json_.loads(message.message)["default"])
+    assert body["detection"]["id"] == default.id
+    assert [d["id"] for d in body["detections"]] == [d.id for d in detections.registry().values()]
