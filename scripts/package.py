@@ -150,6 +150,12 @@ assert pc.match_substring_regex(t["who"], r"(?s)^(?:arn:aws:iam::1:role/.*)$").t
     False, True, False]
 assert pc.map_lookup(t["u"], "k", "first").to_pylist() == ["1", None, "3"]
 assert pc.is_in(t["op"], value_set=pa.array(["PutImage"])).to_pylist() == [True, False, True]
+# Time of day (the business-hours detection): int64 arithmetic, and zone-aware fields.
+ms = pa.array([0, 1_795_262_400_000, -1], pa.int64())
+assert pc.subtract(ms, pc.multiply(pc.divide(ms, 7), 7)).to_pylist() == [0, 6, -1]
+local = ms.cast(pa.timestamp("ms", tz="UTC"))
+assert pc.hour(local).to_pylist() == [0, 12, 23] and pc.minute(local).to_pylist() == [0, 0, 59]
+assert pc.day_of_week(local).to_pylist() == [3, 5, 2]
 print("self-check: pyarrow", pa.__version__, "loads and runs from the build")
 """
 

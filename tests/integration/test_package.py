@@ -62,8 +62,23 @@ run = engine.Run(allowlist)
 for path in args["objects"]:
     with open(path, "rb") as f:
         run.add(engine.scan_object(f, path, allowlist))
+# Every detection over one read, the second in a named zone (10:00 UTC is 11:00 in Berlin,
+# before an 11:30 start): what DETECTIONS and BUSINESS_HOURS_* do in the function.
+from detector import detections
+active = detections.activate(
+    list(detections.registry()),
+    {"BUSINESS_HOURS_TIMEZONE": "Europe/Berlin", "BUSINESS_HOURS_START": "11:30"},
+)
+both = engine.Run(allowlist, active)
+for path in args["objects"]:
+    with open(path, "rb") as f:
+        both.add(engine.scan_object(f, path, allowlist, active=active))
+per_detection = {}
+for f in both.findings():
+    per_detection[f.detection.slug] = per_detection.get(f.detection.slug, 0) + f.count
 modules = (aws_lambda_powertools, aws_xray_sdk, boto3, botocore, detector, pyarrow, wrapt)
 print(json.dumps({
+    "per_detection": per_detection,
     "files": {m.__name__: m.__file__ for m in modules},
     "rows": run.rows,
     "matched": run.matched,
@@ -221,3 +236,9 @@ def test_package_zip_runs_the_detector_beside_the_runtime_boto3(tmp_path: Path) 
     assert finding["count"] == 2
     assert finding["repositories"] == ["app"] and finding["image_tags"] == ["v1"]
     assert finding["source_objects"] == sorted(objects)
+    # Both detections from the package: the unknown user's two pushes; every push (three
+    # principals, two objects) outside Berlin business hours starting 11:30.
+    assert result["per_detection"] == {
+        "ecr-upload-unknown-user": 2,
+        "ecr-upload-outside-business-hours": 6,
+    }
