@@ -49,8 +49,10 @@ def ctime(ms: int | None) -> str | None:
     except (ValueError, OverflowError, OSError):
         # A time outside what a calendar date can hold is bad data, not a reason to crash.
         return None
-    # The year by hand: the C library's %Y does not pad years below 1000 to four digits.
-    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S")
+    # By hand, not strftime: the C library's %Y does not pad years below 1000 to four
+    # digits, and this runs twice per finding.
+    m = moment
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
 
 
 @dataclass(slots=True)
@@ -265,16 +267,17 @@ class Finding:
             "succeeded": self.succeeded,
             "failed": self.failed,
         }
+        samples = self.samples
         for name in own:
-            rec[name] = self.sample(name).sorted()
+            rec[name] = sorted(samples[name].values)
         for name in ("session_issuers", "principal_ids", "invoked_by", "event_ids"):
-            rec[name] = self.sample(name).sorted()
-        rec["source_objects"] = self.sample("objects").sorted()
+            rec[name] = sorted(samples[name].values)
+        rec["source_objects"] = sorted(samples["objects"].values)
         # Added keys: the values of successful calls (also in the lists above, and never
         # evicted from them by failed calls).
         for spec in detection.samples:
-            rec[spec.succeeded_key] = self.sample(spec.name).succeeded()
-        rec["samples_truncated"] = any(self.sample(name).more for name in (*own, *_TRUNCATION))
+            rec[spec.succeeded_key] = samples[spec.name].succeeded()
+        rec["samples_truncated"] = any(samples[name].more for name in (*own, *_TRUNCATION))
         return rec
 
 
