@@ -146,12 +146,13 @@ def sample_names(detection: Detection) -> tuple[str, ...]:
     return tuple(s.name for s in detection.samples) + GENERIC_SAMPLES
 
 
-# detection id -> (sample name, limit) of its findings, checked once: every finding of a
-# detection starts from the same empty samples, and a push storm makes many findings.
-_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+# (detection id, its sample names) -> sample name -> limit, checked once per detection: a push
+# storm makes many findings, and each must not pay for the check.
+_LAYOUTS: dict[tuple[str, ...], dict[str, int]] = {}
 
 
-def _layout(detection: Detection) -> tuple[tuple[str, int], ...]:
+def _layout(detection: Detection) -> dict[str, int]:
+    """Sample name -> limit of a detection's findings, in record order."""
     names = [s.name for s in detection.samples]
     key = (detection.id, *names)
     layout = _LAYOUTS.get(key)
@@ -161,13 +162,12 @@ def _layout(detection: Detection) -> tuple[tuple[str, int], ...]:
                 raise ValueError(
                     f"detection {detection.slug}: sample name {g.name!r} is the engine's"
                 )
-        layout = tuple((n, MAX_VALUES) for n in names) + tuple((g.name, g.limit) for g in _GENERIC)
+        layout = dict.fromkeys(names, MAX_VALUES) | {g.name: g.limit for g in _GENERIC}
         _LAYOUTS[key] = layout
     return layout
 
 
-def _empty_samples(detection: Detection) -> dict[str, Sample]:
-    return {name: Sample({}, False, limit) for name, limit in _layout(detection)}
+_EMPTY = Sample({}, False, 0)  # read-only stand-in for a sample nothing was added to
 
 
 @dataclass
@@ -185,31 +185,41 @@ class Finding:
     succeeded: int = 0
     failed: int = 0
     detection: Detection = field(default_factory=default_detection)
-    # sample name -> sample: the detection's samples, then the generic ones (filled in when
-    # left out).
+    # sample name -> sample, made on first use (``sample``): most findings of a push storm
+    # leave most samples empty, and a finding is made per group.
     samples: dict[str, Sample] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.samples:
-            self.samples = _empty_samples(self.detection)
-            return
-        for name, empty in _empty_samples(self.detection).items():
-            self.samples.setdefault(name, empty)
+        layout = _layout(self.detection)  # a sample name clash fails here
+        unknown = [name for name in self.samples if name not in layout]
+        if unknown:
+            raise KeyError(f"{self.detection.slug}: no sample {unknown[0]!r}")
 
     def __getattr__(self, name: str) -> Sample:
         # Only called when normal lookup fails: the samples by name. ``samples`` itself is
         # looked up in ``__dict__`` so a half-built object (copy, pickle) cannot recurse.
-        samples = self.__dict__.get("samples")
-        if samples is None or name.startswith("__") or name not in samples:
-            raise AttributeError(f"{type(self).__name__!s} has no attribute or sample {name!r}")
-        sample: Sample = samples[name]
-        return sample
+        if "samples" not in self.__dict__ or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+        try:
+            return self.sample(name)
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!s} has no attribute or sample {name!r}"
+            ) from None
 
     def sample(self, name: str) -> Sample:
-        try:
-            return self.samples[name]
-        except KeyError:
-            raise KeyError(f"{self.detection.slug}: no sample {name!r}") from None
+        """The sample ``name`` (made, empty, on first use)."""
+        got = self.samples.get(name)
+        if got is None:
+            limit = _layout(self.detection).get(name)
+            if limit is None:
+                raise KeyError(f"{self.detection.slug}: no sample {name!r}")
+            got = self.samples[name] = Sample({}, False, limit)
+        return got
+
+    def _peek(self, name: str) -> Sample:
+        """The sample ``name`` to read, without making it."""
+        return self.samples.get(name, _EMPTY)
 
     def field(self, name: str) -> str | None:
         return self.key[GROUP_KEYS.index(name)]
@@ -243,9 +253,9 @@ class Finding:
         """The best name for the actor, for messages: caller ARN, else principal or service."""
         for candidate in (
             self.user,
-            *self.sample("session_issuers").sorted(),
-            *self.sample("invoked_by").sorted(),
-            *self.sample("principal_ids").sorted(),
+            *self._peek("session_issuers").sorted(),
+            *self._peek("invoked_by").sorted(),
+            *self._peek("principal_ids").sorted(),
         ):
             if candidate:
                 return candidate
@@ -267,17 +277,17 @@ class Finding:
             "succeeded": self.succeeded,
             "failed": self.failed,
         }
-        samples = self.samples
+        peek = self._peek
         for name in own:
-            rec[name] = sorted(samples[name].values)
+            rec[name] = sorted(peek(name).values)
         for name in ("session_issuers", "principal_ids", "invoked_by", "event_ids"):
-            rec[name] = sorted(samples[name].values)
-        rec["source_objects"] = sorted(samples["objects"].values)
+            rec[name] = sorted(peek(name).values)
+        rec["source_objects"] = sorted(peek("objects").values)
         # Added keys: the values of successful calls (also in the lists above, and never
         # evicted from them by failed calls).
         for spec in detection.samples:
-            rec[spec.succeeded_key] = samples[spec.name].succeeded()
-        rec["samples_truncated"] = any(samples[name].more for name in (*own, *_TRUNCATION))
+            rec[spec.succeeded_key] = peek(spec.name).succeeded()
+        rec["samples_truncated"] = any(peek(name).more for name in (*own, *_TRUNCATION))
         return rec
 
 
@@ -305,7 +315,7 @@ class Aggregate:
     def __init__(self, detection: Detection | None = None) -> None:
         self.detection = detection if detection is not None else default_detection()
         self.groups: dict[GroupKey, Finding] = {}
-        _empty_samples(self.detection)  # a sample name clash fails here, not mid-run
+        _layout(self.detection)  # a sample name clash fails here, not mid-run
         # column -> the samples it feeds (name, limit). The detection's own samples keep the
         # values of successful calls first (``prioritised``), so their columns come first.
         prioritised: dict[str, list[tuple[str, int]]] = {}
@@ -382,11 +392,13 @@ class Aggregate:
                 failed=bads[i] or 0,
                 detection=self.detection,
             )
-            samples = part.samples
+            sample = part.sample
             for values, names, priority in outputs:
-                for name in names:
-                    samples[name].add(values[i], priority=priority)
-            samples["objects"].add([source])
+                got = values[i]
+                if got:  # an empty list adds nothing: leave the sample unmade
+                    for name in names:
+                        sample(name).add(got, priority=priority)
+            sample("objects").add([source])
             self._merge_one(part)
 
     def _merge_one(self, part: Finding) -> None:

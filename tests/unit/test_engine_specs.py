@@ -21,7 +21,7 @@ import pytest
 
 from detector import detections, engine, reader, schema
 from detector.allowlist import Allowlist
-from detector.findings import Aggregate, Finding, Sample
+from detector.findings import Aggregate, Finding, Sample, sample_names
 from detector.spec import Active, Context, RequestField, SampleSpec
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request
 from tests.unit.helpers import canonical, parquet_bytes, records
@@ -427,7 +427,8 @@ def test_normal_schema_is_generic_plus_request_fields():
 def test_a_finding_without_a_detection_is_the_default_one():
     f = Finding(key=("PutImage",) + (None,) * 6, count=1)
     assert f.detection is DEFAULT
-    assert list(f.samples) == [
+    assert f.samples == {}  # made on first use
+    assert sample_names(f.detection) == (
         "repositories",
         "image_tags",
         "session_issuers",
@@ -435,8 +436,9 @@ def test_a_finding_without_a_detection_is_the_default_one():
         "invoked_by",
         "event_ids",
         "objects",
-    ]
+    )
     assert f.repositories is f.sample("repositories")
+    assert list(f.samples) == ["repositories"]
     assert isinstance(f.objects, Sample) and f.event_ids.limit == 5 and f.objects.limit == 20
     with pytest.raises(AttributeError):
         _ = f.nothing_of_that_name
@@ -461,7 +463,7 @@ def test_a_finding_without_a_detection_is_the_default_one():
 
 def test_a_finding_of_another_detection_has_its_samples_and_merges():
     f = Finding(key=("PutImage",) + (None,) * 6, count=1, detection=REGISTRY)
-    assert next(iter(f.samples)) == "registries"
+    assert sample_names(f.detection)[0] == "registries"
     f.registries.add(["1"], priority=True)
     g = f.copy()
     g.registries.add(["2"])
