@@ -266,17 +266,10 @@ def _actives(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
             )
         env[name] = value
     try:
-        active = detections.activate(slugs, env)
+        # Parses each option and checks them together (``Detection.check_options``).
+        return detections.activate(slugs, env)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    for one in active:
-        # Options are parsed one by one; a predicate judges them together (a start after the
-        # end, say) when it is built: build one now, so that is a usage error, not a crash.
-        try:
-            athena_sql.reports_every_call(one, Allowlist.of([]))
-        except ValueError as exc:
-            raise UsageError(f"{one.detection.slug}: {exc}") from None
-    return active
 
 
 def _warn_empty(allowlist: Allowlist, spec: str, active: Sequence[Active], err: TextIO) -> None:

@@ -16,6 +16,7 @@ from detector import handler
 from detector.errors import ConfigError
 from tests import lake
 from tests.integration.test_attacks import announce, hub_findings, invoke
+from tests.integration.test_handler import metric
 from tests.integration.world import Aws, create_state_table
 
 TABLE = "ecr-upload-detector-state"
@@ -56,9 +57,15 @@ def _by_detection(alerts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def test_both_detections_one_read_one_message_own_alerts(both: Aws) -> None:
+def test_both_detections_one_read_one_message_own_alerts(
+    both: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = invoke(announce(both, ("night", EVENTS)))
     assert result == {"batchItemFailures": []}
+    # Each detection counts the rows it reported under its own metric.
+    out = capsys.readouterr().out
+    assert metric(out, "UntrustedPutImage") == [2.0]
+    assert metric(out, "PutImageOutsideBusinessHours") == [2.0]
     (digest,) = both.digests()  # one SNS message for both detections
     assert [d["id"] for d in digest["detections"]] == [UNKNOWN, HOURS]
     assert _by_detection(digest["alerts"]) == {

@@ -439,3 +439,21 @@ def test_an_unexpected_error_in_the_sink_leaves_no_claim_and_no_lease(world: Wor
     alert = the_alert(world)
     assert alert is not None and alert["count"] == 3  # counted once despite the failed attempt
     assert world.hub_count() == 3
+
+
+def test_escalation_values_of_any_length_keep_the_key_item_small(world: World):
+    """The values remembered per alert window come from the data (for a detection whose
+    escalation sample is not a name AWS caps): 200 values of 100,000 characters each would make
+    a 20 MB item, far past DynamoDB's 400 KB. Each is kept cut, and the cut form is what is
+    compared, so the same values seen again are not news."""
+    long_values = [f"{i:03d}" + "x" * 100_000 for i in range(200)]
+    claim = world.state.claim_alert("k", 3600, success=True, values=long_values)
+    assert claim is not None and claim.reason == "new"
+    assert all(len(v) <= 256 for v in claim.reported) and len(claim.reported) == 200
+    world.state.confirm_alert("k", claim)
+    (item,) = world.items("key#")
+    assert sum(len(v) for v in item["reported_repos"]["SS"]) <= 200 * 256
+    world.clock.t += 60
+    assert world.state.claim_alert("k", 3600, success=True, values=long_values) is None
+    news = world.state.claim_alert("k", 3600, success=True, values=["another"])
+    assert news is not None and news.reason == "new_value"
