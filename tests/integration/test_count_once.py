@@ -16,11 +16,11 @@ from moto import mock_aws
 from detector.allowlist import Allowlist
 from detector.aws.dynamodb import StateTable
 from detector.aws.s3 import S3Store
-from detector.cli import main
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
 from detector.pipeline import process
 from tests import lake
+from tests.integration.test_cli import run
 from tests.integration.world import create_state_table
 
 BUCKET = "lake"
@@ -96,12 +96,6 @@ def test_an_announcement_without_an_etag_counts_the_object_once(s3: Any, order: 
     items = state.client.scan(TableName=TABLE)["Items"]
     objects = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("obj#")]
     assert objects == [f"obj#{BUCKET}/{key}#{etag}"]  # claimed under the object's real ETag
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
