@@ -1,34 +1,36 @@
 #!/usr/bin/env python3
 """Build the Lambda deployment package for the function's platform, without docker.
 
-    python scripts/package.py [--arch arm64|x86_64] [--python-version 3.14]
+    python scripts/package.py [--arch arm64|x86_64] [--python-version 3.13]
                               [--out dist/lambda.zip] [--build-dir build/lambda]
     python scripts/package.py --artifacts-dir DIR     # SAM `BuildMethod: makefile`
 
 Steps:
-1. Resolve the runtime dependencies of pyproject.toml for the target (manylinux wheels of the
-   target architecture and CPython version: pip's ``--platform``/``--python-version``), then
-   install all of them but boto3 and its dependencies, which the Lambda runtime provides.
+1. Export the runtime part of ``uv.lock`` (``[project] dependencies`` and what they need, each
+   pinned with its hashes; ``uv export --locked`` fails if the lock is out of date with
+   pyproject.toml), drop boto3 and its dependencies, which the Lambda runtime provides, and
+   install the rest with ``uv pip install --require-hashes --no-deps`` for the target: manylinux
+   wheels of the target architecture and CPython version, markers judged for the target.
 2. Copy the ``detector`` package (``.py`` files only).
 3. Trim what the function never loads (``TRIM``; pyarrow's tests, headers, Cython sources and
    the libraries of Flight, S3, GCS, Azure, HDFS, ORC, Parquet encryption), check that no
    remaining shared library links one of the removed ones, and strip symbols from the shared
    libraries, keeping a stripped file only if its loaded segments are byte-identical.
 4. When this machine can run the target (same architecture, an interpreter of the target version
-   on PATH), load the trimmed pyarrow in an isolated interpreter and exercise what the detector
-   uses (Parquet read, compute kernels, RE2 regexes, map_lookup, Acero group_by).
+   on PATH or under pyenv), load the trimmed pyarrow in an isolated interpreter and exercise what
+   the detector uses (Parquet read, compute kernels, RE2 regexes, map_lookup, Acero group_by).
 5. Write a deterministic zip (sorted entries, 1980-01-01 timestamps, 0644/0755), or copy the
    tree into ``--artifacts-dir``, and report sizes. Fails above Lambda's 250 MB unzipped limit.
+   ``<out>.wheels.txt`` beside the zip lists the distributions bundled (name==version).
 
-Only the standard library and pip are needed (Python >= 3.11 for tomllib). Wheels come from
-pip's normal cache, so a rebuild is fast.
+Needs Python >= 3.11 (tomllib) and uv (``--uv``, else ``$UV``, else ``.tools/uv/bin/uv``, else
+``uv`` on PATH): ``make package`` bootstraps the locked uv first. Wheels come from uv's cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import re
@@ -167,7 +169,7 @@ class BuildError(Exception):
 @dataclass(frozen=True)
 class Target:
     arch: str  # Lambda's name: arm64 | x86_64
-    python: str  # "3.14"
+    python: str  # "3.13"
 
     @property
     def machine(self) -> str:
@@ -176,6 +178,11 @@ class Target:
     @property
     def platforms(self) -> list[str]:
         return [f"manylinux_2_28_{self.machine}", f"manylinux2014_{self.machine}"]
+
+    @property
+    def uv_platform(self) -> str:
+        # manylinux_2_28: the glibc of Amazon Linux 2023, under every python3.12+ runtime.
+        return f"{self.machine}-manylinux_2_28"
 
     @property
     def abi(self) -> str:
@@ -207,7 +214,7 @@ def _template_value(pattern: str) -> str | None:
 
 
 def default_python_version() -> str:
-    return _template_value(r"^\s*Runtime:\s*['\"]?python(\d+\.\d+)") or "3.14"
+    return _template_value(r"^\s*Runtime:\s*['\"]?python(\d+\.\d+)") or "3.13"
 
 
 def default_arch() -> str:
@@ -224,7 +231,7 @@ def normalise_arch(value: str) -> str:
 
 def python_version(value: str) -> str:
     if not re.fullmatch(r"3\.\d{1,2}", value.strip()):
-        raise argparse.ArgumentTypeError(f"python version {value!r}: expected 3.X, e.g. 3.14")
+        raise argparse.ArgumentTypeError(f"python version {value!r}: expected 3.X, e.g. 3.13")
     return value.strip()
 
 
@@ -232,20 +239,85 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def runtime_requirements(pyproject: Path) -> tuple[list[str], list[str]]:
-    """(bundled, left to the runtime) requirement strings of ``[project] dependencies``."""
-    import tomllib
+def find_uv(explicit: str | None) -> str:
+    """The uv executable to use; BuildError naming what was tried when there is none."""
+    candidates = [explicit, os.environ.get("UV"), str(ROOT / ".tools" / "uv" / "bin" / "uv")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise BuildError(
+        "uv not found (--uv, $UV, .tools/uv/bin/uv, PATH): run `make package`, which "
+        "installs the locked uv first"
+    )
 
-    with pyproject.open("rb") as f:
-        deps = tomllib.load(f)["project"]["dependencies"]
-    bundled: list[str] = []
-    provided: list[str] = []
-    for req in deps:
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+
+@dataclass(frozen=True)
+class Pin:
+    """One distribution of the runtime lock: its requirement block as uv exported it."""
+
+    name: str
+    version: str
+    block: str  # "name==version ; marker \\n    --hash=... \\n ..."
+
+
+def parse_export(text: str) -> list[Pin]:
+    """Pins of a ``uv export --format requirements-txt --no-annotate --no-header`` output."""
+    pins: list[Pin] = []
+    block: list[str] = []
+
+    def close() -> None:
+        if not block:
+            return
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", block[0])
         if not match:
-            raise BuildError(f"{pyproject}: cannot read the requirement {req!r}")
-        (provided if canonical(match.group(1)) in RUNTIME_PROVIDED else bundled).append(req)
-    return bundled, provided
+            raise BuildError(f"uv export: cannot read the requirement {block[0]!r}")
+        pins.append(Pin(canonical(match.group(1)), match.group(2), "\n".join(block)))
+        block.clear()
+
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            if not block:
+                raise BuildError(f"uv export: continuation line without a requirement: {line!r}")
+            block.append(line)
+            continue
+        close()
+        block.append(line)
+    close()
+    if not pins:
+        raise BuildError("uv export printed no requirement")
+    return pins
+
+
+def locked_runtime(uv: str, verbose: bool) -> list[Pin]:
+    """Every runtime distribution of uv.lock (markers unevaluated), with its hashes."""
+    cmd = [
+        uv,
+        "export",
+        "--locked",
+        "--no-default-groups",
+        "--no-emit-project",
+        "--format",
+        "requirements-txt",
+        "--no-annotate",
+        "--no-header",
+        "--directory",
+        str(ROOT),
+    ]
+    print("$", " ".join(["uv", *cmd[1:]]), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(
+            f"uv export failed (exit {proc.returncode}); is uv.lock out of date with "
+            f"pyproject.toml? Run `make lock`.\n{proc.stderr.strip()}"
+        )
+    if verbose:
+        print(proc.stderr, end="")
+    return parse_export(proc.stdout)
 
 
 # ----------------------------------------------------------------------------- file helpers
@@ -293,66 +365,51 @@ def _mb(n: int) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-# ----------------------------------------------------------------------------- pip
+# ----------------------------------------------------------------------------- install
 
 
-def _pip(args: list[str], verbose: bool) -> None:
-    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
-    if not verbose:
-        cmd.insert(3, "--quiet")
-    print("$", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"pip failed (exit {proc.returncode}): see its output above")
-
-
-def _target_flags(target: Target) -> list[str]:
-    flags = ["--only-binary=:all:"]
-    for plat in target.platforms:
-        flags += ["--platform", plat]
-    return [*flags, "--implementation", "cp", "--python-version", target.python]
-
-
-def resolve(
-    requirements: list[str], target: Target, build: Path, verbose: bool
-) -> list[tuple[str, str]]:
-    """(name, version) of every distribution the requirements need on the target."""
+def install(uv: str, pins: list[Pin], target: Target, build: Path, verbose: bool) -> None:
+    """Install exactly ``pins`` (hash-checked, no resolution) for the target into ``build``."""
     with tempfile.TemporaryDirectory(prefix="package-") as tmp:
-        report = Path(tmp, "report.json")
-        _pip(
-            [
-                "install",
-                "--dry-run",
-                "--ignore-installed",
-                "--report",
-                str(report),
-                "--target",
-                str(build),
-                *_target_flags(target),
-                *requirements,
-            ],
-            verbose,
-        )
-        data = json.loads(report.read_text(encoding="utf-8"))
-    return sorted(
-        (item["metadata"]["name"], item["metadata"]["version"]) for item in data["install"]
-    )
-
-
-def install(pins: list[tuple[str, str]], target: Target, build: Path, verbose: bool) -> None:
-    _pip(
-        [
+        requirements = Path(tmp, "runtime.txt")
+        requirements.write_text("".join(p.block + "\n" for p in pins), encoding="utf-8")
+        cmd = [
+            uv,
+            "pip",
             "install",
+            "--no-config",  # pyproject's [tool.uv] is for locking; these pins are final
             "--target",
             str(build),
             "--no-deps",
-            "--no-compile",  # bytecode of this interpreter, not the target's: never shipped
-            "--upgrade",
-            *_target_flags(target),
-            *(f"{name}=={version}" for name, version in pins),
-        ],
-        verbose,
-    )
+            "--require-hashes",
+            "--only-binary",
+            ":all:",
+            "--python-platform",
+            target.uv_platform,
+            "--python-version",
+            target.python,
+            "-r",
+            str(requirements),
+        ]
+        if not verbose:
+            cmd.append("--quiet")
+        print("$", " ".join(["uv", *cmd[1:]]), flush=True)
+        proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"uv pip install failed (exit {proc.returncode}): see its output above")
+
+
+def installed(build: Path) -> list[tuple[str, str]]:
+    """(name, version) of every distribution installed into ``build``, from its dist-info."""
+    found = []
+    for meta in sorted(build.glob("*.dist-info/METADATA")):
+        fields = dict(
+            line.split(": ", 1)
+            for line in meta.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.startswith(("Name: ", "Version: "))
+        )
+        found.append((canonical(fields["Name"]), fields["Version"]))
+    return sorted(found)
 
 
 def wheel_tags(build: Path) -> dict[str, str]:
@@ -578,22 +635,38 @@ def strip_libraries(build: Path, tool: str) -> tuple[int, list[str]]:
 # ----------------------------------------------------------------------------- self-check
 
 
+def _interpreters(version: str) -> Iterator[str]:
+    """Candidate interpreters of CPython ``version``: PATH, then pyenv's installs."""
+    found = shutil.which(f"python{version}")
+    if found:
+        yield found
+    roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]
+    for root in dict.fromkeys(r for r in roots if r):
+        for candidate in sorted(Path(root, "versions").glob(f"{version}.*/bin/python{version}")):
+            yield str(candidate)
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter on this machine that really is CPython ``version`` (shims may refuse)."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    for candidate in _interpreters(version):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
 def host_python(target: Target) -> str | None:
     """An interpreter on this machine able to load the target's wheels, if any."""
     if sys.platform != "linux" or platform.machine() != target.machine:
         return None
-    if f"{sys.version_info[0]}.{sys.version_info[1]}" == target.python:
-        return sys.executable
-    found = shutil.which(f"python{target.python}")
-    if not found:
-        return None
-    probe = subprocess.run(
-        [found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return found if probe.stdout.strip() == target.python else None
+    return find_python(target.python)
 
 
 def self_check(build: Path, target: Target) -> str:
@@ -664,7 +737,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=python_version,
         default=os.environ.get("PYTHON_VERSION") or default_python_version(),
         help="target CPython X.Y (default: $PYTHON_VERSION, else the Runtime of template.yaml, "
-        "else 3.14)",
+        "else 3.13)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / "lambda.zip")
     parser.add_argument(
@@ -677,6 +750,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--artifacts-dir",
         type=Path,
         help="install the package tree here instead of zipping (SAM's $ARTIFACTS_DIR)",
+    )
+    parser.add_argument(
+        "--uv", help="uv executable (default: $UV, else .tools/uv/bin/uv, else uv on PATH)"
     )
     parser.add_argument("--no-trim", action="store_true", help="keep everything pip installed")
     parser.add_argument("--no-strip", action="store_true", help="do not strip shared libraries")
@@ -695,14 +771,18 @@ def build(args: argparse.Namespace) -> int:
             "manylinux_2_28 wheels need glibc 2.28 and load only on python3.12+ runtimes"
         )
 
-    bundled, provided = runtime_requirements(ROOT / "pyproject.toml")
+    uv = find_uv(args.uv)
+    pins = locked_runtime(uv, args.verbose)
+    kept = [pin for pin in pins if pin.name not in RUNTIME_PROVIDED]
+    left = [f"{p.name} {p.version}" for p in pins if p.name in RUNTIME_PROVIDED]
     _fresh_dir(staging)
-    pins = resolve(bundled, target, staging, args.verbose)
-    kept = [(n, v) for n, v in pins if canonical(n) not in RUNTIME_PROVIDED]
-    left = [f"{n} {v}" for n, v in pins if canonical(n) in RUNTIME_PROVIDED]
-    print("bundled:", ", ".join(f"{n} {v}" for n, v in kept))
-    print("left to the Lambda runtime:", ", ".join(left + provided) or "-")
-    install(kept, target, staging, args.verbose)
+    install(uv, kept, target, staging, args.verbose)
+    bundled = installed(staging)
+    print("bundled:", ", ".join(f"{n} {v}" for n, v in bundled))
+    print("left to the Lambda runtime:", ", ".join(left) or "-")
+    leaked = [n for n, _ in bundled if n in RUNTIME_PROVIDED]
+    if leaked:
+        raise BuildError(f"runtime-provided distributions were installed: {', '.join(leaked)}")
     for dist, tag in wheel_tags(staging).items():
         print(f"wheel: {dist} ({tag})")
     print(f"copied {copy_package(staging)} files of {PACKAGE}/")
@@ -753,6 +833,9 @@ def build(args: argparse.Namespace) -> int:
         print(f"installed into {args.artifacts_dir}: {_mb(total)} unzipped")
     else:
         write_zip(staging, args.out)
+        manifest = args.out.with_name(args.out.name + ".wheels.txt")
+        manifest.write_text("".join(f"{n}=={v}\n" for n, v in bundled), encoding="utf-8")
+        print(f"wrote {manifest}: {len(bundled)} distributions from uv.lock")
         print(
             f"wrote {args.out}: {_mb(args.out.stat().st_size)} zipped, {_mb(total)} unzipped, "
             f"for {target.describe()}"

@@ -1,18 +1,25 @@
-"""`scripts/package.py` end to end: the zip it builds runs the detector as Lambda would load it.
+"""The Lambda artifact that ships, run by the runtime's own CPython version.
 
-The package is built for this machine's platform (x86_64 / CPython 3.11 here) so that it can be
-imported here: then a fresh interpreter, isolated (``-I``) and without site-packages (``-S``),
-sees only the unzipped package and a directory holding boto3 and its dependencies (the Lambda
-runtime's share, which the package must not bundle), imports ``detector.handler`` and scans
-Security Lake objects of both OCSF versions. Skipped only when pip cannot reach a package index.
+``scripts/package.py --arch x86_64`` builds the exact artifact of ``make package ARCH=x86_64``
+for the template's runtime (``python3.13``) from the runtime part of uv.lock. The test unzips it
+and runs it with a CPython of that version (found on PATH or under pyenv), isolated (``-I``) and
+without site-packages (``-S``): it sees only the unzipped package and a directory holding boto3 and
+its dependencies (the Lambda runtime's share, which the package must not bundle). It imports
+``detector.handler`` and scans Security Lake objects of both OCSF versions to the same findings as
+the installed project scans them in this process.
+
+Without a CPython of the runtime's version the test is skipped, unless
+``REQUIRE_RUNTIME_PYTHON=1`` (set by ``.ci/run``) makes that a failure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import zipfile
@@ -20,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from detector import detections, engine
+from detector.allowlist import Allowlist
 from tests import lake
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,19 +38,10 @@ ARCHES = {"x86_64": "x86_64", "aarch64": "arm64"}
 # The Lambda runtime's packages: boto3 and its dependencies.
 RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 RUNTIME_TOP = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
-# What pip prints when it cannot reach an index (urllib3 / socket errors).
-NETWORK_ERRORS = (
-    "NewConnectionError",
-    "ConnectTimeoutError",
-    "ReadTimeoutError",
-    "Max retries exceeded",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Network is unreachable",
-    "Connection refused",
-    "ProxyError",
-    "connection broken by",
-)
+UV = ROOT / ".tools" / "uv" / "bin" / "uv"
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import package  # noqa: E402  (scripts/package.py: the build under test)
 
 UNKNOWN = f"arn:aws:iam::{lake.ACCOUNT}:user/old-contractor"
 TRUSTED_USER = f"arn:aws:iam::{lake.ACCOUNT}:user/release-ana"
@@ -84,56 +84,64 @@ print(json.dumps({
     "matched": run.matched,
     "trusted": run.trusted,
     "findings": [f.to_record() for f in run.findings()],
+    "all_findings": [f.to_record() for f in both.findings()],
+    "version": "%d.%d" % sys.version_info[:2],
 }))
 """
+
+
+def _runtime_version() -> str:
+    return package.default_python_version()  # the template's Runtime
 
 
 def _target() -> tuple[str, str]:
     if sys.platform != "linux" or platform.machine() not in ARCHES:
         pytest.skip(f"a manylinux package cannot be loaded on {sys.platform}/{platform.machine()}")
-    return ARCHES[platform.machine()], f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return ARCHES[platform.machine()], _runtime_version()
 
 
-def _index_unreachable(dest: Path, arch: str, version: str) -> str | None:
-    """Why pip cannot reach a package index, or None when it can.
+def _runtime_python(version: str) -> str:
+    found = package.find_python(version)
+    if found is None:
+        message = f"no CPython {version} here (PATH, pyenv) to run the Lambda runtime's tree"
+        if os.environ.get("REQUIRE_RUNTIME_PYTHON") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
 
-    Asked only once the build has failed. A connection error counts even if the download then
-    succeeds from a local mirror or find-links directory: the build needed the index.
-    """
-    machine = "aarch64" if arch == "arm64" else "x86_64"
+
+def _build(tmp_path: Path, arch: str, version: str, name: str) -> tuple[Path, str]:
+    out = tmp_path / name / "lambda.zip"
+    env = {k: v for k, v in os.environ.items() if k not in ("ARCH", "PYTHON_VERSION")}
+    cmd = [sys.executable, "scripts/package.py", "--arch", arch, "--python-version", version]
+    cmd += ["--out", str(out), "--build-dir", str(tmp_path / name / "build"), "--uv", str(UV)]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, f"package.py failed:\n{proc.stdout[-4000:]}{proc.stderr}"
+    return out, proc.stdout
+
+
+def _locked_runtime() -> set[str]:
+    """name==version of the runtime distributions uv.lock pins for the Lambda (minus boto3's)."""
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--platform",
-            f"manylinux_2_28_{machine}",
-            "--platform",
-            f"manylinux2014_{machine}",
-            "--implementation",
-            "cp",
-            "--python-version",
-            version,
-            "--timeout",
-            "20",
-            "--retries",
-            "1",
-            "--dest",
-            str(dest),
-            "pyarrow",
+            *(str(UV), "export", "--frozen", "--no-default-groups", "--no-emit-project"),
+            *("--format", "requirements-txt", "--no-annotate", "--no-header"),
         ],
+        cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
-        check=False,
+        check=True,
     )
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if any(marker in line for marker in NETWORK_ERRORS):
-            return line.strip()
-    return None
+    pins = set()
+    for line in proc.stdout.splitlines():
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match and package.canonical(match.group(1)) not in package.RUNTIME_PROVIDED:
+            pins.add(f"{package.canonical(match.group(1))}=={match.group(2)}")
+    assert pins, proc.stdout
+    return pins
 
 
 def _runtime_dir(dest: Path) -> Path:
@@ -153,21 +161,25 @@ def _runtime_dir(dest: Path) -> Path:
     return dest
 
 
-def test_package_zip_runs_the_detector_beside_the_runtime_boto3(tmp_path: Path) -> None:
+def test_make_package_twice_gives_the_same_wheels_from_the_lock(tmp_path: Path) -> None:
+    """The same lock builds the same artifact: the same wheels, and byte for byte the same zip."""
     arch, version = _target()
-    out = tmp_path / "lambda.zip"
-    env = {k: v for k, v in os.environ.items() if k not in ("ARCH", "PYTHON_VERSION")}
-    cmd = [sys.executable, "scripts/package.py", "--arch", arch, "--python-version", version]
-    cmd += ["--out", str(out), "--build-dir", str(tmp_path / "build")]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False
-    )
-    print(proc.stdout)
-    if proc.returncode != 0:
-        reason = _index_unreachable(tmp_path / "probe", arch, version)
-        if reason is not None:
-            pytest.skip(f"pip cannot reach a package index: {reason}")
-        pytest.fail(f"package.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr}")
+    first, _ = _build(tmp_path, arch, version, "one")
+    second, _ = _build(tmp_path, arch, version, "two")
+    wheels = [Path(str(out) + ".wheels.txt").read_text().splitlines() for out in (first, second)]
+    assert wheels[0] == wheels[1]
+    assert set(wheels[0]) == _locked_runtime()
+    digests = [hashlib.sha256(out.read_bytes()).hexdigest() for out in (first, second)]
+    assert digests[0] == digests[1]
+
+
+def test_shipped_tree_runs_on_the_runtime_python_to_the_installed_findings(
+    tmp_path: Path,
+) -> None:
+    arch, version = _target()
+    python = _runtime_python(version)
+    out, stdout = _build(tmp_path, arch, version, "ship")
+    assert "self-check: pyarrow" in stdout, stdout[-2000:]  # ran with the runtime's CPython
 
     with zipfile.ZipFile(out) as zf:
         infos = zf.infolist()
@@ -180,6 +192,8 @@ def test_package_zip_runs_the_detector_beside_the_runtime_boto3(tmp_path: Path) 
     )
     assert unzipped <= LAMBDA_LIMIT
     assert "detector/handler.py" in names and "pyarrow/__init__.py" in names
+    abi = "cpython-" + version.replace(".", "")
+    assert any(n.startswith("pyarrow/lib.") and abi in n for n in names), "not the runtime's ABI"
     bundled_runtime = [n for n in names if n.split("/", 1)[0] in RUNTIME_TOP]
     assert not bundled_runtime, bundled_runtime[:5]  # no boto3/, botocore/ ...
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -214,7 +228,7 @@ def test_package_zip_runs_the_detector_beside_the_runtime_boto3(tmp_path: Path) 
         "allowlist": [TRUSTED_USER, f"arn:aws:iam::{lake.ACCOUNT}:role/ci-*"],
     }
     smoke = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", SMOKE, json.dumps(args)],
+        [python, "-I", "-S", "-c", SMOKE, json.dumps(args)],
         cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
         capture_output=True,
@@ -242,3 +256,23 @@ def test_package_zip_runs_the_detector_beside_the_runtime_boto3(tmp_path: Path) 
         "ecr-upload-unknown-user": 2,
         "ecr-upload-outside-business-hours": 6,
     }
+
+    assert result["version"] == version
+    # The installed project (this interpreter, the dev venv) scans the same objects alike.
+    allowlist = Allowlist.of(args["allowlist"])
+    run = engine.Run(allowlist)
+    for path in objects:
+        with open(path, "rb") as f:
+            run.add(engine.scan_object(f, path, allowlist))
+    assert result["findings"] == json.loads(json.dumps([f.to_record() for f in run.findings()]))
+    active = detections.activate(
+        list(detections.registry()),
+        {"BUSINESS_HOURS_TIMEZONE": "Europe/Berlin", "BUSINESS_HOURS_START": "11:30"},
+    )
+    both = engine.Run(allowlist, active)
+    for path in objects:
+        with open(path, "rb") as f:
+            both.add(engine.scan_object(f, path, allowlist, active=active))
+    assert result["all_findings"] == json.loads(
+        json.dumps([f.to_record() for f in both.findings()])
+    )

@@ -44,7 +44,7 @@ def test_cfn_lint_is_clean():
 def test_function_is_what_users_rely_on(cfn: dict[str, Any]):
     fn = cfn["Resources"]["DetectorFunction"]["Properties"]
     assert fn["Handler"] == "detector.handler.lambda_handler"
-    assert fn["Runtime"] == "python3.14"
+    assert fn["Runtime"] == "python3.13"
     params = cfn["Parameters"]
     assert params["Architecture"]["Default"] == "arm64"
     env = fn["Environment"]["Variables"]
