@@ -88,6 +88,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	PYTHONPATH=. $(BIN)/python benchmarks/allowlist_bench.py
 
 # Lambda package for the function's platform, from the runtime part of uv.lock (no docker).
 # Defaults: ARCH=arm64 (or template.yaml's Architectures), PYTHON_VERSION from template.yaml's

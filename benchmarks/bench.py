@@ -31,13 +31,16 @@ as deployed (see ``hide_pandas``). The test object is generated once with
 ``tests.lake.synthetic_columns`` + ``tests.lake.nest(…, 2)`` and cached under ``.bench/``
 (named by its parameters; objects of other parameters are removed unless ``--keep``).
 
-A second section runs the Lambda path (``lambda_bench.py``): ``detector.handler.lambda_handler``
+A second section scans objects of large requests (``large_objects.py``: 3,000 calls of ~95 KB
+each) with ``scan`` (and ``scan-alt``), reporting peak RSS (``--no-large`` skips it).
+
+A third section runs the Lambda path (``lambda_bench.py``): ``detector.handler.lambda_handler``
 against moto's server with this object and 200 small ones, reporting bytes and GET requests
 fetched from S3, wall time, peak RSS and an estimated Lambda cost (``--no-lambda`` skips it,
 ``--lambda-only`` runs only it).
 
 Usage: ``PYTHONPATH=. python benchmarks/bench.py [--rows N] [--keep] [--repeat 3]
-[--only scan,duckdb] [--alt DIR] [--profile] [--no-lambda | --lambda-only]``.
+[--only scan,duckdb] [--alt DIR] [--profile] [--no-large] [--no-lambda | --lambda-only]``.
 """
 
 from __future__ import annotations
@@ -422,7 +425,12 @@ def hide_pandas() -> None:
 
 
 def child_main(
-    name: str, path: Path, rows: int, profile: bool, out_dir: Path | None = None
+    name: str,
+    path: Path,
+    rows: int,
+    profile: bool,
+    out_dir: Path | None = None,
+    large: str | None = None,
 ) -> None:
     """Entry point of a subprocess: prints one JSON line with its result.
 
@@ -438,6 +446,11 @@ def child_main(
         return
     if name == "describe":
         print(json.dumps(describe(path)))
+        return
+    if name == "generate-large":
+        from benchmarks import large_objects
+
+        large_objects.generate(large or "")
         return
     if name == "lambda-setup":
         from benchmarks import lambda_bench
@@ -721,16 +734,29 @@ def main(argv: list[str] | None = None) -> int:
     lam.add_argument("--no-lambda", action="store_true", help="skip the Lambda path section")
     lam.add_argument("--lambda-only", action="store_true", help="run only the Lambda path")
     ap.add_argument(
+        "--no-large",
+        action="store_true",
+        help="skip the section scanning objects of large requests (3,000 x 95 KB)",
+    )
+    ap.add_argument(
         "--child",
-        choices=[*CONTENDERS, "generate", "describe", "lambda-setup", "lambda-invoke"],
+        choices=[
+            *CONTENDERS,
+            "generate",
+            "generate-large",
+            "describe",
+            "lambda-setup",
+            "lambda-invoke",
+        ],
         help=argparse.SUPPRESS,
     )
+    ap.add_argument("--large", help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
-        child_main(args.child, args.path, args.rows, args.profile, args.out)
+        child_main(args.child, args.path, args.rows, args.profile, args.out, args.large)
         return 0
 
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -779,6 +805,16 @@ def main(argv: list[str] | None = None) -> int:
         print()
         agree = check_agreement(outcomes)
         print_goals(outcomes)
+    if not args.lambda_only and not args.no_large:
+        from benchmarks import large_objects
+
+        scans = [n for n in ("scan", "scan-alt") if n in names] or ["scan"]
+        agree = (
+            large_objects.section(
+                scans, run_task, run_child, args.repeat, args.timeout, args.mem_cap_gb * 1024
+            )
+            and agree
+        )
     if not args.no_lambda:
         from benchmarks import lambda_bench
 

@@ -50,7 +50,7 @@ DEFAULT_ROWS = (2048, 8192, 32768, 65536, 131072, 262144, 524288, 1048576)
 ALLOWLISTS = {
     "ci": "arn:aws:iam::111122223333:role/ci-deployer",
     # Every principal of the synthetic data (one account), without a catch-all entry.
-    "trust-all": "arn:aws:sts::111122223333:*\narn:aws:iam::111122223333:*",
+    "trust-all": "arn:aws:sts::111122223333:assumed-role/*\narn:aws:iam::111122223333:*",
 }
 
 

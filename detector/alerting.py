@@ -1,9 +1,11 @@
-"""Delivers one invocation's alerts: Security Hub first, then one SNS message.
+"""Delivers one invocation's alerts to its two sinks: one SNS message, and Security Hub.
 
-Security Hub goes first because re-importing a finding with the same Id only updates it: if SNS
-then fails, the retry re-imports harmlessly and sends the email once. The other order would
-email twice. A finding Security Hub rejects for good does not hold the email back: it is
-reported (``Report.rejected``) for the caller to log and count.
+The two are independent: ``detector.pipeline`` sends the email first and never lets Security
+Hub hold it back (an outage, throttling, Security Hub not enabled), then imports the findings
+on their own, with their own retries; the state table records which sink got what, so a retry
+for Security Hub's sake does not email again. A finding Security Hub rejects for good is
+reported (``Report.rejected``), one it did not take (``SecurityHubFailed.report``: ``failed``
+may import later, ``blocked`` will not) is left to the caller to retry, log and count.
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ class Alerts:
         *,
         deadline: Callable[[], bool] | None = None,
     ) -> Report:
-        """Import (or update) one ASFF finding per alert; no-op when Security Hub is off.
+        """Import (or update) one ASFF finding per alert; no-op when Security Hub is off
+        (``Report.disabled``).
 
         ``created_at`` (epoch seconds per alert id) keeps ``CreatedAt`` stable for known keys.
+        Raises ``SecurityHubFailed`` (with the report) if some findings were not imported.
         """
-        if self.hub is None or not alerts:
+        if self.hub is None:
+            return Report(disabled=True)
+        if not alerts:
             return Report()
         now = self.clock()
         created = created_at or {}

@@ -7,13 +7,20 @@ must not grow with that, so the SNS message, Security Hub, the dedup window and 
 work on alerts instead: one per principal, with exact totals and bounded samples.
 
 The principal of a finding, in order:
-1. for an assumed-role session (or no caller ARN at all), the session issuer (the role): the
-   session name is chosen by the caller and must not multiply alerts; when no issuer was
-   recorded, the role ARN is derived from the session ARN;
-2. the caller ARN;
-3. the calling AWS service (``actor.invoked_by``);
-4. the source domain (AWS services that call with no identity);
-5. ``UNKNOWN_PRINCIPAL``.
+1. for an assumed-role session, the session issuer (the role): the session name is chosen by
+   the caller and must not multiply alerts; when no issuer was recorded, the role ARN is
+   derived from the session ARN;
+2. for a federated user (``sts:GetFederationToken``), the session issuer (the IAM user who
+   minted it): the caller chooses the federated name, so it must neither multiply alerts nor
+   be trusted; with no issuer recorded, all federated users of the account are one principal;
+3. the caller ARN;
+4. with no caller ARN: the session issuer, else
+5. the calling AWS service (``actor.invoked_by``), else
+6. the principal id (``principal id AIDA…``; a role session's id without its session name), so
+   callers recorded without an ARN (type ``AWSAccount``: another account's principal) are
+   never merged with each other (``Finding.anon`` keeps them apart below the alert too);
+7. the source domain (AWS services that call with no identity);
+8. ``UNKNOWN_PRINCIPAL``.
 
 Pure: no AWS calls. Rendering caps every sample and every string (``Limits``), so an alert's
 size is bounded whatever the data holds.
@@ -42,6 +49,16 @@ _GENERIC_COLUMNS = {
     "src_ips": "src_ip",
     "sessions": "user",
     "regions": "region",
+}
+# Samples added after the stable keys (see ``Alert.to_record``), each the union of a finding
+# sample: who the caller is when the principal alone does not say it.
+ADDED_SAMPLES = ("principal_ids", "caller_types", "resource_accounts")
+_FINDING_SAMPLES = {
+    "principal_ids": "principal_ids",
+    "caller_types": "user_types",
+    # The accounts the calls were recorded in (the object keys' accountId=): the accounts that
+    # own what was called (the resource owner).
+    "resource_accounts": "recorded_accounts",
 }
 # The keys before the samples and after them.
 _HEAD = (
@@ -81,6 +98,14 @@ FIRST_SUCCESS = "first_success"  # emailed in the window for failures only; now 
 NEW_VALUE = "new_value"
 NEW_REPOSITORY = NEW_VALUE  # the name before detections were specs
 
+_FEDERATED_USER = re.compile(
+    r"arn:(?P<partition>[a-z0-9-]+):sts::(?P<account>\d{12}):federated-user/.*", re.DOTALL
+)
+# A role session's principal id: the role's unique id (AROA…), a colon, the session name.
+_ROLE_SESSION_ID = re.compile(r"(?P<id>AROA[A-Z0-9]{4,128}):.*", re.DOTALL)
+# How a principal known only by its principal id is named (callers recorded without an ARN).
+PRINCIPAL_ID = "principal id"
+
 _ASSUMED_ROLE = re.compile(
     r"arn:(?P<partition>[a-z0-9-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.*",
     re.DOTALL,
@@ -114,11 +139,12 @@ class AlertKey:
 
 
 def principal_of(finding: Finding) -> str:
+    """The alert principal of a finding (see the module docstring and ``principal_kind``)."""
     user = finding.user
-    session = _ASSUMED_ROLE.fullmatch(user) if user else None
-    if not user or session is not None:
-        # Empty strings are no names (a hostile or broken record can hold them).
-        issuers = [i for i in finding.session_issuers.sorted() if i]
+    # Empty strings are no names (a hostile or broken record can hold them).
+    issuers = [i for i in finding.session_issuers.sorted() if i]
+    if user:
+        session = _ASSUMED_ROLE.fullmatch(user)
         if session is not None:
             role = session["role"]
             # The issuer of this session: its ARN ends with the role name (after any path).
@@ -126,17 +152,41 @@ def principal_of(finding: Finding) -> str:
             if matching:
                 return matching[0]
             return f"arn:{session['partition']}:iam::{session['account']}:role/{role}"
-        if issuers:
-            return issuers[0]
-    if user:
+        federated = _FEDERATED_USER.fullmatch(user)
+        if federated is not None:
+            # The name after federated-user/ is whatever the caller of GetFederationToken
+            # chose: the principal is the IAM user (or root) who minted it, its issuer.
+            minted = [i for i in issuers if _in_account(i, federated["account"])]
+            if minted:
+                return minted[0]
+            return (
+                f"arn:{federated['partition']}:sts::{federated['account']}:federated-user/* "
+                "(issuer not recorded)"
+            )
         return user
+    if issuers:
+        return issuers[0]
     invoked = [i for i in finding.invoked_by.sorted() if i]
     if invoked:
         return invoked[0]
+    ids = [i for i in ([finding.anon] if finding.anon else finding.principal_ids.sorted()) if i]
+    if ids:
+        return f"{PRINCIPAL_ID} {_unique_id(ids[0])}"
     domain = finding.field("src_domain")
     if domain:
         return domain
     return UNKNOWN_PRINCIPAL
+
+
+def _unique_id(principal_id: str) -> str:
+    """A principal id without the session name a caller chose (``AROA…:session`` → ``AROA…``):
+    a role's sessions are one principal, as assumed-role ARNs are rolled up to their role."""
+    role = _ROLE_SESSION_ID.fullmatch(principal_id)
+    return role["id"] if role else principal_id
+
+
+def _in_account(arn: str, account: str) -> bool:
+    return arn.startswith("arn:") and arn.split(":", 5)[4:5] == [account]
 
 
 def key_of(finding: Finding) -> AlertKey:
@@ -189,6 +239,11 @@ class Alert:
     first_ms: int | None = None
     last_ms: int | None = None
     reason: str = NEW
+    # Escalation values (successful calls) that came after the alert window's one escalation
+    # email and were held for this one (the state table's ``held_repos``), and how many
+    # distinct ones were held in all: listed so that nothing reported is never emailed.
+    held: frozenset[str] = frozenset()
+    held_total: int = 0
     # The detection of every finding here (``AlertKey.detection_id`` is its id).
     detection: Detection = field(default_factory=default_detection)
     # Orderings and samples computed from ``findings``: an alert of 100,000 groups (one per
@@ -260,6 +315,10 @@ class Alert:
             rest = sorted({v for s in samples for v in s.values} - set(ok))
             more = any(s.more for s in samples)
             values = ok + rest
+        elif name in _FINDING_SAMPLES:
+            own = [f.sample(_FINDING_SAMPLES[name]) for f in findings]
+            values = sorted({v for s in own for v in s.values if v})
+            more = any(s.more for s in own)
         elif name == "event_ids":
             values = list(dict.fromkeys(v for f in findings for v in f.sample("event_ids").values))
             more = any(f.sample("event_ids").more for f in findings)
@@ -292,6 +351,11 @@ class Alert:
 
     def who(self) -> str:
         return self.key.principal
+
+    def cross_account(self) -> list[str]:
+        """The resource accounts (``resource_accounts``) other than the caller's, sorted."""
+        accounts, _, _ = self.sample("resource_accounts")
+        return [a for a in accounts if self.key.account and a != self.key.account]
 
     # --- the JSON form --------------------------------------------------------------------
     def to_record(self, limits: Limits = FULL) -> dict[str, Any]:
@@ -342,6 +406,16 @@ class Alert:
             "severity": detection.severity,
             "risk_score": detection.risk_score,
         }
+        held = sorted(self.held)
+        rec["held_values"] = {
+            "values": [cut(v) for v in held[: limits.values]],
+            "total": max(self.held_total, len(held)),
+        }
+        for name in ADDED_SAMPLES:
+            values, total, more = self.sample(name)
+            shown = values[: limits.values]
+            rec[name] = {"values": [cut(v) for v in shown], "total": total}
+            truncated[name] = more or len(shown) < total
         truncated["text"] = cut.cut
         return rec
 

@@ -19,6 +19,18 @@ Every entry must mean one account's principals or one AWS service (``entry_probl
   glob there would match role and session names of any account that end in ``.amazonaws.com``
   (``arn:aws:iam::999999999999:role/x.codebuild.amazonaws.com`` is a valid role ARN).
 
+**Account lists.** "This role in each of these accounts" is written without an account glob, as
+an entry whose account is the name of an account list in braces:
+``arn:aws:iam::{ci-accounts}:role/ci-deployer``. The list (12-digit account ids, kept in its own
+SSM parameter, see ``detector.aws.ssm``) is expanded into one exact entry per account when the
+allowlist is parsed, so the entry can never trust an account outside the list; naming a list
+that does not exist is an error naming the entry and its line.
+
+A federated user (``arn:aws:sts::ACCOUNT:federated-user/NAME``) is refused too, and so is any glob
+that could match one: ``sts:GetFederationToken`` lets its caller pick NAME, so such an entry
+trusts whoever may call it in that account. The principal of a federated user is the IAM user
+who minted it (its session issuer): list that user instead.
+
 Anything else (``*``, ``arn:*``, ``*:*``, a principal id, a bare name) is refused, naming the
 entry and its line: an allowlist that silently trusts everyone, or silently trusts nobody it
 names, is worse than one that fails loudly.
@@ -28,7 +40,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -39,7 +51,14 @@ from detector.errors import AllowlistInvalid
 # Entries are ARNs, service names or globs of them: printable, no spaces. Anything else is far
 # more likely a paste error than a principal, and silently never matching would hide it.
 _VALID_ENTRY = re.compile(r"[!-~]+")
-_MAX_ENTRIES = 10_000
+# After account lists are expanded (an organisation: thousands of entries). Exact entries are
+# one hash-set lookup per row however many; globs are one RE2 alternation.
+_MAX_ENTRIES = 50_000
+# ``arn:PARTITION:SERVICE:REGION:{LIST}:RESOURCE``: an entry over a named account list.
+_ACCOUNT_LIST_ENTRY = re.compile(
+    r"(?P<head>arn:[^:{}]*:[^:{}]*:[^:{}]*:)\{(?P<list>[^{}:]*)\}(?P<tail>:.*)", re.DOTALL
+)
+_LIST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _GLOB_CHARS = frozenset("*?")
 
 # The fields of an ARN before its resource, as AWS writes them (lower case: matching is
@@ -74,6 +93,11 @@ _PROBES = tuple(
         f"sts::{account}:assumed-role/x/y",
     )
 )
+
+
+# A federated user's resource, with a name a caller could pick: an sts entry matching it would
+# trust anyone allowed to call sts:GetFederationToken.
+_FEDERATED_PROBE = "federated-user/any-name-a-caller-picks"
 
 
 def _glob_matches(glob: str, value: str) -> bool:
@@ -142,6 +166,14 @@ def _arn_problem(entry: str) -> str | None:
         return f"has account {account!r}: a principal's ARN holds its 12-digit account id"
     if not resource:
         return "has no resource (role/NAME, user/NAME, assumed-role/ROLE/SESSION, root)"
+    if service == "sts" and (
+        resource.startswith("federated-user/") or _glob_matches(resource, _FEDERATED_PROBE)
+    ):
+        return (
+            "names a federated user, whose name whoever may call sts:GetFederationToken in "
+            "that account chooses: list the IAM user who issues it instead "
+            f"(arn:{partition}:iam::{account}:user/NAME, its session issuer)"
+        )
     return None
 
 
@@ -180,8 +212,90 @@ def _json_entries(text: str, source: str) -> list[tuple[str, int]]:
     return out
 
 
-def _line_entries(line: str, lineno: int, several_lines: bool, source: str) -> list[str]:
+def expand(
+    entry: str, accounts: Mapping[str, Sequence[str]], where: str, source: str
+) -> list[str] | None:
+    """The entries an account-list entry stands for (one per account of its list), or None
+    when ``entry`` names no list. Raises ``AllowlistInvalid`` naming ``where`` (its line) for
+    a list that does not exist, a bad list name or an expanded entry that is not valid."""
+    found = _ACCOUNT_LIST_ENTRY.fullmatch(entry)
+    if found is None:
+        return None
+    name = found["list"]
+    if not _LIST_NAME.fullmatch(name):
+        raise AllowlistInvalid(
+            source,
+            f"{where}: {entry[:80]!r} names the account list {name[:40]!r}: a list name "
+            "is letters, digits, '.', '_' or '-'",
+        )
+    if name not in accounts:
+        known = ", ".join(sorted(accounts)[:10]) or "none is configured (ACCOUNT_LISTS_PATH)"
+        raise AllowlistInvalid(
+            source,
+            f"{where}: {entry[:80]!r} names the account list {name!r}, which does not "
+            f"exist (account lists: {known})",
+        )
+    out = []
+    for account in accounts[name]:
+        expanded = f"{found['head']}{account}{found['tail']}"
+        problem = entry_problem(expanded)
+        if problem:
+            raise AllowlistInvalid(
+                source,
+                f"{where}: {entry[:80]!r} over account list {name!r}: {expanded[:80]!r} {problem}",
+            )
+        out.append(expanded)
+    return out
+
+
+def account_list(text: str, source: str) -> tuple[str, ...]:
+    """The 12-digit account ids of an account list: one per line or comma-separated, ``#``
+    comments. Anything else is refused naming the line: a typo must not drop an account
+    silently, nor add one."""
+    out: list[str] = []
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        for part in raw.split("#", 1)[0].split(","):
+            account = part.strip(" \t\r")
+            if not account:
+                continue
+            if not _ACCOUNT.fullmatch(account):
+                raise AllowlistInvalid(
+                    source, f"line {lineno}: {account[:40]!r} is not a 12-digit AWS account id"
+                )
+            out.append(account)
+    if not out:
+        raise AllowlistInvalid(source, "the account list holds no account id")
+    return tuple(dict.fromkeys(out))
+
+
+def _checked_entry(
+    entry: str, accounts: Mapping[str, Sequence[str]], where: str, source: str
+) -> list[str]:
+    expanded = expand(entry, accounts, where, source)
+    if expanded is not None:
+        return expanded
+    problem = entry_problem(entry)
+    if problem:
+        raise AllowlistInvalid(source, f"{where}: {entry[:80]!r} {problem}")
+    return [entry]
+
+
+def _line_entries(
+    line: str,
+    lineno: int,
+    several_lines: bool,
+    source: str,
+    accounts: Mapping[str, Sequence[str]],
+) -> list[str]:
     """The entries of one line (comment removed, stripped); see ``Allowlist.parse``."""
+    if "{" in line:
+        # Braces are never part of an ARN: a line naming an account list is one entry, or a
+        # comma-separated list of entries each expanded on its own.
+        out: list[str] = []
+        for part in (f.strip(" \t") for f in line.split(",")):
+            if part:
+                out.extend(_checked_entry(part, accounts, f"line {lineno}", source))
+        return out
     if "," not in line:
         problem = entry_problem(line)
         if problem:
@@ -246,7 +360,12 @@ class Allowlist:
         return cls._checked(checked, source)
 
     @classmethod
-    def parse(cls, text: str, source: str = "<inline>") -> Allowlist:
+    def parse(
+        cls,
+        text: str,
+        source: str = "<inline>",
+        accounts: Mapping[str, Sequence[str]] | None = None,
+    ) -> Allowlist:
         """Parse lines (``#`` comments), comma-separated values (SSM StringList) or a JSON array.
 
         A JSON array's strings are entries as they are. Otherwise each line (``#`` starts a
@@ -254,7 +373,22 @@ class Allowlist:
         line whose parts are not all entries is one entry holding commas (an IAM name may) when
         the value has several non-blank lines, and refused when it is the only line: a one-line
         value is what SSM makes of a StringList, where a comma always separates.
+
+        ``accounts``: the named account lists an entry may be written over (``{name}`` in place
+        of the account), each expanded into one entry per account.
         """
+        return cls._checked(cls.parse_entries(text, source, accounts), source)
+
+    @classmethod
+    def parse_entries(
+        cls,
+        text: str,
+        source: str = "<inline>",
+        accounts: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[str]:
+        """The checked entries of ``text`` (see ``parse``), for lists combined from several
+        sources (``combine``)."""
+        accounts = accounts or {}
         stripped = text.strip()
         if stripped.startswith("["):
             lead = text.count("\n", 0, len(text) - len(text.lstrip()))
@@ -263,13 +397,10 @@ class Allowlist:
                 entry = raw.strip()
                 if not entry:
                     continue
-                problem = entry_problem(entry)
-                if problem:
-                    raise AllowlistInvalid(
-                        source, f"line {at + lead}: entry {i} {entry[:80]!r} {problem}"
-                    )
-                entries.append(entry)
-            return cls._checked(entries, source)
+                entries.extend(
+                    _checked_entry(entry, accounts, f"line {at + lead}: entry {i}", source)
+                )
+            return entries
         lines = text.split("\n")
         several = sum(1 for raw in lines if raw.strip()) > 1
         entries = []
@@ -278,8 +409,13 @@ class Allowlist:
             # entry is reported rather than quietly dropped.
             line = raw.split("#", 1)[0].strip(" \t\r")
             if line:
-                entries.extend(_line_entries(line, lineno, several, source))
-        return cls._checked(entries, source)
+                entries.extend(_line_entries(line, lineno, several, source, accounts))
+        return entries
+
+    @classmethod
+    def combine(cls, entries: Iterable[str], source: str) -> Allowlist:
+        """One allowlist of entries already checked (``parse_entries`` of several sources)."""
+        return cls._checked(list(entries), source)
 
     @property
     def empty(self) -> bool:

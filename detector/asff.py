@@ -228,11 +228,15 @@ def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
         resource["Partition"] = partition
     resource["Region"] = region
     sessions, _, _ = alert.sample("sessions")
+    ids, _, _ = alert.sample("principal_ids")
+    types, _, _ = alert.sample("caller_types")
     other = _other(
         [
             ("Principal", who),
             ("AccountId", alert.key.account),
             ("CallerArns", sessions),
+            ("PrincipalIds", ids),
+            ("CallerTypes", types),
         ]
     )
     if other:
@@ -383,12 +387,22 @@ def to_asff(
     # always be set.
     record["truncated"] = {k: v for k, v in record["truncated"].items() if k != "findings"}
     regions, _, _ = alert.sample("regions")
-    event_region = next((r for r in regions if _REGION_RE.fullmatch(r)), None)
-    res_region = event_region or region
-    actor_account = alert.key.account
-    res_account = (
-        actor_account if actor_account and _ACCOUNT_RE.fullmatch(actor_account) else account_id
+    # A region-shaped value can still be longer than ASFF's Resource.Region allows.
+    event_region = next(
+        (r for r in regions if len(r) <= MAX_RESOURCE_REGION and _REGION_RE.fullmatch(r)), None
     )
+    res_region = event_region or region
+    # The resource (what the call touched) belongs to the account the call was recorded in, not
+    # necessarily the caller's: a push from 999988887777 into 111122223333 is a resource of
+    # 111122223333. Without a recorded account, the caller's, else the detector's own.
+    actor_account = alert.key.account
+    recorded, _, _ = alert.sample("resource_accounts")
+    owners = [a for a in recorded if _ACCOUNT_RE.fullmatch(a)]
+    if owners:
+        res_account = owners[0]
+    else:
+        valid_actor = actor_account and _ACCOUNT_RE.fullmatch(actor_account)
+        res_account = actor_account if valid_actor and actor_account else account_id
     ip = _first_ip(alert)
     domain = _first_domain(alert)
     first, last = _ms_timestamp(alert.first_ms), _ms_timestamp(alert.last_ms)

@@ -344,6 +344,9 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
     aliases: dict[str, str] = {k: f"k_{k}" for k in GROUP_KEYS}
     aliases |= {"time_ms": "t", "status": "status"}
     inner = [f"{cols[k]} AS k_{k}" for k in GROUP_KEYS]
+    # Callers recorded without an ARN are told apart by principal id, as ``scan`` does
+    # (``Finding.anon``); the column is grouped by, not returned.
+    inner.append(f"CASE WHEN {cols['user']} IS NULL THEN {cols['principal_id']} END AS k_anon")
     inner += [f"{cols['time_ms']} AS t", f"{cols['status']} AS status"]
     sampled = [s.column for s in detection.samples] + [c for _, c in _GENERIC_SAMPLES]
     for name in sampled:
@@ -386,7 +389,7 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
         f"  FROM {identifier(query.database)}.{identifier(query.table)}\n"
         f"  WHERE {(chr(10) + '    AND ').join(where)}\n"
         ") AS e\n"
-        f"GROUP BY {', '.join(f'e.k_{k}' for k in GROUP_KEYS)}\n"
+        f"GROUP BY {', '.join(f'e.k_{k}' for k in (*GROUP_KEYS, 'anon'))}\n"
         'ORDER BY "lastTime" DESC'
     )
     size = len(sql.encode("utf-8"))
@@ -454,6 +457,11 @@ def finding(row: Sequence[str | None], detection: Detection | None = None) -> Fi
         out.sample(spec.name).add(_strings(values[name], name), priority=True)
     for name in (*(s.name for s in detection.samples), *(n for n, _ in _GENERIC_SAMPLES)):
         out.sample(name).add(_strings(values[name], name))
+    if out.user is None:
+        # The statement groups callers without an ARN by principal id too (``k_anon``), so
+        # such a row holds one id at most: the finding's hidden key, as ``scan`` makes it.
+        ids = out.sample("principal_ids").sorted()
+        out.anon = ids[0] if len(ids) == 1 else None
     return out
 
 
@@ -465,10 +473,11 @@ def findings(
     aggregate = Aggregate(detection)
     for row in rows:
         f = finding(row, aggregate.detection)
-        if f.key in aggregate.groups:  # not from this statement, but never lose counts
-            aggregate.groups[f.key].merge(f)
+        key = (f.key, f.anon)
+        if key in aggregate.groups:  # not from this statement, but never lose counts
+            aggregate.groups[key].merge(f)
         else:
-            aggregate.groups[f.key] = f
+            aggregate.groups[key] = f
     return aggregate.findings()
 
 

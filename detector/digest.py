@@ -97,7 +97,11 @@ STYLES = (Style(), Style(10, 5, 120), Style(5, 3, 80), Style(1, 2, 60))
 # Blank space within a line: every Unicode whitespace character (tab, NBSP, U+3000, ...) except
 # the line and record separators (``\n``, ``\r``, U+0085, U+2028, ...), which ``safe_text``
 # shows escaped instead, as a sign that someone put a line break into the data.
-_BLANKS = re.compile(r"[^\S\n\r\v\f\x1c-\x1f\x85\u2028\u2029]+")
+# Printable characters that show as blank space (Hangul fillers, the Braille blank, ...) count
+# as blank too: they are no whitespace to Python, but pad a line all the same.
+_BLANKS = re.compile(
+    r"(?:[^\S\n\r\v\f\x1c-\x1f\x85\u2028\u2029]|[\u115f\u1160\u2800\u3164\uffa0])+"
+)
 # Starts every continuation line of a wrapped data value (after the indentation): see ``_data``.
 CONTINUED = "| "
 
@@ -182,12 +186,15 @@ def subject(alerts: Sequence[Alert]) -> str:
 
 
 def _short_name(who: str) -> str:
-    """``arn:aws:iam::1:user/old-contractor`` → ``old-contractor``; roles keep their path."""
+    """``arn:aws:iam::111122223333:user/old-contractor`` → ``old-contractor (111122223333)``;
+    roles keep their path. The account stays: another account's ``ci-deployer`` must not read
+    like the trusted CI role."""
     parts = who.split(":", 5)
     if len(parts) == 6 and parts[0] == "arn":
         resource = parts[5]
         _kind, sep, rest = resource.partition("/")
-        return rest if sep and rest else resource
+        name = rest if sep and rest else resource
+        return f"{name} ({parts[4]})" if parts[4] else name
     return who
 
 
@@ -383,9 +390,22 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     lines.append("Who")
     lines += _field("Principal", alert.who(), st)
     lines += _field("Account", alert.key.account, st)
+    others = alert.cross_account()
+    if others:
+        # A principal of one account acting in another: the caller's account is not the one
+        # whose resource was touched.
+        lines += _data(
+            f"CROSS-ACCOUNT: a principal of {_clean(alert.key.account, 20)} called into "
+            f"{', '.join(_clean(a, 20) for a in others[:5])}"
+        )
+    lines += _list_field("Recorded in account", alert, "resource_accounts", st, optional=True)
     sessions, total, _ = alert.sample("sessions")
     if sessions != [alert.who()]:  # an IAM user's only "session" is the principal itself
         lines += _values_field("Caller ARNs (sessions)", sessions, total, False, st, optional=True)
+    # CloudTrail's userIdentity type and principal id: for a caller recorded without an ARN
+    # (another account's principal, type AWSAccount) they are all there is to go on.
+    lines += _list_field("Caller types", alert, "caller_types", st, optional=True)
+    lines += _list_field("Principal ids", alert, "principal_ids", st, optional=True)
     lines.append("From where")
     domains = list(dict.fromkeys(d for f in alert.ordered() if (d := f.field("src_domain"))))
     ips, _, _ = alert.sample("src_ips")
@@ -405,6 +425,11 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
             lines += _values_field(label, ok, len(ok), False, st)
     for sample in detection.samples:
         lines += _list_field(sample.label, alert, sample.name, st)
+    if alert.held or alert.held_total:
+        held = sorted(alert.held)
+        escalate = next(s for s in detection.samples if s.name == detection.escalate_on)
+        label = f"{_succeeded_label(detection, escalate.name, escalate.label)} since the last email"
+        lines += _values_field(label, held, max(alert.held_total, len(held)), False, st)
     lines += _outcome_lines(alert)
     lines.append(f"  First seen: {_when(alert.first_ms)}")
     lines.append(f"  Last seen:  {_when(alert.last_ms)}")
@@ -645,6 +670,23 @@ def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
     }
 
 
+def routing(attrs: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """Top-level keys of the JSON body for subscription filter policies on the message body:
+    the values of ``attributes(alerts)``, as JSON (``pushed`` a boolean, lists as lists)."""
+    out: dict[str, Any] = {}
+    for name, attr in attrs.items():
+        if name in ("alert_count", "finding_count"):
+            continue  # in the body already, as numbers
+        value = attr["StringValue"]
+        if attr["DataType"] == "String.Array":
+            out[name] = json.loads(value)
+        elif name == "pushed":
+            out[name] = value == "true"
+        else:
+            out[name] = value
+    return out
+
+
 def _detections(alerts: Sequence[Alert]) -> list[Detection]:
     return [d for d, _ in _by_detection(alerts)]
 
@@ -721,6 +763,9 @@ class _Builder:
             }
         if self.context:
             extra["context"] = self.context
+        # What subscription filter policies match on (FilterPolicyScope: MessageBody): SNS
+        # does not deliver message attributes with MessageStructure=json.
+        extra |= routing(self.attrs)
         return extra
 
     def build(self, records: Sequence[str], shown: int | None = None) -> Message:

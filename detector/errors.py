@@ -43,6 +43,14 @@ class ObjectUnreadable(DetectorError):
         self.code = code
 
 
+class ObjectChanged(ObjectUnreadable):
+    """The object S3 holds is not the one to read: a GET pinned to the announced ETag (or to
+    the ETag of the object's first GET) was answered 412 PreconditionFailed."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason, code="PreconditionFailed")
+
+
 class PublishFailed(DetectorError):
     """Findings could not be delivered (SNS or Security Hub), after retries."""
 

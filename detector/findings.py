@@ -9,6 +9,7 @@ the objects the events came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -129,8 +130,12 @@ _GENERIC = (
     _Generic("session_issuers", "session_issuer", MAX_VALUES),
     _Generic("principal_ids", "principal_id", MAX_VALUES),
     _Generic("invoked_by", "invoked_by", MAX_VALUES),
+    _Generic("user_types", "user_type", MAX_VALUES),
     _Generic("event_ids", "event_uid", MAX_EVENT_IDS, "list"),
     _Generic("objects", None, MAX_OBJECTS),
+    # The account each event was recorded in: the ``accountId=`` partition of its object's key
+    # (Security Lake's layout). For a call on a resource, the resource owner's account.
+    _Generic("recorded_accounts", None, MAX_VALUES),
 )
 _TRUNCATION = ("session_issuers", "principal_ids", "invoked_by")
 GENERIC_SAMPLES = tuple(g.name for g in _GENERIC)
@@ -188,6 +193,11 @@ class Finding:
     # sample name -> sample, made on first use (``sample``): most findings of a push storm
     # leave most samples empty, and a finding is made per group.
     samples: dict[str, Sample] = field(default_factory=dict)
+    # A hidden grouping key: for rows without a caller ARN, the principal id. Callers recorded
+    # without an ARN (``AWSAccount``: another account's principal) share a null ``user``; they
+    # must not share a finding, or one caller's alert window would silence the other's. Not
+    # in the record: the Splunk grouping's columns stay as they are.
+    anon: str | None = None
 
     def __post_init__(self) -> None:
         layout = _layout(self.detection)  # a sample name clash fails here
@@ -303,6 +313,20 @@ def max_opt(a: int | None, b: int | None) -> int | None:
 # internal columns (which are identifiers).
 _OK = "_:ok"
 _BAD = "_:bad"
+_ANON = "_:anon"
+
+
+_KEY_ACCOUNT = re.compile(r"(?:^|/)accountId=([0-9]{12})/")
+
+
+def recorded_account(key: str) -> str | None:
+    """The account of a Security Lake object key (``…/accountId=111122223333/…``), if any."""
+    found = _KEY_ACCOUNT.search(key)
+    return found.group(1) if found else None
+
+
+def _group(f: Finding) -> tuple[GroupKey, str | None]:
+    return f.key, f.anon
 
 
 def _ok_column(column: str) -> str:
@@ -314,7 +338,8 @@ class Aggregate:
 
     def __init__(self, detection: Detection | None = None) -> None:
         self.detection = detection if detection is not None else default_detection()
-        self.groups: dict[GroupKey, Finding] = {}
+        # (the Splunk grouping key, the hidden ``Finding.anon``) -> finding
+        self.groups: dict[tuple[GroupKey, str | None], Finding] = {}
         _layout(self.detection)  # a sample name clash fails here, not mid-run
         # column -> the samples it feeds (name, limit). The detection's own samples keep the
         # values of successful calls first (``prioritised``), so their columns come first.
@@ -364,7 +389,9 @@ class Aggregate:
                 table = table.append_column(c, pa.nulls(n, pa.string()))
         for c in self._prioritised:
             table = table.append_column(_ok_column(c), pc.if_else(ok, table.column(c), None))
-        grouped = table.group_by(list(GROUP_KEYS), use_threads=False).aggregate(self._aggs)
+        anon = pc.if_else(pc.is_null(table.column("user")), table.column("principal_id"), None)
+        table = table.append_column(_ANON, anon)
+        grouped = table.group_by([*GROUP_KEYS, _ANON], use_threads=False).aggregate(self._aggs)
         # Cap the sampled lists before they become Python objects.
         for col, targets, _ in self._outputs:
             # One more than a sample keeps, so the sample knows it was cut.
@@ -373,6 +400,8 @@ class Aggregate:
             grouped = grouped.set_column(idx, col, pc.list_slice(grouped.column(col), 0, limit))
         # Column by column into Python (a dict per row costs more), then a finding per group.
         keys = zip(*(grouped.column(k).to_pylist() for k in GROUP_KEYS), strict=True)
+        anons = grouped.column(_ANON).to_pylist()
+        recorded = recorded_account(source)
         counts = grouped.column("count_all").to_pylist()
         firsts = grouped.column("time_ms_min").to_pylist()
         lasts = grouped.column("time_ms_max").to_pylist()
@@ -391,6 +420,7 @@ class Aggregate:
                 succeeded=oks[i] or 0,
                 failed=bads[i] or 0,
                 detection=self.detection,
+                anon=anons[i],
             )
             sample = part.sample
             for values, names, priority in outputs:
@@ -399,12 +429,15 @@ class Aggregate:
                     for name in names:
                         sample(name).add(got, priority=priority)
             sample("objects").add([source])
+            if recorded is not None:
+                sample("recorded_accounts").add([recorded])
             self._merge_one(part)
 
     def _merge_one(self, part: Finding) -> None:
-        mine = self.groups.get(part.key)
+        key = _group(part)
+        mine = self.groups.get(key)
         if mine is None:
-            self.groups[part.key] = part
+            self.groups[key] = part
         else:
             mine.merge(part)
 
@@ -412,10 +445,10 @@ class Aggregate:
         """Fold ``other`` in. It stays as it was (a per-object result is still needed to count
         that object's contribution exactly once), unless ``adopt``: then its findings may
         become this aggregate's and ``other`` must not be used again."""
-        for part in other.groups.values():
-            mine = self.groups.get(part.key)
+        for key, part in other.groups.items():
+            mine = self.groups.get(key)
             if mine is None:
-                self.groups[part.key] = part if adopt else part.copy()
+                self.groups[key] = part if adopt else part.copy()
             else:
                 mine.merge(part)
 
@@ -423,6 +456,10 @@ class Aggregate:
         """Findings, most recent activity first; ties broken by key for a stable order."""
 
         def order(f: Finding) -> tuple[Any, ...]:
-            return (-(f.last_ms or 0), tuple((v is None, v or "") for v in f.key))
+            return (
+                -(f.last_ms or 0),
+                tuple((v is None, v or "") for v in f.key),
+                (f.anon is not None, f.anon or ""),
+            )
 
         return sorted(self.groups.values(), key=order)

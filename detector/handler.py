@@ -84,9 +84,11 @@ def app(context: LambdaContext) -> App:
         _app = App(
             settings,
             AllowlistStore(
-                settings.allowlist_parameter, cache_seconds=settings.allowlist_cache_seconds
+                settings.allowlist_parameter,
+                cache_seconds=settings.allowlist_cache_seconds,
+                account_lists_path=settings.account_lists_path,
             ),
-            S3Store(),
+            S3Store(_lake_client(settings, region)),
             Alerts(
                 SnsPublisher(settings.findings_topic_arn),
                 hub,
@@ -103,6 +105,19 @@ def app(context: LambdaContext) -> App:
             active,
         )
     return _app
+
+
+def _lake_client(settings: Settings, region: str) -> Any:
+    """The S3 client objects are read with: as the Security Lake subscriber (assumed role)
+    when ``SUBSCRIBER_ROLE_ARN`` is set, else None (the function's own credentials)."""
+    if settings.subscriber_role_arn is None:
+        return None
+    from detector.aws.sts import subscriber_session
+
+    session = subscriber_session(
+        settings.subscriber_role_arn, settings.subscriber_external_id, region=region
+    )
+    return session.client("s3")
 
 
 def reset() -> None:
@@ -173,12 +188,25 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
         logger.error(
             "Security Hub rejected a finding", extra={"finding_id": finding_id, "error": why}
         )
+    for miss in outcome.undelivered:
+        # The email went out anyway; the alarm on SecurityHubUndelivered points here. retried:
+        # the item fails so Lambda retries it for Security Hub alone; else given up.
+        logger.error(
+            "Security Hub did not get a finding",
+            extra={
+                "alert_id": miss.alert_id,
+                "finding_id": miss.finding_id,
+                "error": miss.why,
+                "retried": miss.retried,
+            },
+        )
     for name, value in (
         ("ObjectsScanned", outcome.objects),
         ("RowsScanned", outcome.rows),
         ("Findings", len(outcome.findings)),
         ("Alerts", len(outcome.alerts)),
         ("SecurityHubRejected", len(outcome.rejected)),
+        ("SecurityHubUndelivered", len(outcome.undelivered)),
         ("ItemsFailed", len(outcome.failed)),
         ("ObjectsSkipped", len(outcome.skipped)),
         ("ObjectsDuplicate", len(outcome.duplicates)),
@@ -200,6 +228,7 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
             "findings": len(outcome.findings),
             "alerts": len(outcome.alerts),
             "security_hub_rejected": len(outcome.rejected),
+            "security_hub_undelivered": len(outcome.undelivered),
             "failed_items": len(outcome.failed),
             "published": outcome.published,
             "alerted": outcome.alerted,

@@ -60,7 +60,7 @@ def _from_eventbridge(detail: Any, item: Item) -> None:
             f"S3 Object Created event without bucket.name/object.key: {_describe(detail)}"
         ) from exc
     # EventBridge keys are not URL-encoded (unlike S3 notifications).
-    _add(item, bucket, key, obj.get("size"), obj.get("etag"))
+    _add(item, bucket, key, obj.get("size"), obj.get("etag"), obj.get("version-id"))
 
 
 def _from_s3_records(records: list[Any], item: Item) -> None:
@@ -73,10 +73,12 @@ def _from_s3_records(records: list[Any], item: Item) -> None:
             key = unquote_plus(obj["key"])
         except (KeyError, TypeError) as exc:
             raise UnknownEvent("S3 notification record without bucket.name/object.key") from exc
-        _add(item, bucket, key, obj.get("size"), obj.get("eTag"))
+        _add(item, bucket, key, obj.get("size"), obj.get("eTag"), obj.get("versionId"))
 
 
-def _add(item: Item, bucket: str, key: str, size: Any, etag: Any) -> None:
+def _add(item: Item, bucket: str, key: str, size: Any, etag: Any, version_id: Any) -> None:
+    """One announced object. Its ETag and version (when the bucket is versioned) pin what is
+    read (``detector.aws.s3``); a value of another type than text is not announced."""
     if not is_data_key(key):
         item.skipped.append(f"s3://{bucket}/{key}: not a Parquet data file")
         return
@@ -85,7 +87,8 @@ def _add(item: Item, bucket: str, key: str, size: Any, etag: Any) -> None:
             key=key,
             bucket=bucket,
             size=size if isinstance(size, int) else None,
-            etag=etag if isinstance(etag, str) else None,
+            etag=etag if isinstance(etag, str) and etag.strip('" ') else None,
+            version_id=version_id if isinstance(version_id, str) and version_id else None,
         )
     )
 

@@ -13,6 +13,8 @@ class ObjectRef:
     bucket: str | None = None
     size: int | None = None
     etag: str | None = None
+    # The version announced (versioned buckets only): the one read, whatever is written after.
+    version_id: str | None = None
 
     @property
     def uri(self) -> str:

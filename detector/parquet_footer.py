@@ -44,6 +44,19 @@ _T_BYTE, _T_I32, _T_I64, _T_DOUBLE, _T_BINARY = 3, 5, 6, 7, 8
 _T_LIST, _T_SET, _T_MAP, _T_STRUCT = 9, 10, 11, 12
 _MAX_NESTING = 32  # FileMetaData nests under 10 deep (Thrift's C++ stops at 64)
 
+# Footers larger than these are refused (``BadObject``) before they are parsed: parsing and
+# walking cost time and memory per column chunk (10,000 row groups of 59 columns, a 116 MB
+# footer: 25 s and 0.9 GB). Security Lake objects are at most a few hundred MB, in row groups
+# of up to ~128 MB: a handful of row groups, 48 (v1) or 59 (v2) leaf columns (70 and 85 schema
+# elements), 9-13 KB of footer per row group (tests.lake objects, string statistics included).
+# The limits leave a wide margin: 500 row groups would be row groups of 600 KB in a 300 MB
+# object. At the limit a footer costs about 0.4 s and 35 MB to parse and walk (5.8 MB).
+MAX_FOOTER_BYTES = 16 * 1024 * 1024
+MAX_ROW_GROUPS = 500
+# Row groups x schema elements (leaves and groups): bounds the column chunks walked however a
+# footer spends its bytes (500 row groups of 200 schema elements).
+MAX_COLUMN_CHUNKS = 100_000
+
 
 class Chunk(NamedTuple):
     """What the footer says of one column chunk, as far as the reader needs."""
@@ -59,6 +72,8 @@ class Chunk(NamedTuple):
     unencoded_bytes: bool  # SizeStatistics.unencoded_byte_array_data_bytes is set
     min_value: bytes | None  # Statistics.min_value/max_value, kept for one column only
     max_value: bytes | None
+    uncompressed: int = 0  # total_uncompressed_size: the chunk's pages once decompressed
+    null_count: int | None = None  # Statistics.null_count, kept for one column only
 
 
 class RowGroup(NamedTuple):
@@ -240,6 +255,8 @@ def _column_chunk(buf: bytes, pos: int, want_stats: bool) -> tuple[Chunk, int]:
     unencoded = False
     lo: bytes | None = None
     hi: bytes | None = None
+    nulls: int | None = None
+    uncompressed = 0
     fid = 0
     while True:
         b = buf[pos]
@@ -263,6 +280,8 @@ def _column_chunk(buf: bytes, pos: int, want_stats: bool) -> tuple[Chunk, int]:
                 unencoded,
                 lo,
                 hi,
+                uncompressed,
+                nulls,
             )
             return chunk, pos
         if t == _T_I64:  # file_offset, offset and column index places
@@ -295,6 +314,8 @@ def _column_chunk(buf: bytes, pos: int, want_stats: bool) -> tuple[Chunk, int]:
                         physical = v
                 elif mid == 5:
                     num_values = v
+                elif mid == 6:
+                    uncompressed = v
                 elif mid == 7:
                     compressed = v
                 elif mid == 9:
@@ -317,6 +338,9 @@ def _column_chunk(buf: bytes, pos: int, want_stats: bool) -> tuple[Chunk, int]:
                         else:
                             lo = buf[pos : pos + n]
                         pos += n
+                    elif sid == 3 and t == _T_I64:  # null_count
+                        v, pos = _varint(buf, pos)
+                        nulls = _zigzag(v)
                     else:
                         pos = _skip_value(buf, pos, t, 5)
             elif mid == 16 and t == _T_STRUCT:  # size_statistics
@@ -351,16 +375,70 @@ def read_footer(f: IO[bytes], size: int, name: str) -> tuple[bytes, pq.FileMetaD
         raise BadObject(
             name, f"corrupt Parquet footer: footer length {length} in a {size}-byte object"
         )
+    if length > MAX_FOOTER_BYTES:  # refused before it is read
+        raise BadObject(
+            name,
+            f"Parquet footer too large: {length} bytes, more than the {MAX_FOOTER_BYTES} "
+            "a Security Lake object needs",
+        )
     f.seek(size - 8 - length)
     footer = f.read(length)
     f.seek(0)
     if len(footer) != length:
         raise BadObject(name, f"corrupt Parquet footer: read {len(footer)} of {length} bytes")
+    _check_counts(footer, name)
     try:
         meta = pq.read_metadata(pa.BufferReader(MAGIC + footer + trailer))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BadObject(name, f"corrupt Parquet footer: {one_line(exc)}") from exc
     return footer, meta
+
+
+def _footer_counts(buf: bytes) -> tuple[int | None, int | None]:
+    """(schema elements, row groups) as the footer's list headers announce them, reading no
+    further into it than it takes to find both (None: not found). A footer repeating a list
+    (Thrift keeps the last) may announce fewer here: ``MAX_FOOTER_BYTES`` still bounds it."""
+    elements: int | None = None
+    groups: int | None = None
+    pos = fid = 0
+    while True:
+        fid, t, pos = _field_header(buf, pos, fid)
+        if t == 0:
+            return elements, groups
+        if fid in (2, 4) and t == _T_LIST:  # 2: schema, 4: row_groups
+            n, et, after = _list_header(buf, pos)
+            if fid == 2:
+                elements = n
+            else:
+                groups = n
+            if groups is not None and (elements is not None or groups > MAX_ROW_GROUPS):
+                return elements, groups
+            pos = _skip_elements(buf, after, et, n, 1)
+        else:
+            pos = _skip_value(buf, pos, t, 0)
+
+
+def _check_counts(footer: bytes, name: str) -> None:
+    """Refuse a footer announcing more row groups or column chunks than the limits allow.
+
+    A footer whose lists cannot even be found is left to the parse that follows to name.
+    """
+    try:
+        elements, groups = _footer_counts(footer)
+    except (ValueError, IndexError):
+        return
+    if groups is not None and groups > MAX_ROW_GROUPS:
+        raise BadObject(
+            name,
+            f"Parquet footer too large: {groups} row groups, more than the {MAX_ROW_GROUPS} "
+            "a Security Lake object needs",
+        )
+    if groups is not None and elements is not None and groups * elements > MAX_COLUMN_CHUNKS:
+        raise BadObject(
+            name,
+            f"Parquet footer too large: {groups} row groups of {elements} schema elements, "
+            f"more than the {MAX_COLUMN_CHUNKS} a Security Lake object needs",
+        )
 
 
 def column_chunks(
@@ -399,14 +477,10 @@ def check_chunks(
     Raises ``BadObject`` naming the column and the row group otherwise. Columns the reader does
     not read are not judged: damage there does not change what the reader finds.
     """
-    prefixes = tuple(p + "." for p in paths)
     leaves = []
-    for j in range(meta.num_columns):
+    for j in leaf_indices(meta, paths):
         c = meta.schema.column(j)
-        if c.path in paths or c.path.startswith(prefixes):
-            leaves.append(
-                (j, c.path, c.physical_type, c.max_repetition_level, c.max_definition_level)
-            )
+        leaves.append((j, c.path, c.physical_type, c.max_repetition_level, c.max_definition_level))
     for r, group in enumerate(groups):
         for j, path, physical, max_rep, max_def in leaves:
             chunk = group.chunks[j]
@@ -420,6 +494,16 @@ def check_chunks(
                 raise BadObject(
                     name, f"corrupt Parquet footer: column {path} in row group {r} {problem}"
                 )
+
+
+def leaf_indices(meta: pq.FileMetaData, paths: list[str]) -> list[int]:
+    """Indices of the leaf columns at or under ``paths`` (a struct or map path: its leaves)."""
+    prefixes = tuple(p + "." for p in paths)
+    return [
+        j
+        for j in range(meta.num_columns)
+        if (path := meta.schema.column(j).path) in paths or path.startswith(prefixes)
+    ]
 
 
 def _chunk_problem(c: Chunk, physical: str, max_rep: int, max_def: int, size: int) -> str | None:

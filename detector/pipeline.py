@@ -18,6 +18,17 @@ With a state table (``STATE_TABLE``) the alerting is exactly-once:
   escalation sample, e.g. a target not yet reported);
   an alert that could not be sent is not marked as sent, so it comes on retry rather than never.
 
+The two sinks are delivered on their own, the email first: Security Hub never holds it back.
+The state table records which sink got what: per object, that its email was settled (sent, or
+held back by the window); per alert key, the version of the totals Security Hub got. A finding
+Security Hub did not take (unreachable, throttled after retries, out of time) fails the items
+that gave it, so Lambda retries them for Security Hub alone: the retry counts nothing twice
+(per-object markers), sends no second email (window or not: the object's email is settled) and
+re-imports only the keys Security Hub does not have yet. After ``SECURITY_HUB_RETRIES`` such
+retries, or when Security Hub refuses us for good (not enabled, access denied), the finding is
+given up instead of dead-lettering objects whose email went out: reported in
+``Outcome.undelivered`` (metric ``SecurityHubUndelivered``, logged with its alert id).
+
 Any exception, expected or not, fails only the items it concerns and releases the object
 claims and alert leases they held.
 """
@@ -32,6 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
+from detector import asff
 from detector.alerts import Alert, Contribution, CountsLike, rollup
 from detector.allowlist import Allowlist
 from detector.engine import ObjectResult, Run, scan_object
@@ -45,6 +57,7 @@ from detector.errors import (
 from detector.findings import Finding
 from detector.notifications import Batch, Item
 from detector.objects import ObjectRef
+from detector.output import safe_text
 from detector.spec import Active
 
 if TYPE_CHECKING:
@@ -62,6 +75,12 @@ PUBLISH_RESERVE_MS = 10_000
 MAX_PARALLEL_OBJECTS = 4
 # State-table calls in flight at once (one worker per alert key, so keys never race here).
 STATE_WORKERS = 8
+# How many times the objects of an item are sent back (the item fails, Lambda retries it)
+# because Security Hub did not take their findings while the email went out. Lambda retries an
+# asynchronous invocation twice; SQS redelivers up to the queue's maxReceiveCount. After that
+# the finding is given up (counted, logged with its alert id) rather than dead-lettering
+# objects whose email went out long ago; the key's next update imports its totals anyway.
+SECURITY_HUB_RETRIES = 2
 
 
 class AllowlistSource(Protocol):
@@ -109,10 +128,30 @@ class StateStore(Protocol):
     ) -> AlertClaim | None: ...
     def confirm_alert(self, key_id: str, claim: AlertClaim) -> None: ...
     def release_alert(self, key_id: str) -> None: ...
+    # Which sink got what (see the module docstring).
+    def email_handled(self, ref: ObjectRef) -> int | None: ...
+    def mark_email_handled(self, refs: Sequence[ObjectRef]) -> None: ...
+    def count_security_hub_retry(self, refs: Sequence[ObjectRef]) -> None: ...
+    def security_hub_version(self, key_id: str) -> int: ...
+    def record_security_hub(self, key_id: str, version: int) -> None: ...
 
 
 class Busy(DetectorError):
     """Another invocation holds the object right now; this one retries it later."""
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A finding Security Hub did not get from this invocation (metric
+    ``SecurityHubUndelivered``; the handler logs each with its alert id)."""
+
+    alert_id: str
+    finding_id: str
+    why: str
+    # True: the items that gave it failed, so Lambda retries them for Security Hub (no second
+    # email). False: given up: Security Hub refused us for good (not enabled, access denied),
+    # the retries are used up, or without a state table a retry would email again.
+    retried: bool
 
 
 @dataclass
@@ -126,6 +165,8 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     # Security Hub findings rejected for good: (finding Id, why); the email went out anyway.
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    # Findings Security Hub did not take from this invocation; the email went out anyway.
+    undelivered: list[Undelivered] = field(default_factory=list)
     alerted: int = 0
     suppressed: int = 0
     objects: int = 0
@@ -182,7 +223,7 @@ def _scan_item(
                     stream = objects.open(ref)
                 result = scan_object(stream, ref.uri, allowlist, key=ref.key, active=active)
             except ObjectUnreadable as exc:
-                if exc.code != "NoSuchKey":
+                if exc.code not in ("NoSuchKey", "NoSuchVersion"):
                     raise
                 # Removed before it was read (e.g. lifecycle): retrying cannot bring it back.
                 done.missing.append(str(exc))
@@ -293,6 +334,7 @@ def process(
             continue
         done.append(d)
     claims = [ref for d in done for ref in d.claims]
+    retry: list[_Done] = []  # emailed, but retried for Security Hub's sake
     try:
         for d in done:
             for _, result in d.results:
@@ -310,14 +352,26 @@ def process(
             if deadline():
                 raise PublishFailed("publishing", "not started: the function is about to time out")
             if state is None:
-                out.rejected = alerts.security_hub(out.alerts, deadline=deadline).rejected
-                alerts.notify(out.alerts)
-                out.alerted = len(out.alerts)
+                _deliver(out, alerts, deadline)
             else:
-                _deliver_once(out, done, alerts, state, window_seconds, deadline)
+                retry = _deliver_once(out, done, alerts, state, window_seconds, deadline)
             out.published = True
         if state is not None:
-            state.complete_objects(claims)
+            back = {id(d) for d in retry}
+            state.complete_objects([ref for d in done if id(d) not in back for ref in d.claims])
+        if retry:
+            # Emailed (and marked so), not in Security Hub: these items alone are retried, and
+            # their retry goes to Security Hub only. Nothing they hold blocks it.
+            missed = [u for u in out.undelivered if u.retried]
+            out.failed.extend(d.item for d in retry)
+            out.errors.append(
+                f"Security Hub did not take {len(missed)} finding(s); the email is settled "
+                f"(not held back, not sent again), the objects that gave them are retried for "
+                f"Security Hub only: {missed[0].why if missed else '-'}"
+            )
+            assert state is not None
+            with contextlib.suppress(Exception):
+                state.release_objects([ref for d in retry for ref in d.claims])
     except Exception as exc:
         # Not (fully) delivered, whatever the reason: every item read in this run is retried,
         # so the alert comes later rather than never, and nothing it held blocks the retry.
@@ -351,17 +405,30 @@ def _parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return [f.result() for f in futures]
 
 
-def _add_contributions(done: list[_Done], state: StateStore) -> dict[str, Totals]:
+Parts = dict[str, list[tuple[ObjectRef, Contribution]]]
+
+
+def _contributions(done: list[_Done]) -> tuple[Parts, list[set[str]]]:
+    """Each object's share of each alert key (in the objects' order), and the alert keys each
+    item (``done``, same order) contributed to."""
+    per_key: Parts = {}
+    keys_of: list[set[str]] = []
+    for d in done:
+        mine: set[str] = set()
+        for ref, result in d.results:
+            for alert in rollup(result.findings()):
+                per_key.setdefault(alert.id, []).append((ref, alert.contribution()))
+                mine.add(alert.id)
+        keys_of.append(mine)
+    return per_key, keys_of
+
+
+def _add_contributions(per_key: Parts, state: StateStore) -> dict[str, Totals]:
     """Each object's share of each alert key, added to the key's totals exactly once.
 
     Calls grow with (objects x alert keys), not with Splunk groups; each key is one task
     (its objects in order), so two workers never race on the same key.
     """
-    per_key: dict[str, list[tuple[ObjectRef, Contribution]]] = {}
-    for d in done:
-        for ref, result in d.results:
-            for alert in rollup(result.findings()):
-                per_key.setdefault(alert.id, []).append((ref, alert.contribution()))
 
     def add_all(key: str) -> Totals:
         totals = None
@@ -374,35 +441,135 @@ def _add_contributions(done: list[_Done], state: StateStore) -> dict[str, Totals
     return dict(zip(keys, _parallel(add_all, keys), strict=True))
 
 
-def _settle_security_hub(
+@dataclass
+class _Hub:
+    """What Security Hub did with alerts, by alert id."""
+
+    disabled: bool = False  # no Security Hub to write to: nothing was tried
+    sent: set[str] = field(default_factory=set)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (finding Id, why), for good
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # a retry may deliver it
+    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)  # refused for good
+
+    def undelivered(self, retried: set[str]) -> list[Undelivered]:
+        out = [Undelivered(k, f, why, k in retried) for k, (f, why) in self.failed.items()]
+        return out + [Undelivered(k, f, why, False) for k, (f, why) in self.blocked.items()]
+
+
+def _finding_name(alert: Alert) -> str:
+    """The alert's ASFF Id as Security Hub reports name it (escaped, cut)."""
+    return safe_text(asff.finding_id(alert), 200)
+
+
+def _to_hub(
+    sink: AlertSink,
     alerts_: Sequence[Alert],
-    totals: dict[str, Totals],
+    created_at: Mapping[str, int] | None,
+    deadline: Callable[[], bool],
+) -> _Hub:
+    """Import ``alerts_``; what became of each. Never raises for Security Hub's sake: an error
+    with no detail (out of time, another sink, a bug) leaves every one of them failed."""
+    from detector.aws.securityhub import SecurityHubFailed
+
+    hub = _Hub()
+    if not alerts_:
+        return hub
+    names = {_finding_name(a): a.id for a in alerts_}
+    try:
+        report = sink.security_hub(alerts_, created_at, deadline=deadline)
+    except SecurityHubFailed as exc:
+        report = exc.report
+    except Exception as exc:
+        why = _describe(exc, "Security Hub")
+        hub.failed = {a.id: (_finding_name(a), why) for a in alerts_}
+        return hub
+    if report.disabled:
+        hub.disabled = True
+        return hub
+    hub.rejected = list(report.rejected)
+    hub.failed = {names[f]: (f, why) for f, why in report.failed if f in names}
+    hub.blocked = {names[f]: (f, why) for f, why in report.blocked if f in names}
+    rejected = {names[f] for f, _ in report.rejected if f in names}
+    hub.sent = {a.id for a in alerts_} - rejected - hub.failed.keys() - hub.blocked.keys()
+    return hub
+
+
+def _security_hub(
+    alerts_: Sequence[Alert],
+    totals: Mapping[str, Totals],
     sink: AlertSink,
     state: StateStore,
     deadline: Callable[[], bool],
+    skip: set[str],
     rounds: int = 5,
-) -> list[tuple[str, str]]:
-    """Re-import keys whose totals moved on while we imported.
+) -> _Hub:
+    """Import the alerts with their cumulative totals (except the keys in ``skip``: Security
+    Hub has their current totals already), settle, and record what Security Hub got.
 
-    Concurrent invocations may import in any order, and Security Hub keeps the last import. So
-    after importing, each invocation checks that the totals it sent are still the newest and
-    re-imports the newest otherwise: whichever import lands last carries the latest totals.
+    Settling: concurrent invocations may import in any order, and Security Hub keeps the last
+    import. So after importing, each invocation checks that the totals it sent are still the
+    newest and re-imports the newest otherwise: whichever import lands last carries the latest
+    totals. Each key's version that Security Hub got is recorded in the state table, so a
+    retry re-imports only what it lacks.
     """
-    rejected: list[tuple[str, str]] = []
     by_id = {a.id: a for a in alerts_}
+    todo = [by_id[k].with_totals(totals[k]) if k in totals else by_id[k] for k in by_id]
+    hub = _to_hub(
+        sink,
+        [a for a in todo if a.id not in skip],
+        {k: t.created_at for k, t in totals.items()},
+        deadline,
+    )
+    if hub.disabled:
+        return hub
+    got = {k: totals[k] for k in hub.sent if k in totals}
     for _ in range(rounds):
-        ids = list(totals)
+        ids = list(got)
         now = _parallel(state.totals, ids)
-        stale = {k: t for k, t in zip(ids, now, strict=True) if t.version != totals[k].version}
+        stale = {k: t for k, t in zip(ids, now, strict=True) if t.version != got[k].version}
         if not stale or deadline():
-            return rejected
-        totals.update(stale)
-        changed = [by_id[k].with_totals(t) for k, t in stale.items()]
-        report = sink.security_hub(
-            changed, {k: t.created_at for k, t in stale.items()}, deadline=deadline
+            break
+        again = _to_hub(
+            sink,
+            [by_id[k].with_totals(t) for k, t in stale.items()],
+            {k: t.created_at for k, t in stale.items()},
+            deadline,
         )
-        rejected += report.rejected
-    return rejected
+        hub.rejected += again.rejected
+        hub.failed.update(again.failed)
+        hub.blocked.update(again.blocked)
+        for k, t in stale.items():
+            if k in again.sent:
+                got[k] = t
+            else:
+                got.pop(k)
+                hub.sent.discard(k)
+
+    def record(pair: tuple[str, Totals]) -> None:
+        # Only saves a retry a re-import: a failure to record costs nothing else.
+        with contextlib.suppress(Exception):
+            state.record_security_hub(pair[0], pair[1].version)
+
+    _parallel(record, list(got.items()))
+    return hub
+
+
+def _deliver(out: Outcome, sink: AlertSink, deadline: Callable[[], bool]) -> None:
+    """Without a state table: the email, then Security Hub, each on its own.
+
+    Nothing records that the email went out, so retrying the items for Security Hub would
+    email again: what Security Hub does not take is given up (counted, logged). A failed email
+    fails the items (the retry re-imports harmlessly).
+    """
+    try:
+        sink.notify(out.alerts)
+    except Exception:
+        hub = _to_hub(sink, out.alerts, None, deadline)
+        out.rejected, out.undelivered = hub.rejected, hub.undelivered(set(hub.failed))
+        raise
+    out.alerted = len(out.alerts)
+    hub = _to_hub(sink, out.alerts, None, deadline)
+    out.rejected, out.undelivered = hub.rejected, hub.undelivered(set())
 
 
 def _deliver_once(
@@ -412,19 +579,68 @@ def _deliver_once(
     state: StateStore,
     window_seconds: int,
     deadline: Callable[[], bool],
-) -> None:
-    totals = _add_contributions(done, state)
-    cumulative = [a.with_totals(totals[a.id]) if a.id in totals else a for a in out.alerts]
-    report = sink.security_hub(
-        cumulative, {k: t.created_at for k, t in totals.items()}, deadline=deadline
-    )
-    out.rejected = report.rejected
-    out.rejected += _settle_security_hub(out.alerts, totals, sink, state, deadline)
+) -> list[_Done]:
+    """Deliver with the state table; the items to retry for Security Hub's sake.
+
+    1. Each object's share of each alert key is added to the key's totals, exactly once.
+    2. The email, first: one message for the keys due under the window. A key whose every
+       object here had its email settled by an earlier attempt (this is a retry for Security
+       Hub) is not judged again: that attempt emailed it or the window held it back. Once the
+       message is out, every object is recorded as emailed, before Security Hub is tried.
+    3. Security Hub, on its own, whatever the email did. A finding it did not take fails the
+       items that gave it (up to ``SECURITY_HUB_RETRIES`` times per object), else is given up.
+
+    If the email fails, Security Hub is still written, then the error is raised: every item
+    fails and the retry sends the email.
+    """
+    per_key, keys_of = _contributions(done)
+    totals = _add_contributions(per_key, state)
+    claims = [ref for d in done for ref in d.claims]
+    before = dict(zip(claims, _parallel(state.email_handled, claims), strict=True))
+    settled = {
+        k for k, parts in per_key.items() if all(before.get(r) is not None for r, _ in parts)
+    }
     run = {a.id: a for a in out.alerts}
     cumulative = [a.with_totals(totals[a.id]) if a.id in totals else a for a in out.alerts]
-    sent = notify_due(cumulative, sink, state, window_seconds, run=run)
-    out.alerted = len(sent)
-    out.suppressed = len(cumulative) - len(sent)
+    judged = [a for a in cumulative if a.id not in settled]
+    email_error: Exception | None = None
+    marked = False
+    try:
+        sent = notify_due(judged, sink, state, window_seconds, run=run)
+    except Exception as exc:
+        email_error = exc
+    else:
+        out.alerted, out.suppressed = len(sent), len(judged) - len(sent)
+        try:
+            state.mark_email_handled([r for r in claims if before.get(r) is None])
+            marked = True
+        except Exception:
+            # Unrecorded, a retry could email again: so nothing is retried for Security Hub.
+            marked = False
+
+    skip: set[str] = set()
+    if settled:  # a retry: the keys Security Hub has at their current totals need no import
+        ids = sorted(settled)
+        has = _parallel(state.security_hub_version, ids)
+        skip = {k for k, v in zip(ids, has, strict=True) if v >= totals[k].version}
+    hub = _security_hub(out.alerts, totals, sink, state, deadline, skip)
+    out.rejected = hub.rejected
+    if email_error is not None:
+        out.undelivered = hub.undelivered(set(hub.failed))  # every item is retried
+        raise email_error
+
+    retry: list[_Done] = []
+    retried: set[str] = set()
+    if hub.failed and marked:
+        for d, keys in zip(done, keys_of, strict=True):
+            tries = max((before.get(r) or 0 for r in d.claims), default=0)
+            if d.claims and keys & hub.failed.keys() and tries < SECURITY_HUB_RETRIES:
+                retry.append(d)
+                retried |= keys & hub.failed.keys()
+    out.undelivered = hub.undelivered(retried)
+    if retry:
+        state.count_security_hub_retry([r for d in retry for r in d.claims])
+    return retry
 
 
 def notify_due(
@@ -468,7 +684,11 @@ def notify_due(
             # Give back the claims taken before the failure; the others are not ours.
             _parallel(state.release_alert, [a.id for a, c, _ in claimed if c is not None])
             raise errors[0]
-        due = [(dataclasses.replace(a, reason=c.reason), c) for a, c, _ in claimed if c]
+        due = [
+            (dataclasses.replace(a, reason=c.reason, held=c.held, held_total=c.held_total), c)
+            for a, c, _ in claimed
+            if c
+        ]
     if not due:
         return []
     try:

@@ -13,11 +13,17 @@ the previous one kept:
    request JSON with everything a caller sent) only for row groups where a kept row remains,
    and only those rows kept.
 Low-cardinality string columns are read dictionary-encoded, so no string is copied before rows
-are filtered. Memory stays bounded by one batch of the needed columns, whatever the object size.
+are filtered. Memory stays bounded by one batch of the needed columns, whatever the object size
+or the size of its values: a batch is cut by bytes (``BATCH_BYTES``), not only by rows, and the
+column chunks of a pass too large to hold at once are streamed instead of pre-buffered
+(``PREBUFFER_BYTES``). A batch's request values are cut into the detections' fields and dropped
+before the next batch is read, so only the rows kept hold anything beyond one batch.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +41,41 @@ from detector.parquet_footer import (
     Chunk,
     check_chunks,
     column_chunks,
+    leaf_indices,
     one_line,
     read_footer,
 )
 from detector.spec import Active, Context, Predicate, RequestField
 
+# Rows per batch, at most: what bounds a batch of small values (the columns of 64K rows of a
+# typical object decode to about 8 MB).
 BATCH_ROWS = 64 * 1024
+# Bytes per batch, about: a caller sizes its request (an image push carries the whole image
+# manifest, tens of KB; a stack its template), so rows alone do not bound memory (3,000 calls
+# with 95 KB requests peaked at 1.25 GB). Each pass (predicate columns, detail
+# columns) reads a row group in batches of as many rows as fit in this budget, going by the
+# footer's uncompressed size of the pass's column chunks in that row group (its average per
+# row: values crowded into a part of a row group can make a batch larger than this). A batch
+# is held about twice (decoded, then the rows kept), so 16 MiB costs ~32-48 MB at the peak:
+# small beside the 1024 MB Lambda scanning 4 objects at once, large enough that the 64K-row
+# batches of typical objects (~125 bytes per row) are unchanged.
+BATCH_BYTES = 16 * 1024 * 1024
+MIN_BATCH_ROWS = 16
+# Pre-buffering reads a row group's column chunks for a pass whole (compressed) before the
+# first batch: a few coalesced ranged GETs, but memory for all of them at once. Chunks of a
+# pass holding more than this are streamed instead, ``STREAM_BUFFER_BYTES`` at a time per
+# column (the 128 MB benchmark object's passes hold at most ~15 MB per row group, so it keeps
+# pre-buffering: same GETs and bytes as before).
+PREBUFFER_BYTES = 32 * 1024 * 1024
+STREAM_BUFFER_BYTES = 4 * 1024 * 1024
+# Pages are the writer's: a reader holds at least one decompressed (pyarrow also a dictionary
+# page, for the whole column chunk), whatever its batches. pyarrow's writer puts 1,024 rows in
+# a page, so 95 KB requests make 115 MB pages and a pass needs ~350 MB however it is batched.
+# Row groups whose values average this much per row in a pass are read one at a time in the
+# process (``_LARGE_VALUES``), so the objects scanned in parallel (pipeline.py) cannot each
+# hold such pages at once; typical CloudTrail rows (~125 bytes a pass) are far below it.
+LARGE_ROW_BYTES = 16 * 1024
+_LARGE_VALUES = threading.Lock()
 
 
 @dataclass
@@ -123,15 +158,30 @@ def _index_in(values: pa.Array, watched: pa.Array) -> pa.Array:
     return pc.index_in(values, value_set=watched)
 
 
-def _may_hold(chunk: Chunk, watched: Sequence[bytes]) -> bool:
+# What an operation name (CloudTrail ``eventName``) looks like: ``AssumeRole``,
+# ``GetFunction20150331v2``, ``UpdateDistribution2020_05_31``. Statistics are trusted to skip a
+# row group only when their min and max look like one (a name of another shape only costs
+# reading the column).
+_OPERATION_NAME = re.compile(rb"[A-Z][A-Za-z0-9_]{0,127}")
+
+
+def _may_hold(chunk: Chunk, watched: Sequence[bytes], num_rows: int) -> bool:
     """False only when the chunk's statistics rule out every watched operation.
 
     ``min_value``/``max_value`` compare as unsigned bytes, which for UTF-8 is code point order;
     a chunk with only the legacy ``min``/``max`` (whose order old writers got wrong) is read.
+    So is a chunk whose statistics are implausible, as a flipped bit makes them: a min or max
+    that is no operation name, a min above the max, more nulls than rows.
     """
-    if chunk.min_value is None or chunk.max_value is None:
+    lo, hi = chunk.min_value, chunk.max_value
+    if lo is None or hi is None:
         return True
-    return any(chunk.min_value <= op <= chunk.max_value for op in watched)
+    if lo > hi or not _OPERATION_NAME.fullmatch(lo) or not _OPERATION_NAME.fullmatch(hi):
+        return True
+    nulls = chunk.null_count
+    if nulls is not None and not 0 <= nulls <= min(num_rows, chunk.num_values):
+        return True
+    return any(lo <= op <= hi for op in watched)
 
 
 def _leaf_index(meta: pq.FileMetaData, path: str) -> int:
@@ -271,17 +321,31 @@ class ObjectReader:
             if name_ not in layout.unique
             and (pa.types.is_string(types[path]) or pa.types.is_large_string(types[path]))
         ]
+        # Leaves read by each pass, to size its batches and choose how to read a row group.
+        self._predicate_leaves = leaf_indices(meta, list(self._predicate.values()))
+        self._detail_leaves = leaf_indices(meta, list(self._detail.values()))
         try:
+            # One file for both readers below: its reads are serialised (seek and read under
+            # one lock), whichever reader makes them.
+            self._source = pa.PythonFile(f, mode="r")
             # pre_buffer: pyarrow reads the needed column chunks of a row group as a few
             # coalesced ranges (adjacent chunks merged), so an S3 object costs few ranged GETs:
             # the 4-row-group benchmark object with the CI allowlist, 41 GETs instead of 57
             # without pre-buffering and 106 with 1 MiB reads, for the same 61 MB (47 %).
             self._pf = pq.ParquetFile(
-                f,
+                self._source,
                 metadata=meta,
                 read_dictionary=as_dictionary,
                 buffer_size=1 << 20,
                 pre_buffer=True,
+            )
+            # Without pre-buffering, for passes whose chunks are too large to hold at once.
+            self._streamed = pq.ParquetFile(
+                self._source,
+                metadata=meta,
+                read_dictionary=as_dictionary,
+                buffer_size=STREAM_BUFFER_BYTES,
+                pre_buffer=False,
             )
         except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
             raise BadObject(name, f"corrupt Parquet footer: {one_line(exc)}") from exc
@@ -314,7 +378,7 @@ class ObjectReader:
         for i, group in enumerate(self._row_groups):
             if group.num_rows == 0 or (
                 self._op_index >= 0
-                and not _may_hold(group.chunks[self._op_index], self._watched_bytes)
+                and not _may_hold(group.chunks[self._op_index], self._watched_bytes, group.num_rows)
             ):
                 continue
             self.stats.row_groups_read += 1
@@ -329,6 +393,37 @@ class ObjectReader:
             # keeps them, and peak memory grows with the object instead of one row group.
             pa.default_memory_pool().release_unused()
 
+    def _batches(
+        self, i: int, columns: dict[str, str], leaves: list[int]
+    ) -> Iterator[pa.RecordBatch]:
+        """The ``columns`` of row group ``i`` (``leaves``: their leaf columns), in batches of
+        about ``BATCH_BYTES`` (see there), pre-buffered or streamed (``PREBUFFER_BYTES``).
+
+        A batch the caller has let go of is freed before the next one is decoded: the only
+        reference left is dropped here first.
+        """
+        per_row, stored = self._pass_bytes(i, leaves)
+        rows = min(BATCH_ROWS, max(MIN_BATCH_ROWS, BATCH_BYTES // per_row))
+        pf = self._streamed if stored > PREBUFFER_BYTES else self._pf
+        batches = pf.iter_batches(
+            batch_size=rows, row_groups=[i], columns=list(columns.values()), use_threads=False
+        )
+        for batch in batches:
+            yield batch
+            del batch
+
+    def _pass_bytes(self, i: int, leaves: list[int]) -> tuple[int, int]:
+        """(decoded bytes per row, about; compressed bytes) of the ``leaves`` in row group
+        ``i``, from the footer. A footer understating sizes makes batches of at most
+        ``BATCH_ROWS`` rows, as before batches were cut by bytes."""
+        group = self._row_groups[i]
+        decoded = stored = 0
+        for j in leaves:
+            chunk = group.chunks[j]
+            decoded += max(chunk.uncompressed, chunk.compressed)
+            stored += chunk.compressed
+        return decoded // max(group.num_rows, 1) + 1, stored
+
     def _predicate_batches(
         self, i: int, num_rows: int
     ) -> Iterator[tuple[int, int, pa.RecordBatch | None]]:
@@ -339,33 +434,50 @@ class ObjectReader:
                 yield start, min(BATCH_ROWS, num_rows - start), None
             return
         offset = 0
-        for batch in self._pf.iter_batches(
-            batch_size=BATCH_ROWS,
-            row_groups=[i],
-            columns=list(self._predicate.values()),
-            use_threads=False,
-        ):
-            yield offset, batch.num_rows, batch
-            offset += batch.num_rows
+        for batch in self._batches(i, self._predicate, self._predicate_leaves):
+            n = batch.num_rows
+            yield offset, n, batch
+            del batch
+            offset += n
 
     def _scan_row_group(self, i: int, codes: pa.Array) -> Iterator[KeptRows]:
-        """Kept rows of row group ``i``: predicate columns first, details after."""
+        """Kept rows of row group ``i``: predicate columns first, details after.
+
+        A row group of large values (``LARGE_ROW_BYTES``) is read under ``_LARGE_VALUES``, one
+        at a time in the process, and its (small, normalised) kept rows handed on after.
+        """
+        large = any(
+            self._pass_bytes(i, leaves)[0] >= LARGE_ROW_BYTES
+            for leaves in (self._predicate_leaves, self._detail_leaves)
+            if leaves
+        )
+        if not large:
+            yield from self._read_row_group(i, codes)
+            return
+        with _LARGE_VALUES:
+            parts = list(self._read_row_group(i, codes))
+        yield from parts
+
+    def _read_row_group(self, i: int, codes: pa.Array) -> Iterator[KeptRows]:
         op_mask = pc.is_valid(codes)
         carried: list[dict[str, pa.Array]] = []  # predicate columns and operation, kept rows
         masks: list[dict[str, pa.Array]] = []  # per detection, over the kept rows
         kept_rows: list[int] = []  # row numbers within the row group, ascending
         for start, n, batch in self._predicate_batches(i, len(codes)):
             mask = op_mask.slice(start, n)
-            if not pc.any(mask).as_py():
+            hit = pc.any(mask).as_py()
+            rows = batch.filter(mask) if hit and batch is not None else None
+            del batch  # freed before the next batch is decoded
+            if not hit:
                 continue
             watched = pc.filter(codes.slice(start, n), mask)
             m = len(watched)
             cols: dict[str, pa.Array] = {}
-            if batch is not None:
-                rows = batch.filter(mask)
+            if rows is not None:
                 cols = self._columns(
                     {k: schema.column(rows, p) for k, p in self._predicate.items()}
                 )
+                rows = None
             judged = self._judge(cols, watched)
             kept = None
             for w in self._watches:
@@ -472,19 +584,21 @@ class ObjectReader:
                 yield KeptRows(self._normalise(cols, n), kept)
             return
         offset = done = 0
-        for batch in self._pf.iter_batches(
-            batch_size=BATCH_ROWS,
-            row_groups=[i],
-            columns=list(self._detail.values()),
-            use_threads=False,
-        ):
+        for batch in self._batches(i, self._detail, self._detail_leaves):
             start, end = offset, offset + batch.num_rows
             offset = end
             lo, hi = bisect_left(kept_rows, start), bisect_left(kept_rows, end)
             if lo == hi:
+                del batch  # freed before the next batch is decoded
                 continue
-            rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
+            if hi - lo == batch.num_rows:  # every row kept: no copy
+                rows = batch
+            else:
+                rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
+            del batch
+            # The request is cut into its fields here: its text is let go with ``rows``.
             detail = self._columns({k: schema.column(rows, p) for k, p in self._detail.items()})
+            del rows
             cols, kept = part(lo, hi - lo)
             done += hi - lo
             yield KeptRows(self._normalise(cols | detail, hi - lo), kept)

@@ -47,6 +47,7 @@ GENERIC = pa.schema(
     + [
         ("time_ms", pa.int64()),
         ("principal_id", pa.string()),
+        ("user_type", pa.string()),
         ("session_issuer", pa.string()),
         ("invoked_by", pa.string()),
         ("status", pa.string()),
@@ -92,6 +93,7 @@ class Layout:
 # ``src_domain``: a call AWS makes itself (replication, a cache filling) carries no caller
 # identity, only ``src_endpoint.domain``, and may be judged by it.
 _COMMON_IDENTITY = {
+    "user_type": "actor.user.type",  # CloudTrail's userIdentity.type (AssumedRole, IAMUser, ...)
     "session_issuer": "actor.session.issuer",
     "invoked_by": "actor.invoked_by",
     "src_domain": "src_endpoint.domain",

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from detector.errors import ConfigError
 
+# One parameter's name, or a path ending in "/" (every parameter under it is one allowlist).
 ALLOWLIST_PARAMETER = "ALLOWLIST_PARAMETER"
+# Optional: a path whose parameters are named account lists (detector.aws.ssm).
+ACCOUNT_LISTS_PATH = "ACCOUNT_LISTS_PATH"
+# Optional: read the lake as a Security Lake subscriber, through this role (detector.aws.sts).
+SUBSCRIBER_ROLE_ARN = "SUBSCRIBER_ROLE_ARN"
+SUBSCRIBER_EXTERNAL_ID = "SUBSCRIBER_EXTERNAL_ID"
 ALLOWLIST_CACHE_SECONDS = "ALLOWLIST_CACHE_SECONDS"
 FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
 SECURITY_HUB_ENABLED = "SECURITY_HUB_ENABLED"
@@ -18,6 +25,7 @@ DEDUP_WINDOW_MINUTES = "DEDUP_WINDOW_MINUTES"
 DETECTIONS = "DETECTIONS"
 DEFAULT_DETECTION = "ecr-upload-unknown-user"
 
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -39,6 +47,9 @@ class Settings:
     state_table: str | None = None
     dedup_window_minutes: int = 60
     detections: tuple[str, ...] = (DEFAULT_DETECTION,)
+    account_lists_path: str | None = None
+    subscriber_role_arn: str | None = None
+    subscriber_external_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,8 +65,31 @@ class Settings:
         window = _whole(env, DEDUP_WINDOW_MINUTES, 60)
         table = env.get(STATE_TABLE, "").strip() or None
         slugs = tuple(s.strip() for s in env.get(DETECTIONS, "").split(",") if s.strip())
+        lists = env.get(ACCOUNT_LISTS_PATH, "").strip() or None
+        for name, value in ((ALLOWLIST_PARAMETER, parameter), (ACCOUNT_LISTS_PATH, lists)):
+            if value is not None and value.endswith("/") and not value.startswith("/"):
+                raise ConfigError(f"{name}: a parameter path starts with '/', got {value[:80]!r}")
+        if lists is not None and not lists.endswith("/"):
+            raise ConfigError(
+                f"{ACCOUNT_LISTS_PATH} is a path and ends with '/', got {lists[:80]!r}"
+            )
+        role = env.get(SUBSCRIBER_ROLE_ARN, "").strip() or None
+        external_id = env.get(SUBSCRIBER_EXTERNAL_ID, "").strip() or None
+        if role is not None and not _ROLE_ARN.fullmatch(role):
+            raise ConfigError(f"{SUBSCRIBER_ROLE_ARN} must be an IAM role ARN, got {role[:80]!r}")
+        if external_id is not None and role is None:
+            raise ConfigError(f"{SUBSCRIBER_EXTERNAL_ID} is set but {SUBSCRIBER_ROLE_ARN} is not")
         return cls(
-            parameter, topic, hub_raw in _TRUE, cache, table, window, slugs or (DEFAULT_DETECTION,)
+            parameter,
+            topic,
+            hub_raw in _TRUE,
+            cache,
+            table,
+            window,
+            slugs or (DEFAULT_DETECTION,),
+            lists,
+            role,
+            external_id,
         )
 
 

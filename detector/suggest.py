@@ -8,7 +8,9 @@ match it:
   (``arn:aws:iam::ACCT:role/path/ROLE``, path included, which is what the allowlist compares),
   otherwise the glob ``arn:aws:sts::ACCT:assumed-role/ROLE/*`` over the caller ARN (a bare role
   ARN would match nothing there: no issuer to compare it with);
-- any other caller ARN (IAM user, root, federated user) as it is;
+- a federated user through the IAM user who minted it (its session issuer): the federated name
+  is the caller's choice and is refused as an entry (``allowlist.entry_problem``);
+- any other caller ARN (IAM user, root) as it is;
 - a call with no caller ARN made by an AWS service (``actor.invoked_by``): the service name;
 - a call with no caller identity at all that AWS made itself (replication, pull-through cache):
   its source domain (``src_endpoint.domain``, an AWS service's name), which the allowlist

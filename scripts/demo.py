@@ -21,6 +21,7 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from tests import lake
 
@@ -144,6 +145,23 @@ def write_sample() -> dict[str, Path]:
     return written
 
 
+def with_etags(value: Any, etags: dict[str, str]) -> Any:
+    """A sample event announcing each object with its real ETag, in the JSON nested in it too
+    (SQS body, SNS message); keys of plain S3 notifications are URL-encoded."""
+    if isinstance(value, list):
+        return [with_etags(v, etags) for v in value]
+    if isinstance(value, str) and value.startswith("{"):
+        return json.dumps(with_etags(json.loads(value), etags))
+    if not isinstance(value, dict):
+        return value
+    out = {k: with_etags(v, etags) for k, v in value.items()}
+    real = etags.get(unquote_plus(out["key"])) if isinstance(out.get("key"), str) else None
+    for field in ("etag", "eTag"):
+        if field in out and real is not None:
+            out[field] = real.strip('"')
+    return out
+
+
 def heading(text: str) -> None:
     print(f"\n{'=' * 78}\n{text}\n{'=' * 78}")
 
@@ -211,8 +229,9 @@ def run(written: dict[str, Path]) -> int:
     heading(f"Local AWS (moto) at {os.environ['AWS_ENDPOINT_URL']}: setting up")
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
+    etags = {}
     for key, path in written.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+        etags[key] = s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())["ETag"]
         print(f"s3://{BUCKET}/{key}")
     boto3.client("ssm").put_parameter(Name=PARAMETER, Type="String", Value=ALLOWLIST)
     print(f"SSM parameter {PARAMETER} (the allowlist):")
@@ -249,7 +268,8 @@ def run(written: dict[str, Path]) -> int:
     main_path = "sqs-security-lake-subscriber.json"
     names = sorted((p.name for p in EVENTS.glob("*.json")), key=lambda n: (n != main_path, n))
     for name in names:
-        event = json.loads((EVENTS / name).read_text())
+        # The samples announce a placeholder ETag; every GET is pinned to the announced one.
+        event = with_etags(json.loads((EVENTS / name).read_text()), etags)
         heading(f"lambda_handler(events/{name})")
         handler.reset()
         try:
@@ -282,7 +302,10 @@ def run(written: dict[str, Path]) -> int:
         "(Splunk groups); the first alert:"
     )
     print(safe_json(body["alerts"][0], indent=2)[:4000])
-    print("message attributes:", json.dumps(attributes))
+    keys = ("severity", "detection_id", "pushed", "account_ids", "regions")
+    routing = {k: body[k] for k in keys if k in body}
+    print("for subscription filter policies on the body:", json.dumps(routing))
+    print("message attributes sent:", json.dumps(attributes), "(none: SNS drops them with JSON)")
 
     heading("AWS Security Hub findings, read back with GetFindings")
     for f in hub.get_findings()["Findings"]:

@@ -14,6 +14,11 @@ One table, partition key ``pk`` (string), TTL attribute ``expires_at`` (epoch se
   holder is about to report (``pending_*``) while an email is being sent.
 - ``part#<alert id>#<object hash>``: the marker that one object's events were added to a
   key's totals. Written in the same transaction as the totals, so a retry never adds twice.
+- ``mailed#<bucket>/<key>#<etag>``: which sink got what, for the email: the email decision for
+  the object's alerts was made (the message sent, or held back by the window), so an attempt
+  that is retried afterwards (for Security Hub's sake, say) does not email again, window or
+  not; ``hub_retries`` counts how often Security Hub sent the object back. On the key item,
+  ``hub_v``: the version of the totals Security Hub last got.
 
 Totals use optimistic concurrency (a ``version`` attribute) so concurrent invocations never lose
 an update.
@@ -74,6 +79,13 @@ class AlertClaim:
     window_start: int  # alerted_at after the email: now for a new window, else unchanged
     success: bool  # a successful call has been reported in the window
     reported: frozenset[str]  # escalation values of successful calls reported in the window
+    # More values were reported in the window than ``reported`` can hold: none is new again.
+    overflow: bool = False
+    escalated: bool = False  # the window's one NEW_VALUE email is used (by this one or before)
+    # Values held since the last email (past a window's escalation), to list in this one, and
+    # how many distinct values were held in all.
+    held: frozenset[str] = frozenset()
+    held_total: int = 0
 
 
 def object_id(ref: ObjectRef) -> str:
@@ -285,13 +297,23 @@ class StateTable:
         """Whether this invocation should email about the key, and why; None if not.
 
         Due when no email went out within the window (``NEW``), or, within it, when this is
-        the first successful call after failures only (``FIRST_SUCCESS``) or a successful
-        call with an escalation value not reported yet (``NEW_VALUE``). What an invocation holding
-        the lease is about to send counts as reported: it sends it, or fails and its retry
-        does. The lease records what this one will send, for the same reason.
+        the first successful call after failures only (``FIRST_SUCCESS``) or, once per window,
+        a successful call with an escalation value not reported yet (``NEW_VALUE``): at most
+        three emails per key and window, however many new values an attacker makes. Values
+        that come after the window's one escalation are not emailed then: they are held
+        (``held_repos``, at most ``MAX_REPORTED_REPOS``, with an exact count) and listed in the
+        key's next email. A value once reported in a window is never reported as new again in
+        it: when more were reported than the item can remember (``reported_overflow``), no
+        value counts as new for the rest of the window.
+
+        What an invocation holding the lease is about to send counts as reported: it sends
+        it, or fails and its retry does. The lease records what this one will send, for the
+        same reason.
         """
         pk = f"key#{key_id}"
-        ours = frozenset(sorted(v[:MAX_VALUE_CHARS] for v in values)[:MAX_REPORTED_REPOS])
+        cut = sorted({v[:MAX_VALUE_CHARS] for v in values})
+        ours = frozenset(cut[:MAX_REPORTED_REPOS])
+        ours_overflow = len(cut) > MAX_REPORTED_REPOS
         for _ in range(_MAX_CONFLICTS):
             now = int(self.clock())
             item = self._get(pk)
@@ -303,38 +325,55 @@ class StateTable:
             pending = _strings(item, "pending_repos") if leased else frozenset()
             reported_ok = in_window and _bool(item, "alerted_success")
             pending_ok = leased and _bool(item, "pending_success")
+            escalated = (in_window and _bool(item, "alerted_escalation")) or (
+                leased and _bool(item, "pending_escalation")
+            )
+            overflow = (in_window and _bool(item, "reported_overflow")) or (
+                leased and _bool(item, "pending_overflow")
+            )
+            fresh = frozenset() if overflow else ours - reported - pending
+            held = _strings(item, "held_repos")
+            held_total = _opt_int(item, "held_total") or 0
+            version = _opt_int(item, "alert_v")
             if not (in_window or leased):
                 reason = NEW
             elif success and not (reported_ok or pending_ok):
                 reason = FIRST_SUCCESS
-            elif ours - reported - pending:
+            elif fresh and not escalated:
                 reason = NEW_VALUE
             else:
+                # Past the window's escalation: hold the new values for the next email.
+                if fresh and not self._hold(pk, version, held, held_total, fresh):
+                    continue  # the window changed under us: look again
                 return None
             remembered = reported | ours
-            if len(remembered) > MAX_REPORTED_REPOS:  # keep the item small: forget older ones
-                remembered = ours
             claim = AlertClaim(
                 reason=reason,
                 window_start=alerted_at if in_window and alerted_at is not None else now,
                 success=reported_ok or success,
-                reported=remembered,
+                reported=frozenset(sorted(remembered)[:MAX_REPORTED_REPOS]),
+                overflow=overflow or ours_overflow or len(remembered) > MAX_REPORTED_REPOS,
+                escalated=escalated or reason == NEW_VALUE,
+                held=held,
+                held_total=held_total,
             )
-            version = _opt_int(item, "alert_v")
             attrs: dict[str, Any] = {
                 ":lease": _n(now + self.lease_seconds),
                 ":ps": {"BOOL": pending_ok or success},
+                ":pe": {"BOOL": claim.escalated and not (in_window and escalated)},
+                ":po": {"BOOL": claim.overflow},
                 ":v1": _n((version or 0) + 1),
                 ":exp": _n(now + KEY_TTL),
             }
             update = (
-                "SET alert_lease = :lease, pending_success = :ps, alert_v = :v1, "
+                "SET alert_lease = :lease, pending_success = :ps, pending_escalation = :pe, "
+                "pending_overflow = :po, alert_v = :v1, "
                 "expires_at = if_not_exists(expires_at, :exp)"
             )
             pending_next = pending | ours
-            if pending_next and len(pending_next) <= MAX_REPORTED_REPOS:
+            if pending_next:
                 update += ", pending_repos = :pr"
-                attrs[":pr"] = {"SS": sorted(pending_next)}
+                attrs[":pr"] = {"SS": sorted(pending_next)[:MAX_REPORTED_REPOS]}
             if version is None:
                 condition = "attribute_not_exists(alert_v)"
             else:
@@ -355,25 +394,81 @@ class StateTable:
             return claim
         raise StateUnavailable(f"DynamoDB table {self.table}: {pk} alert window kept changing")
 
+    def _hold(
+        self,
+        pk: str,
+        version: int | None,
+        held: frozenset[str],
+        held_total: int,
+        fresh: frozenset[str],
+    ) -> bool:
+        """Add ``fresh`` to the values held for the key's next email; False if the window
+        changed meanwhile (the caller looks again). Bounded: at most ``MAX_REPORTED_REPOS``
+        values are kept, ``held_total`` counts every distinct one added."""
+        new = fresh - held
+        if not new:
+            return True
+        kept = sorted(held | new)[:MAX_REPORTED_REPOS]
+        attrs: dict[str, Any] = {
+            ":h": {"SS": kept},
+            ":ht": _n(held_total + len(new)),
+            ":v1": _n((version or 0) + 1),
+        }
+        condition = "attribute_not_exists(alert_v)"
+        if version is not None:
+            condition = "alert_v = :v0"
+            attrs[":v0"] = _n(version)
+        try:
+            self._call(
+                "hold values",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": pk}},
+                UpdateExpression="SET held_repos = :h, held_total = :ht, alert_v = :v1",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=attrs,
+            )
+        except ClientError:
+            return False
+        return True
+
     def confirm_alert(self, key_id: str, claim: AlertClaim) -> None:
-        """The email went out: record the window and what it reported; drop the lease."""
+        """The email went out: record the window and what it reported; drop the lease and the
+        values held for this email."""
         values: dict[str, Any] = {
             ":at": _n(claim.window_start),
             ":ok": {"BOOL": claim.success},
+            ":esc": {"BOOL": claim.escalated},
+            ":of": {"BOOL": claim.overflow},
         }
-        update = "SET alerted_at = :at, alerted_success = :ok"
+        update = (
+            "SET alerted_at = :at, alerted_success = :ok, alerted_escalation = :esc, "
+            "reported_overflow = :of"
+        )
+        remove = [
+            "alert_lease",
+            "pending_repos",
+            "pending_success",
+            "pending_escalation",
+            "pending_overflow",
+        ]
         if claim.reported:
             update += ", reported_repos = :r"
             values[":r"] = {"SS": sorted(claim.reported)}
-            remove = " REMOVE alert_lease, pending_repos, pending_success"
         else:
-            remove = " REMOVE alert_lease, pending_repos, pending_success, reported_repos"
+            remove.append("reported_repos")
+        if claim.held:
+            # Shown in this email: held values added meanwhile (a new hold) stay for the next.
+            update += ", held_total = held_total - :hn"
+            values[":hn"] = _n(claim.held_total)
+            update += " DELETE held_repos :hv"
+            values[":hv"] = {"SS": sorted(claim.held)}
         self._call(
             "confirm alert",
             self.client.update_item,
             TableName=self.table,
             Key={"pk": {"S": f"key#{key_id}"}},
-            UpdateExpression=update + remove,
+            UpdateExpression=update + " REMOVE " + ", ".join(remove),
             ExpressionAttributeValues=values,
         )
 
@@ -385,7 +480,8 @@ class StateTable:
                 self.client.update_item,
                 TableName=self.table,
                 Key={"pk": {"S": f"key#{key_id}"}},
-                UpdateExpression="REMOVE alert_lease, pending_repos, pending_success",
+                UpdateExpression="REMOVE alert_lease, pending_repos, pending_success, "
+                "pending_escalation, pending_overflow",
             )
 
     def _get(self, pk: str) -> dict[str, Any]:
@@ -398,6 +494,65 @@ class StateTable:
         )
         item: dict[str, Any] = got.get("Item", {})
         return item
+
+    # --- which sink got what: the email and Security Hub, each on its own ---------------------
+    def email_handled(self, ref: ObjectRef) -> int | None:
+        """Whether an earlier attempt settled the email for this object's alerts (sent it, or
+        the window held it back): None if not, else how many times Security Hub has sent the
+        object back for a retry since."""
+        item = self._get(f"mailed#{object_id(ref)}")
+        if not item:
+            return None
+        return _opt_int(item, "hub_retries") or 0
+
+    def mark_email_handled(self, refs: Iterable[ObjectRef]) -> None:
+        """The email for these objects' alerts is settled: a retry of them must not send it
+        again. Keeps the count of Security Hub retries already recorded."""
+        now = int(self.clock())
+        for ref in refs:
+            self._call(
+                "record the email",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"mailed#{object_id(ref)}"}},
+                UpdateExpression="SET expires_at = :exp, "
+                "hub_retries = if_not_exists(hub_retries, :zero)",
+                ExpressionAttributeValues={":exp": _n(now + OBJECT_TTL), ":zero": _n(0)},
+            )
+
+    def count_security_hub_retry(self, refs: Iterable[ObjectRef]) -> None:
+        """Security Hub sent these objects back once more (their email is settled)."""
+        now = int(self.clock())
+        for ref in refs:
+            self._call(
+                "count a Security Hub retry",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"mailed#{object_id(ref)}"}},
+                UpdateExpression="SET expires_at = :exp ADD hub_retries :one",
+                ExpressionAttributeValues={":exp": _n(now + OBJECT_TTL), ":one": _n(1)},
+            )
+
+    def security_hub_version(self, key_id: str) -> int:
+        """The version of the key's totals Security Hub last got (0: none recorded)."""
+        return _opt_int(self._get(f"key#{key_id}"), "hub_v") or 0
+
+    def record_security_hub(self, key_id: str, version: int) -> None:
+        """Security Hub got the key's totals at ``version``; a newer record is kept."""
+        try:
+            self._call(
+                "record Security Hub",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"key#{key_id}"}},
+                UpdateExpression="SET hub_v = :v",
+                # Never creates a key item (it would have no expiry), never goes backwards.
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(hub_v) OR hub_v < :v)",
+                ExpressionAttributeValues={":v": _n(version)},
+            )
+        except ClientError:
+            return  # a newer version is recorded already (or the key is gone)
 
 
 def _strings(item: dict[str, Any], name: str) -> frozenset[str]:

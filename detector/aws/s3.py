@@ -5,6 +5,12 @@ GET of its tail (the Parquet footer), then a ranged GET for each byte range the 
 The reader reads only a few column chunks (and those only for row groups that need them), so a
 large object costs a fraction of its bytes. Ranged GETs go through boto3 like every other call,
 so credentials, retries, ``AWS_ENDPOINT_URL`` and moto work as for the rest of the detector.
+
+Every GET is pinned to the object announced: ``If-Match`` with the announced ETag (from the
+first GET when none was announced) and ``VersionId`` when the notification names a version. An
+object overwritten since its announcement is not read under the old announcement's name: S3
+answers 412 and the read fails with ``ObjectChanged`` (the item is retried, then dead-lettered;
+the overwrite has an announcement of its own, which reads the new content).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.errors import ObjectUnreadable, SourceUnavailable
+from detector.errors import ObjectChanged, ObjectUnreadable, SourceUnavailable
 from detector.objects import ObjectRef, is_data_key
 
 if TYPE_CHECKING:
@@ -73,11 +79,14 @@ class RangedObject(io.RawIOBase):
 
     The first GET fetches the tail: the whole object when ``size_hint`` says it is small (or
     when it turns out to be), else the last ``TAIL_BYTES``. It also tells the size and the ETag.
-    Later GETs carry ``If-Match`` with that ETag, so an object replaced while being read fails
-    (``PreconditionFailed``) instead of mixing two versions. Memory held: the tail, whatever
-    the object's size; other ranges are handed to the reader, not kept.
+    ``etag`` (the announced ETag) pins the first GET too: an object that is no longer the one
+    announced is not read (``ObjectChanged``). Later GETs carry ``If-Match`` with the ETag, so
+    an object replaced while being read fails (``ObjectChanged``) instead of mixing two
+    versions. ``version_id`` (the announced version) is asked for by every GET. Memory held:
+    the tail, whatever the object's size; other ranges are handed to the reader, not kept.
 
-    Any failed GET raises ``ObjectUnreadable`` with the S3 error code (e.g. ``NoSuchKey``).
+    Any failed GET raises ``ObjectUnreadable`` with the S3 error code (e.g. ``NoSuchKey``;
+    ``PreconditionFailed`` as ``ObjectChanged``).
     """
 
     def __init__(
@@ -88,6 +97,8 @@ class RangedObject(io.RawIOBase):
         *,
         size_hint: int | None = None,
         stats: FetchStats | None = None,
+        etag: str | None = None,
+        version_id: str | None = None,
     ) -> None:
         super().__init__()
         self._client = client
@@ -97,7 +108,9 @@ class RangedObject(io.RawIOBase):
         self.requests = 0
         self.bytes_fetched = 0
         self._stats = stats
-        self._etag: str | None = None
+        self._announced = _quoted(etag)
+        self._etag: str | None = self._announced
+        self._version_id = version_id or None
         self._pos = 0
         if size_hint is None:
             first = SMALL_OBJECT_BYTES  # one GET if it is small after all
@@ -178,13 +191,7 @@ class RangedObject(io.RawIOBase):
 
     def _get(self, start: int, stop: int) -> bytes:
         """One ranged GET of ``[start, stop)``, pinned to the ETag of the first GET."""
-        args: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": self._key,
-            "Range": f"bytes={start}-{stop - 1}",
-        }
-        if self._etag is not None:
-            args["IfMatch"] = self._etag
+        args = self._pinned() | {"Range": f"bytes={start}-{stop - 1}"}
         data, _ = self._request(args)
         if len(data) != stop - start:
             raise ObjectUnreadable(
@@ -196,7 +203,7 @@ class RangedObject(io.RawIOBase):
 
     def _first_get(self, length: int) -> tuple[int, int, bytes]:
         """(object size, where the fetched tail starts, the tail) from one GET."""
-        args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        args = self._pinned()
         if length <= 0:
             data, resp = self._request(args)  # an empty object: no range to ask for
         else:
@@ -206,7 +213,7 @@ class RangedObject(io.RawIOBase):
                 if exc.code != "InvalidRange":  # S3's answer to any range of an empty object
                     raise
                 data, resp = self._request(args)
-        self._etag = resp.get("ETag")
+        self._etag = resp.get("ETag") or self._announced
         content_range = resp.get("ContentRange")  # "bytes 100-199/200"
         if not content_range:  # the whole object (200 instead of 206)
             return len(data), 0, data
@@ -214,17 +221,47 @@ class RangedObject(io.RawIOBase):
         start = int(span.partition("-")[0])
         return int(total), start, data
 
+    def _pinned(self) -> dict[str, Any]:
+        """A GET's arguments naming this object: its version, if announced, and its ETag."""
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        if self._version_id is not None:
+            args["VersionId"] = self._version_id
+        if self._etag is not None:
+            args["IfMatch"] = self._etag
+        return args
+
     def _request(self, args: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         try:
             resp = cast("dict[str, Any]", self._client.get_object(**args))
             data = resp["Body"].read()
         except (ClientError, BotoCoreError) as exc:
+            if _code(exc) == "PreconditionFailed":
+                raise ObjectChanged(self.uri, self._changed()) from exc
             raise ObjectUnreadable(self.uri, _reason(exc), code=_code(exc)) from exc
         self.requests += 1
         self.bytes_fetched += len(data)
         if self._stats is not None:
             self._stats.add(len(data))
         return data, resp
+
+    def _changed(self) -> str:
+        version = f", version {self._version_id}" if self._version_id is not None else ""
+        if self.requests == 0 and self._announced is not None:
+            return (
+                f"changed since it was announced: S3 no longer holds ETag {self._announced}"
+                f"{version} (PreconditionFailed), so it was not read. Retrying cannot succeed; "
+                "the object written over it is announced with its own ETag and read then"
+            )
+        return (
+            f"changed while being read: S3 no longer holds ETag {self._etag}{version} of its "
+            "first read (PreconditionFailed); nothing read from it counts"
+        )
+
+
+def _quoted(etag: str | None) -> str | None:
+    """An ETag as S3 sends it (quoted), however the notification wrote it; None if empty."""
+    bare = (etag or "").strip().strip('"')
+    return f'"{bare}"' if bare else None
 
 
 class S3Store:
@@ -259,14 +296,22 @@ class S3Store:
             raise SourceUnavailable(f"{uri}: cannot list: {_reason(exc)}") from exc
 
     def open(self, ref: ObjectRef) -> IO[bytes]:
-        """The object as a seekable file: one GET when small, else ranges as they are read.
+        """The object as a seekable file: one GET when small, else ranges as they are read;
+        every GET pinned to ``ref.etag`` and ``ref.version_id`` when given.
 
-        Raises ``ObjectUnreadable`` (with the S3 error code) when the first GET fails; a later
-        ranged GET raises it from inside the Parquet reader.
+        Raises ``ObjectUnreadable`` (with the S3 error code; ``ObjectChanged`` when the object
+        is not the one announced) when the first GET fails; a later ranged GET raises it from
+        inside the Parquet reader.
         """
         assert ref.bucket is not None
         ranged = RangedObject(
-            self.client, ref.bucket, ref.key, size_hint=ref.size, stats=self.stats
+            self.client,
+            ref.bucket,
+            ref.key,
+            size_hint=ref.size,
+            stats=self.stats,
+            etag=ref.etag,
+            version_id=ref.version_id,
         )
         return cast("IO[bytes]", ranged)
 

@@ -2,17 +2,26 @@
 
 - At most 100 findings and 6 MB per call (the service's limits), so a run of any size is split.
 - A finding can fail on its own while the call succeeds (``FailedCount``/``FailedFindings``):
-  those are retried with exponential backoff, and whatever still fails raises ``PublishFailed``.
-  Nothing is dropped silently.
-- A throttled or failed call (``ClientError`` 5xx/throttling, connection errors) is retried the
-  same way; an error that retrying cannot fix (access denied, Security Hub not enabled, invalid
-  input) raises at once.
+  those are retried with jittered exponential backoff, and whatever still fails is reported
+  (``Report.failed``). Nothing is dropped silently.
+- A throttled or failed call (``ClientError`` 5xx/throttling, connection errors) is retried:
+  first by botocore itself (``retries={"mode": "adaptive"}``: full-jitter backoff, and a
+  client-side rate limiter that slows this client down when Security Hub throttles it, so
+  concurrent invocations back off instead of spending their attempts in lockstep against the
+  quota of 10 requests a second, burst 30), then by this adapter with jittered backoff. An error
+  that retrying cannot fix (access denied, Security Hub not enabled, invalid input) stops at
+  once.
 - A finding rejected for good (our own ``detector.asff.validate``, or Security Hub's
   ``InvalidInput``/access errors for that finding) does not hold the others back, nor the
   email: it is returned in ``Report.rejected`` with its Id and why, for the caller to log and
-  count (metric ``SecurityHubRejected``). Only what a later attempt can cure raises.
-- Batches are sent in parallel (``MAX_PARALLEL_BATCHES``), and no batch starts once
-  ``deadline`` says the function's time is nearly up: it raises ``PublishFailed`` instead.
+  count (metric ``SecurityHubRejected``).
+- Batches are sent in parallel (``MAX_PARALLEL_BATCHES``), and no batch or retry starts once
+  ``deadline`` says the function's time is nearly up.
+- ``deliver`` says what happened to every finding and never raises for Security Hub's sake:
+  imported, ``rejected`` (for good, per finding), ``failed`` (a later attempt may import it:
+  throttling, 5xx, unreachable, out of time) or ``blocked`` (the call was refused for good:
+  Security Hub not enabled, access denied). ``publish`` raises ``SecurityHubFailed`` (a
+  ``PublishFailed`` carrying that report) when anything failed or was blocked.
 
 Retrying is safe: a re-import of the same ``Id`` updates the finding instead of adding one.
 Decisions look at error codes and HTTP status only, never at message text.
@@ -21,6 +30,7 @@ Decisions look at error codes and HTTP status only, never at message text.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.asff import validate
@@ -40,12 +51,17 @@ if TYPE_CHECKING:
     from mypy_boto3_securityhub.type_defs import AwsSecurityFindingUnionTypeDef
 
 TARGET = "securityhub"
-MAX_BATCH = 100
+MAX_BATCH = 100  # BatchImportFindings' maximum
 # 6 MB per call, less room for the request envelope.
 MAX_BATCH_BYTES = 6 * 1024 * 1024 - 64 * 1024
 MAX_PARALLEL_BATCHES = 4
 BASE_DELAY = 0.5
 MAX_DELAY = 8.0
+# The default client's retries: adaptive mode (standard retries with full-jitter backoff, plus
+# client-side rate limiting that adapts to throttling responses). Each attempt botocore makes is
+# one of ours, so a throttled call gets at most MAX_CLIENT_ATTEMPTS x max_attempts tries.
+MAX_CLIENT_ATTEMPTS = 4
+CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": MAX_CLIENT_ATTEMPTS})
 
 # Error codes of a whole call that a later attempt can cure.
 RETRYABLE_CALL_CODES = frozenset(
@@ -74,10 +90,34 @@ _MAX_REPORTED = 10
 
 @dataclass
 class Report:
-    """What an import did: how many findings were imported, which were rejected for good."""
+    """What an import did: how many findings were imported, which were rejected for good, which
+    a later attempt may still import, and which Security Hub refused to take at all.
+
+    Every list holds (finding Id, why), the Id escaped as in ``rejected``. ``disabled``: there
+    is no Security Hub to write to (``SECURITY_HUB_ENABLED=false``), nothing was tried.
+    """
 
     imported: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (finding Id, why)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    blocked: list[tuple[str, str]] = field(default_factory=list)
+    disabled: bool = False
+
+
+class SecurityHubFailed(PublishFailed):
+    """Some findings were not imported: ``report`` says which, and whether retrying may help."""
+
+    def __init__(self, reason: str, report: Report) -> None:
+        super().__init__(TARGET, reason)
+        self.report = report
+
+
+class _CallFailed(PublishFailed):
+    """A ``BatchImportFindings`` call gave up; ``retryable``: a later attempt may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(TARGET, reason)
+        self.retryable = retryable
 
 
 @dataclass
@@ -87,7 +127,8 @@ class _Batch:
     imported: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    failed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    blocked: list[tuple[str, str]] = field(default_factory=list)
     cause: BaseException | None = None  # the error that made a call give up, if one did
 
 
@@ -98,6 +139,7 @@ class SecurityHubPublisher:
         *,
         max_attempts: int = 3,
         sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -105,13 +147,14 @@ class SecurityHubPublisher:
         self._lock = threading.Lock()
         self.max_attempts = max_attempts
         self.sleep = sleep
+        self.rand = rand  # in [0, 1): the jitter of each backoff
 
     @property
     def client(self) -> SecurityHubClient:
         # Batches are sent from several threads; building a boto3 client is not thread-safe.
         with self._lock:
             if self._client is None:
-                self._client = boto3.client("securityhub")
+                self._client = boto3.client("securityhub", config=CLIENT_CONFIG)
             return self._client
 
     def publish(
@@ -123,9 +166,31 @@ class SecurityHubPublisher:
         """Import every finding, batches in parallel.
 
         Findings rejected for good are returned in ``Report.rejected``. Raises
-        ``PublishFailed`` naming the findings a later attempt could still import (throttling,
-        5xx, time running out per ``deadline``), once every batch has been tried.
+        ``SecurityHubFailed`` naming the findings that were not imported (throttling, 5xx,
+        time running out per ``deadline``, Security Hub refusing the call), once every batch
+        has been tried; its ``report`` tells them apart.
         """
+        report, failures, cause = self._deliver(asff_findings, deadline)
+        if failures:
+            missed = len(report.failed) + len(report.blocked)
+            reason = _summary(failures, missed, report.imported)
+            raise SecurityHubFailed(reason, report) from cause
+        return report
+
+    def deliver(
+        self,
+        asff_findings: Sequence[Mapping[str, Any]],
+        *,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Report:
+        """Like ``publish``, but what was not imported is only reported, never raised."""
+        return self._deliver(asff_findings, deadline)[0]
+
+    def _deliver(
+        self,
+        asff_findings: Sequence[Mapping[str, Any]],
+        deadline: Callable[[], bool] | None,
+    ) -> tuple[Report, list[str], BaseException | None]:
         report = Report()
         valid: list[Mapping[str, Any]] = []
         for i, finding in enumerate(asff_findings):
@@ -139,26 +204,25 @@ class SecurityHubPublisher:
 
         def one(batch: list[Mapping[str, Any]]) -> _Batch:
             if deadline is not None and deadline():
-                why = f"{len(batch)} finding(s) not sent: the function is out of time"
-                return _Batch(failures=[why], failed=len(batch))
-            return self._import(batch)
+                return _out_of_time(batch)
+            return self._import(batch, deadline)
 
         failures: list[str] = []
-        failed = 0
         cause: BaseException | None = None
         workers = max(1, min(MAX_PARALLEL_BATCHES, len(batches)))
         with ThreadPoolExecutor(workers, thread_name_prefix="securityhub") as pool:
             for result in pool.map(one, batches):
                 report.imported += result.imported
                 report.rejected += result.rejected
+                report.failed += result.failed
+                report.blocked += result.blocked
                 failures += result.failures
-                failed += result.failed
                 cause = cause or result.cause
-        if failures:
-            raise PublishFailed(TARGET, _summary(failures, failed, report.imported)) from cause
-        return report
+        return report, failures, cause
 
-    def _import(self, batch: list[Mapping[str, Any]]) -> _Batch:
+    def _import(
+        self, batch: list[Mapping[str, Any]], deadline: Callable[[], bool] | None = None
+    ) -> _Batch:
         """One batch, retrying the findings that failed. What was imported or rejected before
         a call gives up is still counted."""
         result = _Batch()
@@ -166,10 +230,14 @@ class SecurityHubPublisher:
         failed: dict[str, str] = {}  # Id -> why it was not imported
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = self._call(pending, result.imported)
-            except PublishFailed as exc:
+                response = self._call(pending, result.imported, deadline)
+            except _CallFailed as exc:
                 result.failures.append(exc.reason)
-                result.failed += len(pending)
+                missed = [(_finding_name(f, i), exc.reason) for i, f in enumerate(pending)]
+                if exc.retryable:
+                    result.failed += missed
+                else:
+                    result.blocked += missed
                 result.cause = exc.__cause__
                 return result
             errors = _errors(response, pending)
@@ -187,34 +255,54 @@ class SecurityHubPublisher:
                     retry.append(finding)
             if not retry or attempt == self.max_attempts:
                 break
-            self.sleep(_delay(attempt))
+            if deadline is not None and deadline():
+                break  # no time for another attempt: they stay failed, a retry imports them
+            self.sleep(_delay(attempt, self.rand()))
             for finding in retry:
                 failed.pop(str(finding.get("Id")), None)
             pending = retry
         result.failures += failed.values()
-        result.failed += len(failed)
+        result.failed += [(safe_text(fid, 200), why) for fid, why in failed.items()]
         return result
 
-    def _call(self, findings: list[Mapping[str, Any]], before: int) -> Mapping[str, Any]:
+    def _call(
+        self,
+        findings: list[Mapping[str, Any]],
+        before: int,
+        deadline: Callable[[], bool] | None = None,
+    ) -> Mapping[str, Any]:
         """``BatchImportFindings``, retrying the call itself when throttled or failing."""
         payload = cast("list[AwsSecurityFindingUnionTypeDef]", findings)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self.client.batch_import_findings(Findings=payload)
             except ClientError as exc:
-                if not _retryable(exc) or attempt == self.max_attempts:
-                    raise PublishFailed(
-                        TARGET, _call_failed(_error_code(exc), attempt, before, len(findings))
+                retryable = _retryable(exc)
+                if not retryable or attempt == self.max_attempts or _late(deadline):
+                    raise _CallFailed(
+                        _call_failed(_error_code(exc), attempt, before, len(findings)),
+                        retryable=retryable,
                     ) from exc
             except BotoCoreError as exc:
-                if attempt == self.max_attempts:
-                    raise PublishFailed(
-                        TARGET, _call_failed(type(exc).__name__, attempt, before, len(findings))
+                if attempt == self.max_attempts or _late(deadline):
+                    raise _CallFailed(
+                        _call_failed(type(exc).__name__, attempt, before, len(findings)),
+                        retryable=True,
                     ) from exc
             else:
                 return cast("Mapping[str, Any]", response)
-            self.sleep(_delay(attempt))
+            self.sleep(_delay(attempt, self.rand()))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _late(deadline: Callable[[], bool] | None) -> bool:
+    return deadline is not None and deadline()
+
+
+def _out_of_time(batch: list[Mapping[str, Any]]) -> _Batch:
+    why = f"{len(batch)} finding(s) not sent: the function is out of time"
+    failed = [(_finding_name(f, i), why) for i, f in enumerate(batch)]
+    return _Batch(failures=[why], failed=failed)
 
 
 def _errors(
@@ -253,9 +341,12 @@ def _batches(findings: Sequence[Mapping[str, Any]]) -> Iterator[list[Mapping[str
         yield batch
 
 
-def _delay(attempt: int) -> float:
-    """Exponential backoff: 0.5 s, 1 s, 2 s, ... capped at ``MAX_DELAY``."""
-    return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempt - 1)))
+def _delay(attempt: int, jitter: float = 1.0) -> float:
+    """Exponential backoff with equal jitter: up to 0.5 s, 1 s, 2 s, ... (capped at
+    ``MAX_DELAY``), at least half of it. ``jitter`` in [0, 1] picks where in between, so
+    invocations throttled together do not all come back at the same moment."""
+    ceiling = float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempt - 1)))
+    return ceiling / 2 + ceiling / 2 * min(1.0, max(0.0, jitter))
 
 
 def _error_code(exc: ClientError) -> str:

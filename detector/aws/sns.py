@@ -17,7 +17,6 @@ from detector.errors import PublishFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
-    from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef
 
 # Error codes worth another try: throttling (SNS says "Throttled"; other spellings from the
 # wider AWS family, KMS behind an encrypted topic) and server-side faults. Any HTTP status of
@@ -108,18 +107,16 @@ class SnsPublisher:
         return ids
 
     def _publish_one(self, message: Message, n: int, total: int, done: int) -> str:
-        attrs: dict[str, MessageAttributeValueTypeDef] = {
-            name: {"DataType": a["DataType"], "StringValue": a["StringValue"]}
-            for name, a in message.attributes.items()
-        }
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self.client.publish(
                     TopicArn=self.topic_arn,
                     Subject=message.subject,
                     Message=message.message,
+                    # One body per protocol (email text, JSON for the rest). SNS sends message
+                    # attributes only with the String structure, so none are sent: filter
+                    # policies match the JSON body's top-level keys instead (digest.routing).
                     MessageStructure="json",
-                    MessageAttributes=attrs,
                 )
                 return response["MessageId"]
             except (ClientError, BotoCoreError) as exc:

@@ -1,16 +1,24 @@
-"""SSM Parameter Store adapter: the allowlist, cached for a while so warm calls cost nothing."""
+"""SSM Parameter Store adapter: the allowlist, cached for a while so warm calls cost nothing.
+
+``ALLOWLIST_PARAMETER`` names one parameter, or a path ending in ``/``: then every parameter
+under it (recursively) is part of one allowlist, so teams can own their own parameters. An
+optional ``ACCOUNT_LISTS_PATH`` holds named account lists, one parameter each (its last path
+segment is the list's name), that allowlist entries may be written over
+(``arn:aws:iam::{ci-accounts}:role/ci-deployer``; see ``detector.allowlist``). Errors name the
+parameter and the line.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.allowlist import Allowlist
+from detector.allowlist import Allowlist, account_list
 from detector.errors import AllowlistUnavailable
 
 if TYPE_CHECKING:
@@ -18,10 +26,13 @@ if TYPE_CHECKING:
 
 # botocore's standard retry mode backs off on throttling and 5xx before we see an error.
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+# Parameters read under one path at the most: far more than teams own, small enough that a
+# path pointed at the wrong tree fails at once instead of reading an account's every parameter.
+MAX_PARAMETERS = 1_000
 
 
 class AllowlistStore:
-    """Reads the allowlist parameter (String, StringList or SecureString) with a TTL cache."""
+    """Reads the allowlist parameter(s) (String, StringList or SecureString) with a TTL cache."""
 
     def __init__(
         self,
@@ -30,12 +41,14 @@ class AllowlistStore:
         *,
         cache_seconds: int = 300,
         clock: Callable[[], float] = time.monotonic,
+        account_lists_path: str | None = None,
     ) -> None:
         self.name = name
         self._client = client
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cached: tuple[float, Allowlist] | None = None
+        self.account_lists_path = account_lists_path
 
     @property
     def client(self) -> SSMClient:
@@ -48,15 +61,60 @@ class AllowlistStore:
         now = self._clock()
         if self._cached is not None and now - self._cached[0] < self.cache_seconds:
             return self._cached[1]
-        try:
-            param = self.client.get_parameter(Name=self.name, WithDecryption=True)["Parameter"]
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code, message = err.get("Code", "ClientError"), err.get("Message", "")
-            raise AllowlistUnavailable(f"SSM parameter {self.name}: {code}: {message}") from exc
-        except BotoCoreError as exc:
-            raise AllowlistUnavailable(f"SSM parameter {self.name}: {exc}") from exc
-        # A StringList value is comma-separated, which the parser accepts as it is.
-        allowlist = Allowlist.parse(param.get("Value", ""), source=f"ssm:{self.name}")
+        accounts: dict[str, tuple[str, ...]] = {}
+        if self.account_lists_path:
+            for name, value in self._read_path(self.account_lists_path):
+                accounts[name.rstrip("/").rsplit("/", 1)[-1]] = account_list(value, f"ssm:{name}")
+        if self.name.endswith("/"):
+            entries: list[str] = []
+            for name, value in self._read_path(self.name):
+                # A StringList value is comma-separated, which the parser accepts as it is.
+                entries += Allowlist.parse_entries(value, f"ssm:{name}", accounts)
+            allowlist = Allowlist.combine(entries, f"ssm:{self.name}")
+        else:
+            value = self._read_one(self.name)
+            allowlist = Allowlist.parse(value, source=f"ssm:{self.name}", accounts=accounts)
         self._cached = (now, allowlist)
         return allowlist
+
+    def _read_one(self, name: str) -> str:
+        try:
+            param = self.client.get_parameter(Name=name, WithDecryption=True)["Parameter"]
+        except ClientError as exc:
+            raise AllowlistUnavailable(f"SSM parameter {name}: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise AllowlistUnavailable(f"SSM parameter {name}: {exc}") from exc
+        return param.get("Value", "")
+
+    def _read_path(self, path: str) -> list[tuple[str, str]]:
+        """(name, value) of every parameter under ``path``, sorted by name; at least one."""
+        try:
+            found = sorted(self._pages(path))
+        except ClientError as exc:
+            raise AllowlistUnavailable(f"SSM parameters under {path}: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise AllowlistUnavailable(f"SSM parameters under {path}: {exc}") from exc
+        if not found:
+            # An empty path is a wrong name far more often than a wish to trust nobody.
+            raise AllowlistUnavailable(f"SSM parameters under {path}: none found")
+        return found
+
+    def _pages(self, path: str) -> Iterator[tuple[str, str]]:
+        paginator = self.client.get_paginator("get_parameters_by_path")
+        count = 0
+        for page in paginator.paginate(
+            Path=path.rstrip("/") or "/", Recursive=True, WithDecryption=True
+        ):
+            for param in page.get("Parameters", []):
+                count += 1
+                if count > MAX_PARAMETERS:
+                    raise AllowlistUnavailable(
+                        f"SSM parameters under {path}: more than {MAX_PARAMETERS}; point the "
+                        "path at the allowlist's own folder"
+                    )
+                yield param["Name"], param.get("Value", "")
+
+
+def _describe(exc: ClientError) -> str:
+    err = exc.response.get("Error", {})
+    return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}"

@@ -81,7 +81,9 @@ def test_json_document_carries_detection_and_inputs(lake_dir: Path, allowlist: P
 
 def test_table_is_default_and_reports_no_findings_plainly(lake_dir: Path, tmp_path: Path):
     trust_all = tmp_path / "all.txt"
-    trust_all.write_text(f"arn:aws:sts::{lake.ACCOUNT}:*\narn:aws:iam::{lake.ACCOUNT}:*\n")
+    trust_all.write_text(
+        f"arn:aws:sts::{lake.ACCOUNT}:assumed-role/*\narn:aws:iam::{lake.ACCOUNT}:*\n"
+    )
     code, out, _ = run("scan", str(lake_dir), "--allowlist", str(trust_all))
     assert code == 0
     assert out.startswith("No findings")

@@ -25,7 +25,9 @@ from tests.unit.helpers import canonical
 BUCKET = "lake"
 CI = Allowlist.parse(lake.CI_ROLE)
 # Every principal of the synthetic data (all in one account), without a catch-all entry.
-EVERYONE = Allowlist.parse(f"arn:aws:sts::{lake.ACCOUNT}:*\narn:aws:iam::{lake.ACCOUNT}:*")
+EVERYONE = Allowlist.parse(
+    f"arn:aws:sts::{lake.ACCOUNT}:assumed-role/*\narn:aws:iam::{lake.ACCOUNT}:*"
+)
 
 
 @pytest.fixture

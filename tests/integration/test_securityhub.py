@@ -85,6 +85,14 @@ class Sleeps:
         self.calls.append(seconds)
 
 
+def jittered(calls: list[float], ceilings: list[float]) -> bool:
+    """The backoff doubles from 0.5 s, each delay at random between half its ceiling and the
+    ceiling (equal jitter), so invocations throttled together do not retry together."""
+    return len(calls) == len(ceilings) and all(
+        c / 2 <= s <= c for s, c in zip(calls, ceilings, strict=True)
+    )
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -399,7 +407,7 @@ def test_transient_failed_finding_retried_then_publish_failed(
     assert f"{c['Id']}: InternalError InternalError happened" in text
     assert b["Id"] not in text
     assert "(1 imported)" in text
-    assert sleeps.calls == [0.5, 1.0]
+    assert jittered(sleeps.calls, [0.5, 1.0])
 
 
 def test_failed_finding_succeeds_on_retry(stubbed: tuple[Any, Stubber]) -> None:
@@ -413,7 +421,7 @@ def test_failed_finding_succeeds_on_retry(stubbed: tuple[Any, Stubber]) -> None:
     stubber.add_response("batch_import_findings", response(sent=1), {"Findings": [b]})
     sleeps = Sleeps()
     assert SecurityHubPublisher(client, sleep=sleeps).publish([a, b]) == Report(imported=2)
-    assert sleeps.calls == [0.5]
+    assert jittered(sleeps.calls, [0.5])
 
 
 def test_failed_count_without_list_retries_whole_batch(stubbed: tuple[Any, Stubber]) -> None:
@@ -457,7 +465,7 @@ def test_throttling_and_500_retried_with_backoff(stubbed: tuple[Any, Stubber]) -
     stubber.add_response("batch_import_findings", response(sent=1), {"Findings": [a]})
     sleeps = Sleeps()
     assert SecurityHubPublisher(client, sleep=sleeps).publish([a]).imported == 1
-    assert sleeps.calls == [0.5, 1.0]
+    assert jittered(sleeps.calls, [0.5, 1.0])
 
 
 def test_unknown_5xx_and_429_codes_are_retried(stubbed: tuple[Any, Stubber]) -> None:
@@ -485,7 +493,7 @@ def test_throttled_until_attempts_run_out(stubbed: tuple[Any, Stubber]) -> None:
     assert "ThrottlingException" in str(err.value)
     assert "after 4 attempt(s)" in str(err.value)
     assert isinstance(err.value.__cause__, ClientError)
-    assert sleeps.calls == [0.5, 1.0, 2.0]
+    assert jittered(sleeps.calls, [0.5, 1.0, 2.0])
 
 
 @pytest.mark.parametrize(
@@ -535,7 +543,7 @@ def test_connection_errors_retried() -> None:
     client = Unreachable(failures=1)
     sleeps = Sleeps()
     assert publisher(client, sleeps).publish([to_asff(alert(1))]).imported == 1
-    assert sleeps.calls == [0.5]
+    assert jittered(sleeps.calls, [0.5])
 
 
 def test_connection_errors_exhausted() -> None:
@@ -586,7 +594,7 @@ def test_a_throttled_batch_fails_after_the_others_are_sent() -> None:
     assert text.startswith("securityhub: 100 finding(s) failed: ")
     assert "ThrottlingException" in text and "(150 imported)" in text
     assert isinstance(err.value.__cause__, ClientError)
-    assert sleeps.calls == [0.5, 1.0]
+    assert jittered(sleeps.calls, [0.5, 1.0])
     assert len(client.calls) == 2 + 3  # two good batches, the third tried three times
 
 

@@ -167,7 +167,13 @@ def test_principal_through_the_engine():
     events = [
         event(arn=SESSION, session_issuer=ROLE),
         event(arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/builder/session-2", session_issuer=None),
-        event(arn=None, session_issuer=None, invoked_by="ecs.amazonaws.com"),
+        event(
+            arn=None,
+            session_issuer=None,
+            invoked_by="ecs.amazonaws.com",
+            user_type="AWSService",
+            principal_id=None,
+        ),
         event(arn=USER, session_issuer=None),
     ]
     result = scan(parquet_bytes(events, 2))
@@ -406,7 +412,10 @@ def test_record_keys_stable_and_in_order():
     assert list(alerts.ALERT_KEYS) == ALERT_KEYS
     for name in SAMPLE_NAMES:
         assert set(rec[name]) == {"values", "total"}
-    assert set(rec["truncated"]) == {*SAMPLE_NAMES, "findings", "text"}
+    assert set(rec["truncated"]) == {*SAMPLE_NAMES, *alerts.ADDED_SAMPLES, "findings", "text"}
+    for name in alerts.ADDED_SAMPLES:  # added after the stable keys
+        assert list(rec).index(name) > len(ALERT_KEYS)
+        assert set(rec[name]) == {"values", "total"}
     assert not any(rec["truncated"].values())
     (f,) = rec["findings"]["values"]
     assert list(f)[: len(JSONL_KEYS)] == JSONL_KEYS

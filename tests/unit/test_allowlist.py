@@ -414,7 +414,6 @@ def test_entries_that_name_no_principal_are_refused(entry, why):
         "arn:aws:iam::111122223333:role/service-role/path/builder",
         "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_x_1",
         "arn:aws:sts::111122223333:assumed-role/ci-deployer/*",
-        "arn:aws:sts::111122223333:federated-user/alice",
         "arn:aws:iam::111122223333:*",  # every IAM principal of one account: allowed, one account
         "arn:aws-cn:iam::111122223333:role/ci",
         "arn:aws-us-gov:sts::111122223333:assumed-role/ci/*",
@@ -749,3 +748,74 @@ def test_the_lambda_pipeline_fails_every_record_on_a_catch_all_in_ssm(monkeypatc
     assert outcome.failed == items
     [error] = outcome.errors
     assert "ssm:/allow" in error and "'*'" in error and "line 1" in error
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "arn:aws:sts::111122223333:federated-user/alice",
+        "arn:aws:sts::111122223333:federated-user/*",
+        "arn:aws:sts::111122223333:*",  # matches every federated name too
+        "arn:aws:sts::111122223333:fed*",
+        "arn:aws-cn:sts::111122223333:federated-user/ci-deployer",
+    ],
+)
+def test_federated_user_entries_are_refused_naming_the_issuer_to_list(entry):
+    """sts:GetFederationToken lets its caller pick the name: such an entry trusts anyone who
+    may call it in the account (PowerUserAccess may)."""
+    with pytest.raises(AllowlistInvalid) as info:
+        Allowlist.parse(entry, source="ssm:/allowlist")
+    message = str(info.value)
+    assert "federated user" in message and "GetFederationToken" in message
+    assert ":iam::111122223333:user/NAME" in message and "ssm:/allowlist" in message
+
+
+# --- account lists ----------------------------------------------------------------------------
+
+LISTED = {"ci": ("111122223333", "444455556666")}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "arn:aws:iam::{ci}:role/deployer",
+        "# comment\narn:aws:iam::{ci}:role/deployer\n",
+        '["arn:aws:iam::{ci}:role/deployer"]',
+        "arn:aws:iam::{ci}:role/deployer, arn:aws:iam::{ci}:role/deployer",
+    ],
+)
+def test_an_account_list_entry_becomes_one_entry_per_listed_account(text):
+    allowlist = Allowlist.parse(text, accounts=LISTED)
+    assert allowlist.entries == (
+        "arn:aws:iam::111122223333:role/deployer",
+        "arn:aws:iam::444455556666:role/deployer",
+    )
+    assert allowlist.matches("arn:aws:iam::444455556666:role/deployer")
+    assert not allowlist.matches("arn:aws:iam::999988887777:role/deployer")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("arn:aws:iam::{other}:role/x", "'other', which does not exist (account lists: ci)"),
+        ("arn:aws:iam::{c i}:role/x", "a list name is letters"),
+        ("arn:aws:sts::{ci}:federated-user/x", "federated user"),
+        ("arn:aws:iam::{ci}:", "has no resource"),
+    ],
+)
+def test_account_list_entries_that_cannot_be_trusted_are_refused(text, why):
+    with pytest.raises(AllowlistInvalid, match="line 1") as info:
+        Allowlist.parse(text, source="ssm:/a", accounts=LISTED)
+    assert why in str(info.value)
+
+
+def test_an_account_list_holds_only_account_ids():
+    from detector.allowlist import account_list
+
+    assert account_list("111122223333, 444455556666\n# x\n111122223333", "s") == (
+        "111122223333",
+        "444455556666",
+    )
+    for bad in ("1111-2222-3333", "*", "11112222333", "١١١١٢٢٢٢٣٣٣٣", ""):
+        with pytest.raises(AllowlistInvalid):
+            account_list(bad, "s")

@@ -430,7 +430,14 @@ def test_root_is_other() -> None:
         "Id": ROOT,
         "Partition": "aws",
         "Region": "us-east-1",
-        "Details": {"Other": {"Principal": ROOT, "AccountId": ACTOR_ACCOUNT, "CallerArns": ROOT}},
+        "Details": {
+            "Other": {
+                "Principal": ROOT,
+                "AccountId": ACTOR_ACCOUNT,
+                "CallerArns": ROOT,
+                "PrincipalIds": "AROAEXAMPLE:alice",
+            }
+        },
     }
 
 

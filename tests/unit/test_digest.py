@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from detector import alerts as alerts_mod
 from detector import digest
 from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, UNKNOWN_PRINCIPAL, Alert, rollup
 from detector.detection import DETECTION
@@ -222,15 +223,17 @@ def option(cmd: list[str], flag: str) -> str | None:
 def test_subject_names_the_first_principal_and_counts_the_rest() -> None:
     alerts = three()
     assert digest.subject(alerts) == (
-        "[MEDIUM] ECR push by unknown principal: old-contractor (+2 more)"
+        "[MEDIUM] ECR push by unknown principal: old-contractor (111122223333) (+2 more)"
     )
-    assert digest.subject(alerts[:1]) == "[MEDIUM] ECR push by unknown principal: old-contractor"
+    assert digest.subject(alerts[:1]) == (
+        "[MEDIUM] ECR push by unknown principal: old-contractor (111122223333)"
+    )
 
 
 def test_subject_of_a_role_session_and_of_a_service() -> None:
     by_key = {a.who(): a for a in three()}
     # A role session is alerted as its role: the session name is the caller's choice.
-    assert digest.subject([by_key[ROLE]]).endswith(": build-role")
+    assert digest.subject([by_key[ROLE]]).endswith(": build-role (444455556666)")
     assert digest.subject([by_key["codebuild.amazonaws.com"]]).endswith(": codebuild.amazonaws.com")
     nobody = one(Finding(key=("PutImage", None, None, None, None, None, None), count=1))
     assert nobody.who() == UNKNOWN_PRINCIPAL
@@ -726,7 +729,7 @@ def test_a_user_agent_flood_is_one_alert_in_one_message() -> None:
     assert message.size <= LIMIT
     assert message.alert_count == 2 and message.alerts_in_body == 2
     assert_valid_subject(message.subject)
-    assert message.subject.endswith(": intruder (+1 more)")
+    assert message.subject.endswith(": intruder (111122223333) (+1 more)")
 
     text = email(message)
     assert escaped_size(text) <= digest.EMAIL_BUDGET
@@ -900,9 +903,15 @@ def test_json_body_is_the_document_at_the_largest_step() -> None:
     message = digest.message(alerts, context=context)
     doc = body(message)
     expected = digest.document(
-        alerts, digest.LEVELS[0], alert_count=3, finding_count=3, context=context
+        alerts,
+        digest.LEVELS[0],
+        alert_count=3,
+        finding_count=3,
+        context=context,
+        **digest.routing(digest.attributes(alerts)),  # for filter policies on the body
     )
     assert doc == json.loads(json.dumps(expected))
+    assert (doc["severity"], doc["pushed"]) == ("medium", True)
     assert json.loads(digest.json_body(alerts)) == json.loads(json.dumps(digest.document(alerts)))
     assert doc["detection"]["id"] == DETECTION.id
     assert [r["principal"] for r in doc["alerts"]] == [
@@ -919,7 +928,12 @@ def test_json_body_is_the_document_at_the_largest_step() -> None:
         assert rec["findings"]["total"] == rec["groups"] == 1
         for f in rec["findings"]["values"]:
             assert list(f)[: len(JSONL_KEYS)] == JSONL_KEYS
-        assert set(rec["truncated"]) == {*SAMPLE_NAMES, "findings", "text"}
+        assert set(rec["truncated"]) == {
+            *SAMPLE_NAMES,
+            *alerts_mod.ADDED_SAMPLES,
+            "findings",
+            "text",
+        }
         assert all(isinstance(v, bool) for v in rec["truncated"].values())
         assert rec["detection_id"] == DETECTION.id and rec["severity"] == DETECTION.severity
     assert doc["alerts"][0]["firstTime"] == "2024-05-01T10:00:00"
@@ -1026,7 +1040,8 @@ def test_a_smaller_limit_omits_with_exact_counts() -> None:
         "why": doc["omitted"]["why"],
     }
     delta = len(json.dumps(fewer)) - len(json.dumps(doc["omitted"]))
-    with_one_more = sns_size(message) + len(json.dumps(record)) - 2 + 2 + delta
+    # ``Message.size`` is what the limit is checked against (a little more than sns_size).
+    with_one_more = message.size + len(json.dumps(record)) - 2 + 2 + delta
     assert with_one_more > 50_000 - digest.HEADROOM
 
 
@@ -1052,3 +1067,17 @@ def test_email_shows_a_bounded_list_and_says_when_samples_were_capped() -> None:
     assert "not kept" not in small and "more)" not in small
     six = [f"r{i}" for i in range(6)]
     assert "(+1 more)" in digest.email_text([one(finding(pushed=[], repositories=six))])
+
+
+def test_subject_tells_another_accounts_role_of_the_same_name_apart() -> None:
+    """Another account's ci-deployer must not read like the trusted CI role."""
+    ours = one(finding("arn:aws:iam::111122223333:role/ci-deployer"))
+    theirs = one(finding("arn:aws:iam::999988887777:role/ci-deployer"))
+    assert digest.subject([theirs]).endswith(": ci-deployer (999988887777)")
+    assert digest.subject([ours]) != digest.subject([theirs])
+
+
+@pytest.mark.parametrize("blank", ["\u2800", "\u3164", "\uffa0", "\u115f", "\u1160"])
+def test_printable_blanks_are_collapsed_like_spaces(blank: str) -> None:
+    """Characters that print as nothing pad a line as spaces do: one blank, whatever the run."""
+    assert digest._clean(f"evil{blank * 300}Principal: trusted") == "evil Principal: trusted"

@@ -434,8 +434,10 @@ def test_a_finding_without_a_detection_is_the_default_one():
         "session_issuers",
         "principal_ids",
         "invoked_by",
+        "user_types",
         "event_ids",
         "objects",
+        "recorded_accounts",
     )
     assert f.repositories is f.sample("repositories")
     assert list(f.samples) == ["repositories"]

@@ -168,6 +168,7 @@ def test_one_message_covers_both_detections() -> None:
                 alert_count=4,
                 finding_count=4,
                 context={"allowlist_parameter": "/x/allowlist"},
+                **digest.routing(digest.attributes(alerts)),
             )
         )
     )

@@ -65,7 +65,8 @@ def test_no_wildcard_actions_and_no_star_resources(cfn: dict[str, Any]):
 
 
 def test_s3_read_is_limited_to_the_cloudtrail_prefix(cfn: dict[str, Any]):
-    (s3,) = [st for st in statements(cfn) if st["Action"] == "s3:GetObject"]
+    (s3,) = [st for st in statements(cfn) if "s3:GetObject" in st["Action"]]
+    assert s3["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
     assert s3["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:s3:::${SecurityLakeBucketName}/${SecurityLakePrefix}*"
     }
@@ -111,8 +112,34 @@ def test_triggers_are_chosen_by_parameter(cfn: dict[str, Any]):
 
 def test_allowlist_changes_alert_the_topic(cfn: dict[str, Any]):
     rule = cfn["Resources"]["AllowlistChangeRule"]["Properties"]
-    assert rule["EventPattern"]["detail"]["name"] == [{"Ref": "AllowlistParameter"}]
+    names = rule["EventPattern"]["detail"]["name"]
+    assert names[0] == {"Ref": "AllowlistParameter"}
+    # Every parameter under the allowlist path and the account lists' path, when set.
+    assert names[1]["Fn::If"][1]["prefix"] == {"Fn::Sub": "${AllowlistPath}/"}
+    assert names[2]["Fn::If"][1]["prefix"] == {"Fn::Sub": "${AccountListsPath}/"}
     assert rule["Targets"][0]["Arn"] == {"Ref": "FindingsTopic"}
+
+
+def test_the_feed_stopped_alarm_fires_when_nothing_is_scanned(cfn: dict[str, Any]):
+    alarm = cfn["Resources"]["FeedStoppedAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("EcrUploadDetector", "ObjectsScanned")
+    assert alarm["TreatMissingData"] == "breaching"  # no invocation at all is the case to catch
+    assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == 1
+    assert alarm["EvaluationPeriods"] == {"Ref": "HeartbeatHours"} and alarm["Period"] == 3600
+    assert cfn["Parameters"]["HeartbeatHours"]["Default"] == 6
+
+
+def test_the_subscriber_role_replaces_direct_bucket_access(cfn: dict[str, Any]):
+    role = cfn["Resources"]["DetectorFunctionRole"]["Properties"]["Policies"]
+    policy = [s for p in role for s in p["PolicyDocument"]["Statement"]]
+    by_sid = {s["Fn::If"][1]["Sid"]: s["Fn::If"] for s in policy if "Fn::If" in s}
+    assert by_sid["ReadSecurityLakeCloudTrailObjects"][0] == "ReadsLakeDirectly"
+    assume = by_sid["AssumeTheSubscriberRole"]
+    assert assume[0] == "HasSubscriberRole"
+    assert assume[1]["Action"] == "sts:AssumeRole"
+    assert assume[1]["Resource"] == {"Ref": "SubscriberRoleArn"}
+    env = cfn["Resources"]["DetectorFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SUBSCRIBER_ROLE_ARN"] == {"Ref": "SubscriberRoleArn"}
 
 
 def test_alarms_notify_the_topic(cfn: dict[str, Any]):
@@ -125,6 +152,7 @@ def test_alarms_notify_the_topic(cfn: dict[str, Any]):
         "ApproximateAgeOfOldestMessage",
         "ItemsFailed",
         "SecurityHubRejected",
+        "SecurityHubUndelivered",
     } <= metrics
     assert all(
         a["Properties"]["AlarmActions"] == [{"Ref": "FindingsTopic"}] for a in alarms.values()

@@ -27,6 +27,7 @@ FROM (
     "src_endpoint"."ip" AS k_src_ip,
     "src_endpoint"."domain" AS k_src_domain,
     "cloud"."region" AS k_region,
+    CASE WHEN "actor"."user"."uuid" IS NULL THEN "actor"."user"."uid" END AS k_anon,
     "time" AS t,
     "status" AS status,
     coalesce(element_at("unmapped", 'requestParameters.repositoryName'), json_extract_scalar(element_at("unmapped", 'requestParameters'), '$.repositoryName')) AS repository,
@@ -45,5 +46,5 @@ FROM (
       OR coalesce("actor"."invoked_by" IN ('arn:aws:iam::111122223333:role/ci-deployer', 'ecr.amazonaws.com'), false)
       OR ("actor"."user"."uuid" IS NULL AND "actor"."session"."issuer" IS NULL AND "actor"."invoked_by" IS NULL AND coalesce("src_endpoint"."domain" IN ('arn:aws:iam::111122223333:role/ci-deployer', 'ecr.amazonaws.com'), false)))
 ) AS e
-GROUP BY e.k_operation, e.k_user, e.k_account, e.k_user_agent, e.k_src_ip, e.k_src_domain, e.k_region
+GROUP BY e.k_operation, e.k_user, e.k_account, e.k_user_agent, e.k_src_ip, e.k_src_domain, e.k_region, e.k_anon
 ORDER BY "lastTime" DESC
