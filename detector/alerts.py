@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -52,13 +52,17 @@ _GENERIC_COLUMNS = {
 }
 # Samples added after the stable keys (see ``Alert.to_record``), each the union of a finding
 # sample: who the caller is when the principal alone does not say it.
-ADDED_SAMPLES = ("principal_ids", "caller_types", "resource_accounts")
+ADDED_SAMPLES = ("principal_ids", "caller_types", "resource_accounts", "access_keys", "mfa")
 _FINDING_SAMPLES = {
     "principal_ids": "principal_ids",
     "caller_types": "user_types",
     # The accounts the calls were recorded in (the object keys' accountId=): the accounts that
     # own what was called (the resource owner).
     "resource_accounts": "recorded_accounts",
+    # The access key ids the calls were signed with (actor.user.credential_uid), and whether
+    # the session used MFA ("true"/"false" as recorded).
+    "access_keys": "access_keys",
+    "mfa": "mfa",
 }
 # The keys before the samples and after them.
 _HEAD = (
@@ -244,6 +248,9 @@ class Alert:
     # distinct ones were held in all: listed so that nothing reported is never emailed.
     held: frozenset[str] = frozenset()
     held_total: int = 0
+    # The detection's parsed options in the run that made the alert (``Active.options``), for
+    # its own words on why it fired (``EmailText.reason``).
+    options: Mapping[str, Any] = field(default_factory=dict)
     # The detection of every finding here (``AlertKey.detection_id`` is its id).
     detection: Detection = field(default_factory=default_detection)
     # Orderings and samples computed from ``findings``: an alert of 100,000 groups (one per
@@ -352,6 +359,24 @@ class Alert:
     def who(self) -> str:
         return self.key.principal
 
+    def error_counts(self) -> list[tuple[str, int]]:
+        """(error code, failed calls) over every finding, most frequent first."""
+        cache = self._cache()
+        if "errors" not in cache:
+            total: dict[str, int] = {}
+            for f in self.findings:
+                for code, n in f.errors.items():
+                    total[code] = total.get(code, 0) + n
+            cache["errors"] = sorted(total.items(), key=lambda item: (-item[1], item[0]))
+        return list(cache["errors"])
+
+    @property
+    def severity(self) -> str:
+        """The detection's severity, or its ``severity_failed_only`` when no call of the alert
+        succeeded (nothing landed): severity follows what happened."""
+        lower = self.detection.severity_failed_only
+        return lower if lower and self.succeeded == 0 else self.detection.severity
+
     def cross_account(self) -> list[str]:
         """The resource accounts (``resource_accounts``) other than the caller's, sorted."""
         accounts, _, _ = self.sample("resource_accounts")
@@ -403,9 +428,15 @@ class Alert:
             "last_ms": self.last_ms,
             "message": detection.message(cut(self.key.principal) or ""),
             "detection_id": self.key.detection_id,
-            "severity": detection.severity,
+            "severity": self.severity,
             "risk_score": detection.risk_score,
         }
+        errors = self.error_counts()
+        rec["error_codes"] = {
+            "values": [{"code": cut(c), "count": n} for c, n in errors[: limits.values]],
+            "total": len(errors),
+        }
+        truncated["error_codes"] = len(errors) > limits.values
         held = sorted(self.held)
         rec["held_values"] = {
             "values": [cut(v) for v in held[: limits.values]],
@@ -451,14 +482,20 @@ def alert_order(a: Alert) -> tuple[Any, ...]:
     return (a.succeeded == 0, -a.count, a.key.principal, a.key.account or "", a.key.detection_id)
 
 
-def rollup(findings: Iterable[Finding]) -> list[Alert]:
-    """The alerts of these findings, in ``alert_order``."""
+def rollup(
+    findings: Iterable[Finding], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Alert]:
+    """The alerts of these findings, in ``alert_order``; ``options``: each detection's parsed
+    options by detection id (``Alert.options``)."""
     alerts: dict[AlertKey, Alert] = {}
+    given = options or {}
     for f in findings:
         key = key_of(f)
         alert = alerts.get(key)
         if alert is None:
-            alert = alerts[key] = Alert(key, detection=f.detection)
+            alert = alerts[key] = Alert(
+                key, detection=f.detection, options=given.get(f.detection.id, {})
+            )
         alert.add(f)
     return sorted(alerts.values(), key=alert_order)
 

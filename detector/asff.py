@@ -244,8 +244,33 @@ def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
     return resource
 
 
+_ACCESS_KEY_RE = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{12,124}")
+# Access keys listed as resources at the most (the rest are in ProductFields).
+MAX_ACCESS_KEYS = 3
+
+
+def _access_keys(alert: Alert, partition: str, region: str) -> list[dict[str, Any]]:
+    """The access keys the calls were signed with, as ``AwsIamAccessKey`` resources (what a
+    responder disables); a value that is not an access key id stays out (it is shown, escaped,
+    in ``ProductFields``)."""
+    keys, _, _ = alert.sample("access_keys")
+    out = []
+    for key in [k for k in keys if _ACCESS_KEY_RE.fullmatch(k)][:MAX_ACCESS_KEYS]:
+        details: dict[str, Any] = {"AccessKeyId": key}
+        account = alert.key.account
+        if account and _ACCOUNT_RE.fullmatch(account):
+            details["AccountId"] = account
+        resource: dict[str, Any] = {"Type": "AwsIamAccessKey", "Id": key}
+        if partition in PARTITIONS:
+            resource["Partition"] = partition
+        resource["Region"] = region
+        resource["Details"] = {"AwsIamAccessKey": details}
+        out.append(resource)
+    return out
+
+
 def _spec_resources(
-    alert: Alert, spec: AsffSpec, partition: str, region: str, account: str
+    alert: Alert, spec: AsffSpec, partition: str, region: str, account: str, limit: int
 ) -> list[dict[str, Any]]:
     """The resources the detection declares besides the principal (``AsffSpec.resources``),
     from the values of its ``resource_sample``, those of successful calls first. The spec
@@ -253,7 +278,6 @@ def _spec_resources(
     in ``Description`` and ``ProductFields``."""
     ok = alert.succeeded_values(spec.resource_sample)
     values, _, _ = alert.sample(spec.resource_sample)  # successful ones first
-    limit = MAX_RESOURCES - 1
     names = list(dict.fromkeys([*ok, *values]))
     return spec.resources(names, partition, region, account, limit)[:limit]
 
@@ -407,11 +431,15 @@ def to_asff(
     domain = _first_domain(alert)
     first, last = _ms_timestamp(alert.first_ms), _ms_timestamp(alert.last_ms)
     created = _timestamp(now)
-    severity = {"Label": detection.severity.upper(), "Original": str(detection.risk_score)}
+    # By outcome (``Alert.severity``): e.g. LOW when every call failed and nothing landed.
+    severity = {"Label": alert.severity.upper(), "Original": str(detection.risk_score)}
     types = list(spec.types)
 
     resources = [_principal(alert, partition, res_region)]
-    resources += _spec_resources(alert, spec, partition, res_region, res_account)
+    resources += _access_keys(alert, partition, res_region)
+    # The room left after the principal and its access keys.
+    room = MAX_RESOURCES - len(resources)
+    resources += _spec_resources(alert, spec, partition, res_region, res_account, room)
     fields = product_fields(record)
 
     asff: dict[str, Any] = {

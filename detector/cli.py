@@ -1,7 +1,10 @@
 """``ecr-upload-detector``: the command line.
 
-- ``scan``: exit 0 every input was read; 1 some input could not be read (each named on stderr,
-  the rest still scanned and reported); 2 usage error (bad arguments, unreadable allowlist).
+- ``scan``: exit 0 every input was read (findings or not); 1 some inputs could not be read (each
+  named on stderr, the rest still scanned and reported, "k of N inputs read"); 2 usage error
+  (bad arguments, unreadable allowlist); 3 no input could be read: nothing was scanned, so there
+  is no result (no "no findings" line either). ``--since``/``--until``/``--region``/``--account``
+  list only those ``region=/accountId=/eventDay=`` partitions of a directory or S3 prefix.
 - ``athena-sql``: print each detection as one Athena (Trino) statement; 0, or 2 on usage errors.
 - ``backfill``: run those statements in Athena (one query per detection), print the findings and
   publish them (Security Hub, then the SNS digest) unless ``--dry-run``; 0 ok, 1 a query failed
@@ -9,6 +12,8 @@
 - ``suggest-allowlist``: who pushed images (from objects or an Athena query), in the allowlist
   format for a person to review; exit codes as ``scan`` (or ``backfill`` with ``--from-athena``).
 - ``detections``: list the detections (``--detection``) and their options (``--option``); 0.
+
+Every command: 130 when interrupted (``EXIT_CODES``, shown by ``--help``).
 
 ``scan``, ``athena-sql`` and ``backfill`` run the detections named with ``--detection SLUG``
 (repeatable; default ``ecr-upload-unknown-user``), with options from the environment and
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
@@ -51,11 +59,33 @@ if TYPE_CHECKING:
     from detector.aws.s3 import S3Store
     from detector.pipeline import StateStore
 
-EXIT_OK, EXIT_UNREAD, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_UNREAD, EXIT_USAGE, EXIT_NOTHING_READ, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# Shown by --help (the top level and scan, suggest-allowlist) and in docs/backfill.md.
+EXIT_CODES = """\
+exit status:
+  0    every input was read (with findings or without: the output says which)
+  1    some inputs could not be read: each is named on stderr, the findings are of
+       the rest ("k of N inputs read"); backfill: an Athena query or publishing
+       failed; any command: an internal error (one line on stderr)
+  2    usage error: bad arguments, an unreadable or invalid allowlist
+  3    no input could be read (scan, suggest-allowlist): nothing was scanned, so
+       there is no result, and no "no findings" line
+  130  interrupted
+"""
 
 
 class UsageError(Exception):
     pass
+
+
+class _Help(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the exit status table (``EXIT_CODES``) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit status:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run detections over Amazon Security Lake CloudTrail data (OCSF, both source "
         f"versions). By default {detections.DEFAULT}: Amazon ECR image pushes by principals not "
         "on an allowlist; the detections command lists the others.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -71,18 +103,48 @@ def _parser() -> argparse.ArgumentParser:
         "scan",
         help="scan Security Lake Parquet objects and print findings",
         description="Scan Parquet objects: files, directories (searched recursively for "
-        "*.parquet) or s3://bucket/prefix.",
+        "*.parquet) or s3://bucket/prefix. --since/--until/--region/--account read only those "
+        "Security Lake partitions (region=R/accountId=A/eventDay=YYYYMMDD/) of a directory or "
+        "prefix.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     scan.add_argument("paths", nargs="+", metavar="PATH")
     scan.add_argument(
         "--allowlist",
-        required=True,
         metavar="FILE",
         help="trusted principals: one ARN or glob per line (# comments), commas, or a JSON array; "
-        "an empty file trusts no one. ssm:NAME reads an SSM parameter instead",
+        "an empty file trusts no one. ssm:NAME reads an SSM parameter instead. Required by the "
+        "detections that use it (the default does)",
     )
     scan.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
     _detection_options(scan, "")
+    scan.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only the eventDay partitions from this day on: a date (2026-08-01) or a UTC "
+        "date-time (2026-08-01T06:00:00Z). Partitions are whole days: every event of a day "
+        "chosen is read",
+    )
+    scan.add_argument(
+        "--until",
+        metavar="TIME",
+        help="only the eventDay partitions up to this day: a date includes that day; a "
+        "date-time is an end excluded (2026-08-02T00:00:00Z: up to the 1st)",
+    )
+    scan.add_argument(
+        "--region",
+        action="append",
+        metavar="REGION",
+        help="only the region=REGION partitions (repeatable, or comma-separated)",
+    )
+    scan.add_argument(
+        "--account",
+        action="append",
+        metavar="ID",
+        help="only the accountId=ID partitions, 12-digit account ids (repeatable, or "
+        "comma-separated)",
+    )
 
     sql = sub.add_parser(
         "athena-sql",
@@ -139,9 +201,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Every principal that pushed images (the calls the default detection "
         "watches) in the objects given, or in an Athena query with --from-athena: roles for "
         "assumed-role sessions, AWS services for calls they made, most pushes first, with # "
-        "comments. Review before use.",
+        "comments. Principals none of whose pushes succeeded are left out (counted) unless "
+        "--include-failed. With PATHs, --start/--end/--region/--accounts read only those "
+        "partitions, as scan's --since/--until/--region/--account do. Review before use.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     sug.add_argument("paths", nargs="*", metavar="PATH")
+    sug.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="also list principals none of whose pushes succeeded (only attempts), marked",
+    )
     sug.add_argument(
         "--from-athena",
         action="store_true",
@@ -285,14 +356,169 @@ def _warn_empty(allowlist: Allowlist, spec: str, active: Sequence[Active], err: 
             )
 
 
-def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
-    """The objects a PATH names; a PATH naming nothing is an error, not a silent no-op."""
+# --- partitions --------------------------------------------------------------------------------
+
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+_DAY = re.compile(r"[0-9]{8}")
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """The Security Lake partitions asked for (``--since``/``--until``/``--region``/
+    ``--account``): the ``region=R/accountId=A/eventDay=YYYYMMDD/`` folders of a key.
+
+    A key is in them when it names each partition asked about, with a value asked for; nothing
+    asked: every key. Folder names compare case-insensitively, values exactly.
+    """
+
+    regions: frozenset[str] = frozenset()
+    accounts: frozenset[str] = frozenset()
+    first_day: str | None = None  # eventDay, yyyymmdd, included
+    last_day: str | None = None  # included
+
+    @property
+    def asked(self) -> bool:
+        return bool(self.regions or self.accounts or self.first_day or self.last_day)
+
+    def _tests(self) -> dict[str, Callable[[str], bool]]:
+        tests: dict[str, Callable[[str], bool]] = {}
+        if self.regions:
+            tests["region"] = self.regions.__contains__
+        if self.accounts:
+            tests["accountid"] = self.accounts.__contains__
+        if self.first_day or self.last_day:
+            first, last = self.first_day or "00000000", self.last_day or "99999999"
+            tests["eventday"] = lambda day: bool(_DAY.fullmatch(day)) and first <= day <= last
+        return tests
+
+    def _judge(self, folders: Sequence[str]) -> bool | None:
+        """False: a folder is outside; True: every partition asked about is named, inside;
+        None: not decided yet (some are not named)."""
+        tests = self._tests()
+        named = set()
+        for folder in folders:
+            name, sep, value = folder.partition("=")
+            test = tests.get(name.lower()) if sep else None
+            if test is None:
+                continue
+            if not test(value):
+                return False
+            named.add(name.lower())
+        return True if named == set(tests) else None
+
+    def keeps(self, key: str) -> bool:
+        """An object's key (a path or an S3 key) is in the partitions asked for."""
+        return not self.asked or self._judge(key.split("/")[:-1]) is True
+
+    def folder(self, prefix: str) -> bool | None:
+        """For ``S3Store.list``: skip the folder ``prefix`` (False: outside, or Iceberg
+        metadata), list all of it (True: inside) or look into it (None: not decided)."""
+        folders = prefix.rstrip("/").split("/")
+        if folders[-1] == "metadata":
+            return False
+        return self._judge(folders)
+
+    def describe(self) -> dict[str, Any]:
+        """What was asked, for the JSON document's ``inputs``."""
+        return {
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "regions": sorted(self.regions),
+            "accounts": sorted(self.accounts),
+        }
+
+
+def _values(items: Sequence[str] | None) -> list[str]:
+    """Values of a repeatable option, each also comma-separated."""
+    return [v.strip() for item in items or () for v in item.split(",") if v.strip()]
+
+
+def _partitions(
+    since: str | None,
+    until: str | None,
+    regions: Sequence[str] | None,
+    accounts: Sequence[str] | None,
+    names: tuple[str, str, str, str] = ("--since", "--until", "--region", "--account"),
+) -> Partitions:
+    """The partitions asked for; a bad value is a usage error naming its option."""
+    first = athena_sql._parse_time(since, names[0], end=False) if since else None
+    after = athena_sql._parse_time(until, names[1], end=True) if until else None
+    if first is not None and after is not None and after <= first:
+        raise UsageError(f"{names[1]} ({after:%Y-%m-%dT%H:%M:%SZ}) is not after {names[0]}")
+    for account in _values(accounts):
+        if not _ACCOUNT_ID.fullmatch(account):
+            raise UsageError(f"{names[3]} {account[:40]!r} is not a 12-digit AWS account id")
+    for region in _values(regions):
+        try:
+            athena_sql.check_region(region)
+        except athena_sql.QueryInputInvalid:
+            raise UsageError(
+                f"{names[2]} {region[:40]!r} is not an AWS region name (us-east-1)"
+            ) from None
+    return Partitions(
+        regions=frozenset(_values(regions)),
+        accounts=frozenset(_values(accounts)),
+        first_day=f"{first:%Y%m%d}" if first is not None else None,
+        last_day=f"{after - timedelta(milliseconds=1):%Y%m%d}" if after is not None else None,
+    )
+
+
+class Listing:
+    """Folders and objects listed so far, on one stderr line; silent unless a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.folders = 0
+        self.objects = 0
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, folders: int = 0, objects: int = 0) -> None:
+        self.folders += folders
+        self.objects += objects
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.2:
+            return
+        self.last = now
+        self.stream.write(
+            f"\rlisting: {self.folders:,} folder(s), {self.objects:,} object(s)\x1b[K"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write(
+                f"\rlisted: {self.folders:,} folder(s), {self.objects:,} object(s)\x1b[K\n"
+            )
+            self.stream.flush()
+            self.shown = False
+
+
+def _expand(
+    path: str,
+    errors: list[str],
+    partitions: Partitions | None = None,
+    listing: Listing | None = None,
+) -> Iterator[ObjectRef]:
+    """The objects a PATH names, in the ``partitions`` asked for (a file named itself is always
+    read); a PATH naming nothing is an error, not a silent no-op."""
+    partitions = partitions or Partitions()
+    listing = listing or Listing(io.StringIO())
     found = False
     if path.startswith("s3://"):
+
+        def select(folder: str) -> bool | None:
+            listing.update(folders=1)
+            return partitions.folder(folder)
+
         try:
-            for ref in _s3().list(path):
-                found = True
-                yield ref
+            for ref in _s3().list(path, select if partitions.asked else None):
+                listing.update(objects=1)
+                if partitions.keeps(ref.key):
+                    found = True
+                    yield ref
         except DetectorError as exc:
             errors.append(str(exc))
             return
@@ -300,7 +526,9 @@ def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
         p = Path(path)
         if p.is_dir():
             for child in sorted(p.rglob("*.parquet")):
-                if child.is_file() and is_data_key(child.as_posix()):
+                listing.update(objects=1)
+                name = child.as_posix()
+                if child.is_file() and is_data_key(name) and partitions.keeps(name):
                     found = True
                     yield ObjectRef(key=str(child), size=child.stat().st_size)
         elif p.is_file():
@@ -310,7 +538,8 @@ def _expand(path: str, errors: list[str]) -> Iterator[ObjectRef]:
             errors.append(f"{path}: no such file or directory")
             return
     if not found:
-        errors.append(f"{path}: no Parquet objects found")
+        where = " in the partitions asked for" if partitions.asked else ""
+        errors.append(f"{path}: no Parquet objects found{where}")
 
 
 def _identity(ref: ObjectRef) -> tuple[object, ...]:
@@ -354,7 +583,10 @@ def _s3() -> S3Store:
 
 
 class Progress:
-    """Objects and rows done, with the rate, on one stderr line; silent unless a terminal."""
+    """A bar of the objects done, with rows and their rate, on one stderr line (plain text
+    redrawn after a carriage return); silent unless a terminal."""
+
+    WIDTH = 24
 
     def __init__(self, stream: TextIO, total: int) -> None:
         self.stream = stream
@@ -371,8 +603,10 @@ class Progress:
             return
         self.last = now
         rate = rows / max(now - self.start, 1e-6)
+        filled = self.WIDTH * objects // max(self.total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
         self.stream.write(
-            f"\r{objects}/{self.total} objects, {rows:,} rows, {rate:,.0f} rows/s\x1b[K"
+            f"\r[{bar}] {objects}/{self.total} objects, {rows:,} rows, {rate:,.0f} rows/s\x1b[K"
         )
         if final:
             self.stream.write("\n")
@@ -384,12 +618,19 @@ def _scan_paths(
     allowlist: Allowlist,
     err: TextIO,
     active: Sequence[Active] | None = None,
+    partitions: Partitions | None = None,
 ) -> tuple[Run, list[str]]:
-    """Scan every object the paths name with the ``active`` detections (None: the default);
-    the run and the inputs that could not be read."""
+    """Scan every object the paths name (in the ``partitions`` asked for) with the ``active``
+    detections (None: the default); the run and the inputs that could not be read: the objects,
+    and the paths that named none."""
     problems: list[str] = []
     _s3.cache_clear()  # one S3 client per run (credentials or endpoint may change between runs)
-    refs = _unique([ref for path in paths for ref in _expand(path, problems)], err)
+    listing = Listing(err)
+    try:
+        found = [ref for path in paths for ref in _expand(path, problems, partitions, listing)]
+    finally:
+        listing.done()
+    refs = _unique(found, err)
     run = Run(allowlist, active)
     progress = Progress(err, len(refs))
     for done, ref in enumerate(refs, 1):
@@ -405,38 +646,88 @@ def _scan_paths(
     return run, problems
 
 
-def _write(findings: list[Finding], fmt: str, out: TextIO, **inputs: Any) -> None:
+def _write(
+    findings: list[Finding],
+    fmt: str,
+    out: TextIO,
+    active: Sequence[Active] = (),
+    **inputs: Any,
+) -> None:
+    """The findings in ``fmt``; ``active``: the detections that ran (a table line and a JSON
+    ``detections`` entry each, those without findings too)."""
+    ran = [one.detection for one in active]
     if fmt == "jsonl":
         write_jsonl(findings, out)
     elif fmt == "json":
-        write_json(findings, out, inputs=inputs)
+        write_json(findings, out, ran, inputs=inputs)
     else:
-        write_table(findings, out)
+        write_table(findings, out, ran)
 
 
-def _report_unread(problems: list[str], err: TextIO) -> int:
+def _report_unread(problems: list[str], read: int, err: TextIO) -> int:
+    """Name each input not read, then say how many were: all (0), some (1), none (3)."""
     for problem in problems:
         err.write(f"error: {safe_text(problem, 1000)}\n")
-    if problems:
-        err.write(f"{len(problems)} input(s) could not be read; the rest were scanned.\n")
-        return EXIT_UNREAD
-    return EXIT_OK
+    if not problems:
+        return EXIT_OK
+    total = read + len(problems)
+    if not read:
+        err.write(f"error: 0 of {total} inputs read: nothing was scanned, no result\n")
+        return EXIT_NOTHING_READ
+    err.write(
+        f"warning: {read} of {total} inputs read; the findings are of those only "
+        f"({len(problems)} could not be read)\n"
+    )
+    return EXIT_UNREAD
+
+
+def _scan_allowlist(args: argparse.Namespace, active: Sequence[Active], err: TextIO) -> Allowlist:
+    """``--allowlist``, required only by detections that use it (``uses_allowlist``)."""
+    users = [one.detection.slug for one in active if one.detection.uses_allowlist]
+    if args.allowlist is None:
+        if users:
+            raise UsageError(
+                f"--allowlist is required by {', '.join(users)} (it trusts what it lists)"
+            )
+        return Allowlist.of([], source="(none: no detection run uses an allowlist)")
+    if not users:
+        slugs = ", ".join(one.detection.slug for one in active)
+        err.write(f"note: --allowlist is not used by {slugs}\n")
+    allowlist = _load_allowlist(args.allowlist)
+    _warn_empty(allowlist, args.allowlist, active, err)
+    return allowlist
 
 
 def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     active = _actives(args)
-    allowlist = _load_allowlist(args.allowlist)
-    _warn_empty(allowlist, args.allowlist, active, err)
-    run, problems = _scan_paths(args.paths, allowlist, err, active)
-    _write(
-        run.findings(),
-        args.format,
-        out,
-        objects=run.objects,
-        rows=run.rows,
-        unreadable=problems,
+    partitions = _partitions(args.since, args.until, args.region, args.account)
+    allowlist = _scan_allowlist(args, active, err)
+    run, problems = _scan_paths(args.paths, allowlist, err, active, partitions)
+    extra = {"partitions": partitions.describe()} if partitions.asked else {}
+    # Nothing read is no result: no "no findings" line, no empty output that reads as one. The
+    # JSON document still names every input that could not be read.
+    if run.objects or args.format == "json":
+        _write(
+            run.findings(),
+            args.format,
+            out,
+            active,
+            objects=run.objects,
+            rows=run.rows,
+            unreadable=problems,
+            **extra,
+        )
+    if run.objects and problems and args.format == "table":
+        # A person reads the table: its "no findings" line is not about what was not read.
+        out.write(_partial(run.objects, problems) + "\n")
+    return _report_unread(problems, run.objects, err)
+
+
+def _partial(read: int, problems: Sequence[str], what: str = "the lines above are") -> str:
+    return (
+        f"Only {read} of {read + len(problems)} inputs read: {what} about those "
+        "(the others are named on stderr)."
     )
-    return _report_unread(problems, err)
 
 
 # --- Athena ----------------------------------------------------------------------------------
@@ -638,7 +929,7 @@ def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{len(run.runs)} Athena queries: {athena_sql.human_bytes(run.scanned_bytes)} "
             f"scanned, about ${run.inputs()['cost_usd']:.4f} in all\n"
         )
-    _write(run.findings, args.format, out, athena=run.inputs())
+    _write(run.findings, args.format, out, active, athena=run.inputs())
     if args.dry_run:
         err.write(f"dry run: {len(run.findings)} finding(s), nothing published\n")
         return EXIT_OK
@@ -736,6 +1027,8 @@ def suggest_allowlist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise UsageError("give PATHs to read, or --from-athena with the query options")
     nobody = Allowlist.of([], source="(none: every push is listed)")
     problems: list[str] = []
+    notes: list[str] = []
+    read = 0
     if args.from_athena:
         query = _query(args)
         run = _run_athena(query, nobody, args, err)
@@ -744,11 +1037,33 @@ def suggest_allowlist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         if query.accounts:
             source += f", accounts {', '.join(query.accounts)}"
     else:
-        scanned, problems = _scan_paths(args.paths, nobody, err)
+        partitions = _partitions(
+            args.start,
+            args.end,
+            [args.region] if args.region else None,
+            [args.accounts] if args.accounts else None,
+            ("--start", "--end", "--region", "--accounts"),
+        )
+        scanned, problems = _scan_paths(args.paths, nobody, err, partitions=partitions)
         findings = scanned.findings()
+        read = scanned.objects
         source = ", ".join(args.paths)
-    out.write(suggest.render(suggest.suggest(findings), source=source))
-    return _report_unread(problems, err)
+        if not read:  # nothing read: no suggestion (an empty one would trust no one, say nothing)
+            return _report_unread(problems, read, err)
+        if problems:
+            notes.append(_partial(read, problems, "this list is"))
+    suggestions = suggest.suggest(findings)
+    left_out: list[suggest.Suggestion] = []
+    if not args.include_failed:
+        suggestions, left_out = suggest.split_failed(suggestions)
+    out.write(suggest.render(suggestions, source=source, left_out=left_out, notes=notes))
+    if left_out:
+        calls = "/".join(detections.get(detections.DEFAULT).operations)
+        err.write(
+            f"note: {len(left_out)} principal(s) left out: no {calls} call of theirs succeeded "
+            "(--include-failed lists them)\n"
+        )
+    return _report_unread(problems, read, err)
 
 
 # --- detections ------------------------------------------------------------------------------
@@ -797,7 +1112,7 @@ def main(
         return EXIT_UNREAD
     except KeyboardInterrupt:
         err.write("interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # the last boundary: a bug is reported in one line, not a traceback

@@ -165,6 +165,11 @@ def highest_severity(detections: Iterable[Detection]) -> str:
     return max(detections, key=lambda d: _rank(d.severity)).severity
 
 
+def alert_severity(alerts: Iterable[Alert]) -> str:
+    """The highest severity of ``alerts`` (each by its outcome: ``Alert.severity``)."""
+    return max((a.severity for a in alerts), key=_rank)
+
+
 def subject(alerts: Sequence[Alert]) -> str:
     """``[MEDIUM] <detection's subject text><name> (+N more)``: < 100 printable ASCII.
 
@@ -173,10 +178,10 @@ def subject(alerts: Sequence[Alert]) -> str:
     _require(alerts)
     groups = _by_detection(alerts)
     first = groups[0][0]
+    severity = alert_severity(alerts)
     if len(groups) == 1:
-        prefix = f"[{first.severity.upper()}] {_email_text(first).subject}"
+        prefix = f"[{severity.upper()}] {_email_text(first).subject}"
     else:
-        severity = highest_severity(d for d, _ in groups)
         prefix = f"[{severity.upper()}] {len(groups)} detections: {_email_text(first).subject}"
     more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
     # The detection's own words, made safe and capped all the same: the name keeps some room.
@@ -357,9 +362,15 @@ def _outcome_lines(alert: Alert) -> list[str]:
     status = f"{ok} succeeded, {bad} failed"
     if count > ok + bad:
         status += f", {count - ok - bad} without a recorded status"
-    lines = _wrap(
-        f"{text.calls}: {count} ({status}) in {alert.groups} Splunk group(s)", indent="  "
-    )
+    # A "group" is one distinct combination of caller, user agent, source and region.
+    combos = "" if alert.groups == 1 else f" from {alert.groups} caller/agent/source combinations"
+    lines = _wrap(f"{text.calls}: {count} ({status}){combos}", indent="  ")
+    errors = alert.error_counts()
+    if errors:
+        shown = ", ".join(f"{_clean(c, 80)} x{n}" for c, n in errors[:5])
+        if len(errors) > 5:
+            shown += f" (+{len(errors) - 5} more codes)"
+        lines += _data(f"Why calls failed: {shown}", indent="  ")
     if ok:
         return lines
     note = text.all_failed if bad == count else text.outcome_unknown
@@ -382,11 +393,20 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     lines = ["-" * 40]
     verdict = text.verdict_success if alert.succeeded else text.verdict_attempt
     lines.append(f"PRINCIPAL {index} OF {total}: {verdict}")
+    if alert.severity != detection.severity:
+        lines.append(f"Severity {alert.severity.upper()}: no call succeeded, nothing landed.")
+    if text.reason is not None:
+        # The detection's own words on why it fired (our text with data values: wrapped so
+        # continuation lines are marked).
+        for line in text.reason(alert, alert.options):
+            lines += _data(line, indent="")
     lines += _data(detection.message(_clean(alert.who(), st.value_max)), indent="")
     if alert.reason == FIRST_SUCCESS:
         lines += _wrap(text.first_success, indent="", hang="")
     elif alert.reason == NEW_VALUE:
         lines += _wrap(text.new_value, indent="", hang="")
+    if note := getattr(alert, "triage_note", ""):  # muted, or reopened (detector.mutes)
+        lines += _data(_clean(note, 400), indent="")
     lines.append("Who")
     lines += _field("Principal", alert.who(), st)
     lines += _field("Account", alert.key.account, st)
@@ -406,6 +426,14 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
     # (another account's principal, type AWSAccount) they are all there is to go on.
     lines += _list_field("Caller types", alert, "caller_types", st, optional=True)
     lines += _list_field("Principal ids", alert, "principal_ids", st, optional=True)
+    # The key to disable, and whether the session used MFA.
+    lines += _list_field("Access key ids", alert, "access_keys", st, optional=True)
+    mfa, _, _ = alert.sample("mfa")
+    if mfa:
+        lines.append(
+            "  MFA used: "
+            + {"true": "yes", "false": "no"}.get(",".join(sorted(mfa)), "in some sessions")
+        )
     lines.append("From where")
     domains = list(dict.fromkeys(d for f in alert.ordered() if (d := f.field("src_domain"))))
     ips, _, _ = alert.sample("src_ips")
@@ -424,7 +452,10 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
             label = _succeeded_label(detection, sample.name, sample.label)
             lines += _values_field(label, ok, len(ok), False, st)
     for sample in detection.samples:
-        lines += _list_field(sample.label, alert, sample.name, st)
+        shown_ok = sample.name == detection.escalate_on and alert.succeeded_values(sample.name)
+        # After "<Label> pushed to", the full list is every call's, failed ones included.
+        label = f"{sample.label} (all calls)" if shown_ok else sample.label
+        lines += _list_field(label, alert, sample.name, st)
     if alert.held or alert.held_total:
         held = sorted(alert.held)
         escalate = next(s for s in detection.samples if s.name == detection.escalate_on)
@@ -460,9 +491,9 @@ def _summary_lines(detection: Detection, alerts: Sequence[Alert]) -> list[str]:
             shown += f" (+{len(accounts) - 5} more)"
         lines += _data(f"Caller account(s): {shown}", indent="")
     mitre = ", ".join(detection.mitre_attack_ids)
+    severity = alert_severity(alerts)
     lines.append(
-        f"Severity {detection.severity.upper()} (risk {detection.risk_score}), "
-        f"MITRE ATT&CK {mitre}."
+        f"Severity {severity.upper()} (risk {detection.risk_score}), MITRE ATT&CK {mitre}."
     )
     lines.append("")
     return lines
@@ -472,7 +503,7 @@ def _overview_lines(groups: Sequence[tuple[Detection, Sequence[Alert]]]) -> list
     """The header of an email covering several detections: what it holds, in one look."""
     alerts = [a for _, group in groups for a in group]
     calls = sum(a.count for a in alerts)
-    severity = highest_severity(d for d, _ in groups)
+    severity = alert_severity(alerts)
     lines = [f"Alerts of {len(groups)} detections", "=" * 50]
     lines += _wrap(
         f"{len(alerts)} principal(s) and {calls} call(s) over {len(groups)} detections, highest "
@@ -483,7 +514,7 @@ def _overview_lines(groups: Sequence[tuple[Detection, Sequence[Alert]]]) -> list
     for detection, group in groups:
         lines += _wrap(
             f"{_email_text(detection).headline}: {len(group)} principal(s), "
-            f"{sum(a.count for a in group)} call(s), severity {detection.severity.upper()}.",
+            f"{sum(a.count for a in group)} call(s), severity {alert_severity(group).upper()}.",
             indent="  - ",
             hang="    ",
         )
@@ -646,7 +677,7 @@ def attributes(alerts: Sequence[Alert]) -> dict[str, dict[str, str]]:
         return json.dumps([v[:ATTRIBUTE_VALUE_MAX] for v in values[:ATTRIBUTE_VALUES_MAX]])
 
     attrs = {
-        "severity": {"DataType": "String", "StringValue": highest_severity(detections)},
+        "severity": {"DataType": "String", "StringValue": alert_severity(alerts)},
         "detection_id": {"DataType": "String", "StringValue": detections[0].id},
     }
     if len(detections) > 1:

@@ -26,6 +26,8 @@ from detector.spec import Detection
 MAX_VALUES = 50
 MAX_EVENT_IDS = 5
 MAX_OBJECTS = 20
+# Where calls with more distinct error codes than a finding keeps are counted.
+OTHER_ERRORS = "(other error codes)"
 
 GroupKey = tuple[str | None, ...]  # values of schema.GROUP_KEYS, in order
 
@@ -131,6 +133,8 @@ _GENERIC = (
     _Generic("principal_ids", "principal_id", MAX_VALUES),
     _Generic("invoked_by", "invoked_by", MAX_VALUES),
     _Generic("user_types", "user_type", MAX_VALUES),
+    _Generic("access_keys", "credential_uid", MAX_VALUES),
+    _Generic("mfa", "mfa", MAX_VALUES),
     _Generic("event_ids", "event_uid", MAX_EVENT_IDS, "list"),
     _Generic("objects", None, MAX_OBJECTS),
     # The account each event was recorded in: the ``accountId=`` partition of its object's key
@@ -198,6 +202,9 @@ class Finding:
     # must not share a finding, or one caller's alert window would silence the other's. Not
     # in the record: the Splunk grouping's columns stay as they are.
     anon: str | None = None
+    # Error code -> calls that failed with it (``api.response.error``), at most ``MAX_VALUES``
+    # codes; calls with further codes are counted under ``OTHER_ERRORS``.
+    errors: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         layout = _layout(self.detection)  # a sample name clash fails here
@@ -244,9 +251,19 @@ class Finding:
         new = Finding.__new__(Finding)
         new.__dict__.update(self.__dict__)
         new.samples = {name: sample.copy() for name, sample in self.samples.items()}
+        new.errors = dict(self.errors)
         return new
 
+    def add_errors(self, counts: dict[str, int]) -> None:
+        for code, n in counts.items():
+            if code in self.errors or len(self.errors) < MAX_VALUES:
+                self.errors[code] = self.errors.get(code, 0) + n
+            else:
+                self.errors[OTHER_ERRORS] = self.errors.get(OTHER_ERRORS, 0) + n
+
     def merge(self, other: Finding) -> None:
+        if other.errors:
+            self.add_errors(other.errors)
         self.count += other.count
         self.succeeded += other.succeeded
         self.failed += other.failed
@@ -325,6 +342,28 @@ def recorded_account(key: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _error_counts(table: pa.Table) -> dict[tuple[GroupKey, str | None], dict[str, int]]:
+    """(group key, hidden key) -> error code -> calls, for the rows that recorded an error."""
+    if table.schema.get_field_index("error_code") < 0:
+        return {}
+    failed = table.filter(pc.is_valid(table.column("error_code")))
+    if failed.num_rows == 0:
+        return {}
+    keys = [*GROUP_KEYS, _ANON, "error_code"]
+    counted = failed.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    out: dict[tuple[GroupKey, str | None], dict[str, int]] = {}
+    rows = zip(
+        zip(*(counted.column(k).to_pylist() for k in GROUP_KEYS), strict=True),
+        counted.column(_ANON).to_pylist(),
+        counted.column("error_code").to_pylist(),
+        counted.column("count_all").to_pylist(),
+        strict=True,
+    )
+    for key, anon, code, n in rows:
+        out.setdefault((key, anon), {})[code] = n
+    return out
+
+
 def _group(f: Finding) -> tuple[GroupKey, str | None]:
     return f.key, f.anon
 
@@ -401,6 +440,7 @@ class Aggregate:
         # Column by column into Python (a dict per row costs more), then a finding per group.
         keys = zip(*(grouped.column(k).to_pylist() for k in GROUP_KEYS), strict=True)
         anons = grouped.column(_ANON).to_pylist()
+        errors = _error_counts(table)
         recorded = recorded_account(source)
         counts = grouped.column("count_all").to_pylist()
         firsts = grouped.column("time_ms_min").to_pylist()
@@ -429,6 +469,9 @@ class Aggregate:
                     for name in names:
                         sample(name).add(got, priority=priority)
             sample("objects").add([source])
+            failures = errors.get((key, anons[i]))
+            if failures:
+                part.add_errors(failures)
             if recorded is not None:
                 sample("recorded_accounts").add([recorded])
             self._merge_one(part)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from detector.aws.dynamodb import StateTable
     from detector.aws.s3 import S3Store
     from detector.aws.ssm import AllowlistStore
+    from detector.mutes import Mutes, MuteView
     from detector.spec import Active
 
 SERVICE = "ecr-upload-detector"
@@ -54,6 +55,8 @@ class App:
     state: StateTable | None
     # The enabled detections with their options (DETECTIONS and each detection's variables).
     active: tuple[Active, ...]
+    # Security Hub workflow statuses and the mute list (MUTES_PARAMETER); None: neither.
+    mutes: Mutes | None = None
 
 
 _app: App | None = None
@@ -63,13 +66,14 @@ def app(context: LambdaContext) -> App:
     """The clients and settings of this execution environment, built on first use."""
     global _app
     if _app is None:
-        from detector import detections
+        from detector import asff, detections
         from detector.alerting import Alerts
         from detector.aws.dynamodb import StateTable
         from detector.aws.s3 import S3Store
-        from detector.aws.securityhub import SecurityHubPublisher
+        from detector.aws.securityhub import SecurityHubPublisher, WorkflowReader
         from detector.aws.sns import SnsPublisher
-        from detector.aws.ssm import AllowlistStore
+        from detector.aws.ssm import AllowlistStore, MuteListStore
+        from detector.mutes import Mutes
 
         settings = Settings.from_env()
         # Unknown slugs and bad option values fail here, naming the variable, before any
@@ -81,6 +85,13 @@ def app(context: LambdaContext) -> App:
         arn = context.invoked_function_arn.split(":")
         partition, region, account = arn[1], os.environ.get("AWS_REGION", arn[3]), arn[4]
         hub = SecurityHubPublisher() if settings.security_hub_enabled else None
+        product = asff.product_arn(account_id=account, region=region, partition=partition)
+        workflow = WorkflowReader(product) if settings.security_hub_enabled else None
+        mute_list = (
+            MuteListStore(settings.mutes_parameter, cache_seconds=settings.allowlist_cache_seconds)
+            if settings.mutes_parameter
+            else None
+        )
         _app = App(
             settings,
             AllowlistStore(
@@ -103,6 +114,7 @@ def app(context: LambdaContext) -> App:
             ),
             StateTable(settings.state_table) if settings.state_table else None,
             active,
+            Mutes(mute_list, workflow) if workflow or mute_list else None,
         )
     return _app
 
@@ -158,6 +170,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         window_seconds=a.settings.dedup_window_minutes * 60,
         time_left_ms=context.get_remaining_time_in_millis,
         active=a.active,
+        mutes=a.mutes,
     )
     _report(outcome, a.active)
     if batch.from_sqs:
@@ -200,6 +213,9 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
                 "retried": miss.retried,
             },
         )
+    view = outcome.mutes
+    if view is not None:
+        _report_mutes(view)
     for name, value in (
         ("ObjectsScanned", outcome.objects),
         ("RowsScanned", outcome.rows),
@@ -213,6 +229,9 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
         ("ObjectsMissing", len(outcome.missing)),
         ("Alerted", outcome.alerted),
         ("AlertsSuppressed", outcome.suppressed),
+        ("AlertsMuted", len(view.muted) if view else 0),
+        ("SecurityHubWorkflowUnread", view.unread if view else 0),
+        ("MuteListFailed", int(view.list_failed) if view else 0),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     for a in active:
@@ -233,5 +252,40 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
             "published": outcome.published,
             "alerted": outcome.alerted,
             "suppressed_by_dedup_window": outcome.suppressed,
+            "muted": len(view.muted) if view else 0,
         },
     )
+
+
+def _report_mutes(view: MuteView) -> None:
+    """One line per muted alert, per expired mute that would have muted one, and per mute
+    check that failed (its alerts were emailed as if not muted)."""
+    from detector.mutes import when
+
+    for m in view.muted:
+        extra: dict[str, Any] = {"alert_id": m.alert_id, "principal": m.principal[:300]}
+        extra["muted_by"] = m.mute.by
+        if m.mute.entry is not None:
+            extra |= {"until": m.mute.entry.until.isoformat(), "why": m.mute.entry.why}
+            extra["entry"] = f"{m.mute.entry.source} line {m.mute.entry.line}"
+        else:
+            extra["workflow_status"] = "SUPPRESSED"
+        logger.info("alert muted, not emailed", extra=extra)
+    for alert_id, entry in view.expired:
+        logger.info(
+            f"mute expired at {when(entry.until)}: no longer mutes",
+            extra={
+                "alert_id": alert_id,
+                "principal": entry.principal,
+                "until": entry.until.isoformat(),
+                "why": entry.why,
+                "entry": f"{entry.source} line {entry.line}",
+            },
+        )
+    for alert_id in sorted(view.reopened):
+        logger.info(
+            "Security Hub finding RESOLVED: its alert window ended, this is a new alert",
+            extra={"alert_id": alert_id},
+        )
+    for problem in view.problems:
+        logger.error("mute check failed, emailed as if not muted", extra={"error": problem})

@@ -25,19 +25,24 @@ def detections_of(findings: Iterable[Finding]) -> list[Detection]:
     return list(seen.values())
 
 
-def document(findings: Sequence[Finding], **extra: Any) -> dict[str, Any]:
+def document(
+    findings: Sequence[Finding], detections: Sequence[Detection] = (), **extra: Any
+) -> dict[str, Any]:
     """``{"detection": {...}, "findings": [...]}``: the JSON body every machine output shares.
 
-    ``detection`` is the first finding's (the default detection's when there is none); with
-    findings of several detections, ``detections`` lists each, and every finding names its
-    own (``detection_id``)."""
+    ``detections``: the detections that ran, in order (default: those of ``findings``).
+    ``detection`` is the first finding's (else the first that ran; else the default
+    detection's); when several ran, or findings are of several, ``detections`` lists each,
+    those without findings too, and every finding names its own (``detection_id``)."""
     found = detections_of(findings)
+    ran = list({d.id: d for d in [*detections, *found]}.values())
+    first = found[0] if found else (ran[0] if ran else None)
     doc: dict[str, Any] = {
-        "detection": detection_dict(found[0] if found else None),
+        "detection": detection_dict(first),
         "findings": [f.to_record() for f in findings],
     }
-    if len(found) > 1:
-        doc["detections"] = [detection_dict(d) for d in found]
+    if len(ran) > 1:
+        doc["detections"] = [detection_dict(d) for d in ran]
     doc.update(extra)
     return doc
 
@@ -104,8 +109,13 @@ def write_jsonl(findings: Iterable[Finding], out: TextIO) -> None:
         out.write(safe_json(f.to_record()) + "\n")
 
 
-def write_json(findings: Sequence[Finding], out: TextIO, **extra: Any) -> None:
-    out.write(safe_json(document(findings, **extra), indent=2) + "\n")
+def write_json(
+    findings: Sequence[Finding],
+    out: TextIO,
+    detections: Sequence[Detection] = (),
+    **extra: Any,
+) -> None:
+    out.write(safe_json(document(findings, detections, **extra), indent=2) + "\n")
 
 
 def safe_text(value: object, limit: int) -> str:

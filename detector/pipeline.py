@@ -63,6 +63,7 @@ from detector.spec import Active
 if TYPE_CHECKING:
     from detector.aws.dynamodb import AlertClaim
     from detector.aws.securityhub import Report
+    from detector.mutes import Mute, Mutes, MuteView
 
 # Time kept back for publishing when the function nears its timeout: items not started by then
 # fail (and are retried) rather than half-finishing.
@@ -134,6 +135,10 @@ class StateStore(Protocol):
     def count_security_hub_retry(self, refs: Sequence[ObjectRef]) -> None: ...
     def security_hub_version(self, key_id: str) -> int: ...
     def record_security_hub(self, key_id: str, version: int) -> None: ...
+    # Security Hub's RESOLVED ends the alert window once (``detector.mutes``).
+    def resolutions_acted(self, key_ids: Iterable[str]) -> set[str]: ...
+    def reopen_window(self, key_id: str) -> bool: ...
+    def forget_resolution(self, key_id: str) -> None: ...
 
 
 class Busy(DetectorError):
@@ -175,6 +180,8 @@ class Outcome:
     # Rows each detection reported (detection id -> rows), for its metric.
     kept: dict[str, int] = field(default_factory=dict)
     published: bool = False
+    # What muted alerts (``detector.mutes``): muted ones, expired mutes, what was not read.
+    mutes: MuteView | None = None
 
 
 @dataclass
@@ -292,11 +299,15 @@ def process(
     window_seconds: int = 3600,
     time_left_ms: Callable[[], int] | None = None,
     active: Sequence[Active] | None = None,
+    mutes: Mutes | None = None,
 ) -> Outcome:
     """Scan every announced object, aggregate, alert; report which items failed and why.
 
     ``active``: the enabled detections (None: the default one). Each object is read once for
     all of them, and one message covers the alerts of all of them.
+
+    ``mutes``: Security Hub workflow statuses and the mute list (``detector.mutes``); they
+    apply with a state table only, which tells an escalation from an ordinary push.
 
     Items are scanned in parallel (``MAX_PARALLEL_OBJECTS``) and merged in their order, so the
     outcome is the same as scanning them one after the other.
@@ -346,7 +357,7 @@ def process(
                 for detection_id, rows in result.stats.kept.items():
                     out.kept[detection_id] = out.kept.get(detection_id, 0) + rows
         out.findings = run.findings()
-        out.alerts = rollup(out.findings)
+        out.alerts = rollup(out.findings, {a.detection.id: a.options for a in active or ()})
         if out.alerts:
             deadline = _deadline(time_left_ms)
             if deadline():
@@ -354,7 +365,9 @@ def process(
             if state is None:
                 _deliver(out, alerts, deadline)
             else:
-                retry = _deliver_once(out, done, alerts, state, window_seconds, deadline)
+                retry = _deliver_once(
+                    out, done, alerts, state, window_seconds, deadline, mutes=mutes
+                )
             out.published = True
         if state is not None:
             back = {id(d) for d in retry}
@@ -579,6 +592,8 @@ def _deliver_once(
     state: StateStore,
     window_seconds: int,
     deadline: Callable[[], bool],
+    *,
+    mutes: Mutes | None = None,
 ) -> list[_Done]:
     """Deliver with the state table; the items to retry for Security Hub's sake.
 
@@ -603,14 +618,18 @@ def _deliver_once(
     run = {a.id: a for a in out.alerts}
     cumulative = [a.with_totals(totals[a.id]) if a.id in totals else a for a in out.alerts]
     judged = [a for a in cumulative if a.id not in settled]
+    # Read before the email, never holding it back (errors only mute nothing).
+    view = mutes.check(judged, deadline=deadline) if mutes is not None and judged else None
+    out.mutes = view
     email_error: Exception | None = None
     marked = False
     try:
-        sent = notify_due(judged, sink, state, window_seconds, run=run)
+        sent = notify_due(judged, sink, state, window_seconds, run=run, mutes=view)
     except Exception as exc:
         email_error = exc
     else:
-        out.alerted, out.suppressed = len(sent), len(judged) - len(sent)
+        muted = len(view.muted) if view is not None else 0
+        out.alerted, out.suppressed = len(sent), len(judged) - len(sent) - muted
         try:
             state.mark_email_handled([r for r in claims if before.get(r) is None])
             marked = True
@@ -650,6 +669,7 @@ def notify_due(
     window_seconds: int,
     *,
     run: Mapping[str, Alert] | None = None,
+    mutes: MuteView | None = None,
 ) -> list[Alert]:
     """Send one SNS message for the alerts due under the window; the alerts sent.
 
@@ -658,8 +678,16 @@ def notify_due(
     (cumulative totals). A key is claimed before sending and confirmed after; if sending fails,
     or anything else does, the claims are released, so the keys are not marked as alerted and
     the next attempt sends.
+
+    ``mutes`` (``detector.mutes``): a finding RESOLVED in Security Hub ends its key's window
+    first (once per resolution); a due alert that is muted (SUPPRESSED, or the mute list) is
+    not sent unless it escalates, and its claim is confirmed as if it had been: the window
+    remembers what it reported, so a first success or a new value later in it still emails.
+    Muted alerts are listed in ``mutes.muted``.
     """
     seen = run or {}
+    if mutes is not None and window_seconds > 0:
+        _reopen_resolved(alerts_, state, mutes)
 
     def claim(a: Alert) -> tuple[Alert, AlertClaim | None, Exception | None]:
         mine = seen.get(a.id, a)
@@ -689,14 +717,77 @@ def notify_due(
             for a, c, _ in claimed
             if c
         ]
-    if not due:
-        return []
-    try:
-        sink.notify([a for a, _ in due])
-    except BaseException:
-        if window_seconds > 0:
-            _parallel(state.release_alert, [a.id for a, _ in due])
-        raise
+    silenced: list[tuple[Alert, AlertClaim | None, Mute]] = []
+    if mutes is not None:
+        due, silenced = _apply_mutes(due, mutes, seen)
+    if due:
+        try:
+            sink.notify([a for a, _ in due])
+        except BaseException:
+            if window_seconds > 0:
+                _parallel(state.release_alert, [a.id for a, _ in due + [s[:2] for s in silenced]])
+            raise
     confirmed = [(a.id, c) for a, c in due if c is not None]
+    # A muted claim opens or continues the window as if emailed; held values wait for an email.
+    confirmed += [
+        (a.id, dataclasses.replace(c, held=frozenset(), held_total=0))
+        for a, c, _ in silenced
+        if c is not None
+    ]
     _parallel(lambda pair: state.confirm_alert(*pair), confirmed)
+    if mutes is not None:
+        from detector.mutes import Muted
+
+        mutes.muted += [Muted(a.id, a.key.principal, m) for a, _, m in silenced]
     return [a for a, _ in due]
+
+
+def _apply_mutes(
+    due: list[tuple[Alert, AlertClaim | None]], view: MuteView, seen: Mapping[str, Alert]
+) -> tuple[list[tuple[Alert, AlertClaim | None]], list[tuple[Alert, AlertClaim | None, Mute]]]:
+    """Split the due alerts into those emailed (an escalation of a muted one carries a line
+    saying so) and those muted."""
+    from detector.mutes import REOPENED_NOTE, escalated, with_note
+
+    kept: list[tuple[Alert, AlertClaim | None]] = []
+    silenced: list[tuple[Alert, AlertClaim | None, Mute]] = []
+    for a, c in due:
+        mine = seen.get(a.id, a)  # this run's share; ``a`` holds the cumulative totals
+        note = REOPENED_NOTE if a.id in view.reopened else ""
+        mute = view.mute_of(a)
+        if mute is not None:
+            reason = escalated(a.reason, now=mine, total=a)
+            if reason is None:
+                silenced.append((a, c, mute))
+                continue
+            a, note = dataclasses.replace(a, reason=reason), mute.note()
+        kept.append((with_note(a, note) if note else a, c))
+    return kept, silenced
+
+
+def _reopen_resolved(alerts_: Sequence[Alert], state: StateStore, view: MuteView) -> None:
+    """End the alert window of keys whose finding is newly RESOLVED (once per resolution: the
+    state table remembers it acted, until it sees the finding in another status). Never
+    raises: what failed is in ``view.problems`` and that key keeps its window."""
+    from detector.mutes import RESOLVED
+
+    ids = [a.id for a in alerts_ if view.status(a.id) is not None]
+    if not ids:
+        return
+    try:
+        acted = state.resolutions_acted(ids)
+    except Exception as exc:
+        view.problems.append(f"Security Hub RESOLVED not acted on: {_describe(exc, 'state')}")
+        return
+
+    def act(key: str) -> str | None:
+        try:
+            if view.status(key) == RESOLVED and key not in acted:
+                return key if state.reopen_window(key) else None
+            if view.status(key) != RESOLVED and key in acted:
+                state.forget_resolution(key)
+        except Exception as exc:
+            view.problems.append(f"Security Hub RESOLVED of {key}: {_describe(exc, 'state')}")
+        return None
+
+    view.reopened |= {k for k in _parallel(act, ids) if k is not None}

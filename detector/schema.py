@@ -52,6 +52,11 @@ GENERIC = pa.schema(
         ("invoked_by", pa.string()),
         ("status", pa.string()),
         ("event_uid", pa.string()),
+        # Who exactly, and why a call failed: what a responder acts on (the key to disable,
+        # whether MFA was used, AccessDenied versus a pipeline's retry).
+        ("credential_uid", pa.string()),
+        ("mfa", pa.string()),
+        ("error_code", pa.string()),
     ]
 )
 
@@ -99,6 +104,8 @@ _COMMON_IDENTITY = {
     "src_domain": "src_endpoint.domain",
 }
 _COMMON = {
+    "credential_uid": "actor.user.credential_uid",
+    "error_code": "api.response.error",
     "time_ms": "time",
     "user_agent": "http_request.user_agent",
     "src_ip": "src_endpoint.ip",
@@ -115,6 +122,7 @@ V1 = Layout(
     | {
         "principal_id": "actor.user.uid",
         "account": "actor.user.account_uid",
+        "mfa": "actor.session.mfa",
         "request": "unmapped",
     },
 )
@@ -126,6 +134,7 @@ V2 = Layout(
     | {
         "principal_id": "actor.user.uid_alt",
         "account": "actor.user.account.uid",
+        "mfa": "actor.session.is_mfa",
         "request": "api.request.data",
     },
 )

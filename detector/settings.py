@@ -24,6 +24,8 @@ DEDUP_WINDOW_MINUTES = "DEDUP_WINDOW_MINUTES"
 # Comma-separated detection slugs (detector/detections/); unset or empty: the default one.
 DETECTIONS = "DETECTIONS"
 DEFAULT_DETECTION = "ecr-upload-unknown-user"
+# Optional: one SSM parameter holding time-bounded mutes (detector.mutes).
+MUTES_PARAMETER = "MUTES_PARAMETER"
 
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
 _TRUE = {"true", "1", "yes"}
@@ -50,6 +52,7 @@ class Settings:
     account_lists_path: str | None = None
     subscriber_role_arn: str | None = None
     subscriber_external_id: str | None = None
+    mutes_parameter: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +82,9 @@ class Settings:
             raise ConfigError(f"{SUBSCRIBER_ROLE_ARN} must be an IAM role ARN, got {role[:80]!r}")
         if external_id is not None and role is None:
             raise ConfigError(f"{SUBSCRIBER_EXTERNAL_ID} is set but {SUBSCRIBER_ROLE_ARN} is not")
+        mutes = env.get(MUTES_PARAMETER, "").strip() or None
+        if mutes is not None and mutes.endswith("/"):
+            raise ConfigError(f"{MUTES_PARAMETER} names one parameter, not a path: {mutes[:80]!r}")
         return cls(
             parameter,
             topic,
@@ -90,6 +96,7 @@ class Settings:
             lists,
             role,
             external_id,
+            mutes_parameter=mutes,
         )
 
 

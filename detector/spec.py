@@ -133,6 +133,9 @@ class EmailText:
     # findings, calls).
     none_found: str
     found: str
+    # Why this alert fired, in the detection's own words (e.g. the business hours, their zone
+    # and each push's local time): called with the alert and its detection's parsed options.
+    reason: Callable[[Any, Mapping[str, Any]], Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,11 @@ class Detection:
     metric: str = ""
     # Checks the parsed options together (e.g. start before end); raises ValueError.
     check_options: Callable[[Mapping[str, Any]], None] | None = None
+    # Whether the predicate consults the shared allowlist (``scan`` needs --allowlist only then).
+    uses_allowlist: bool = True
+    # Severity by outcome: an alert none of whose calls succeeded (nothing landed) has this
+    # severity instead of ``severity``, in the email, the JSON and ASFF alike. None: the same.
+    severity_failed_only: str | None = None
     # --- how it reads -------------------------------------------------------------------
     email: EmailText | None = None
     asff: AsffSpec | None = None

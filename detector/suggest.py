@@ -16,8 +16,11 @@ match it:
   its source domain (``src_endpoint.domain``, an AWS service's name), which the allowlist
   compares for such calls only.
 
-Entries come most pushes first, each after a ``#`` comment with its push count, last push,
-accounts and the values of the detection's escalation sample (what was pushed to). A principal
+Entries come most pushes first, each after a ``#`` comment with its push count (how many
+succeeded, failed, or have no recorded outcome), last push, accounts and the values of the
+detection's escalation sample (what was pushed to). A principal none of whose pushes succeeded
+(a stolen key probing, a misconfigured job) has shown no need to push: ``split_failed`` sets
+such principals aside, and ``render`` counts them in a comment instead of listing them. A principal
 that is not a valid allowlist entry
 (``allowlist.entry_problem``: not an ARN of one 12-digit account or an AWS service name, spaces,
 control characters) or that the line format would change (``#``, ``,``, or ``*``/``?`` that would
@@ -52,6 +55,8 @@ class Suggestion:
     kind: str  # role, session issuer, user, service, source domain, unknown
     shown: str  # what to show a person (the principal, escaped)
     pushes: int = 0
+    succeeded: int = 0
+    failed: int = 0
     last_ms: int | None = None
     accounts: set[str] = field(default_factory=set)
     # Values of the detection's escalation sample (where the calls went).
@@ -103,6 +108,8 @@ def suggest(findings: Iterable[Finding]) -> list[Suggestion]:
         entry, kind, shown = principal(f)
         s = merged.setdefault((entry, kind, shown), Suggestion(entry, kind, shown))
         s.pushes += f.count
+        s.succeeded += f.succeeded
+        s.failed += f.failed
         s.last_ms = max_opt(s.last_ms, f.last_ms)
         account = f.field("account")
         if account:
@@ -111,6 +118,20 @@ def suggest(findings: Iterable[Finding]) -> list[Suggestion]:
         if kind != "service":
             s.via.update(f.invoked_by.values)
     return sorted(merged.values(), key=lambda s: (-s.pushes, s.entry is None, s.shown))
+
+
+def split_failed(suggestions: list[Suggestion]) -> tuple[list[Suggestion], list[Suggestion]]:
+    """(principals with a successful push, those without one), each in the order given."""
+    return (
+        [s for s in suggestions if s.succeeded],
+        [s for s in suggestions if not s.succeeded],
+    )
+
+
+def _outcomes(s: Suggestion) -> str:
+    unknown = s.pushes - s.succeeded - s.failed
+    text = f"{s.succeeded} succeeded, {s.failed} failed"
+    return f"{text}, {unknown} outcome unknown" if unknown > 0 else text
 
 
 def _listing(values: Iterable[str], more: bool, limit: int = 5) -> str:
@@ -122,8 +143,17 @@ def _listing(values: Iterable[str], more: bool, limit: int = 5) -> str:
     return text or "-"
 
 
-def render(suggestions: list[Suggestion], *, source: str) -> str:
-    """The suggestions in the allowlist format, with ``#`` comments for the reviewer."""
+def render(
+    suggestions: list[Suggestion],
+    *,
+    source: str,
+    left_out: Iterable[Suggestion] = (),
+    notes: Iterable[str] = (),
+) -> str:
+    """The suggestions in the allowlist format, with ``#`` comments for the reviewer;
+    ``left_out`` (principals without a successful push, not listed) counted in one, and
+    ``notes`` (e.g. inputs not read) each in one after the source."""
+    left = list(left_out)
     total = sum(s.pushes for s in suggestions)
     spec = detections.get(detections.DEFAULT)
     calls = " / ".join(spec.operations)
@@ -131,12 +161,18 @@ def render(suggestions: list[Suggestion], *, source: str) -> str:
     lines = [
         "# Suggested ECR push allowlist for ecr-upload-detector.",
         f"# From: {safe_text(source, 200)}",
+        *(f"# {safe_text(note, 200)}" for note in notes),
         f"# {len(suggestions)} principal(s), {total} {calls} call(s). Review every entry:",
         "# each one is trusted to push images from then on. Delete what you do not recognise.",
     ]
+    if left:
+        lines.append(
+            f"# Left out: {len(left)} principal(s) none of whose {sum(s.pushes for s in left)} "
+            f"{calls} call(s) succeeded (--include-failed lists them)."
+        )
     for s in suggestions:
         details = (
-            f"{s.kind}, {s.pushes} push(es), last {ctime(s.last_ms) or '-'}, "
+            f"{s.kind}, {s.pushes} push(es) ({_outcomes(s)}), last {ctime(s.last_ms) or '-'}, "
             f"account(s) {_listing(s.accounts, False)}, "
             f"{targets} {_listing(s.targets.values, s.targets.more)}"
         )
@@ -156,5 +192,7 @@ def render(suggestions: list[Suggestion], *, source: str) -> str:
             lines.append(f"# {details}")
         else:
             lines.append(f"# {details}")
+            if not s.succeeded:
+                lines.append("# No push succeeded: only attempts. Trust it only if you know why.")
             lines.append(s.entry)
     return "\n".join(lines) + "\n"

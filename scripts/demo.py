@@ -91,6 +91,7 @@ def sample_events(version: int) -> list[dict[str, Any]]:
             principal_id="AIDAEXAMPLECONTRACTOR",
             user_type="IAMUser",
             user_name="old-contractor",
+            credential_uid="AKIAEXAMPLECONTRACTOR1",  # a long-term key: disable it
             src_ip="203.0.113.66",
             user_agent="docker/20.10.7 go/go1.13.15 os/linux arch/amd64",
             status="Success" if i else "Failure",

@@ -18,7 +18,8 @@ One table, partition key ``pk`` (string), TTL attribute ``expires_at`` (epoch se
   the object's alerts was made (the message sent, or held back by the window), so an attempt
   that is retried afterwards (for Security Hub's sake, say) does not email again, window or
   not; ``hub_retries`` counts how often Security Hub sent the object back. On the key item,
-  ``hub_v``: the version of the totals Security Hub last got.
+  ``hub_v``: the version of the totals Security Hub last got, and ``hub_resolved``: the
+  finding's RESOLVED workflow status was acted on (the window ended once; ``detector.mutes``).
 
 Totals use optimistic concurrency (a ``version`` attribute) so concurrent invocations never lose
 an update.
@@ -553,6 +554,73 @@ class StateTable:
             )
         except ClientError:
             return  # a newer version is recorded already (or the key is gone)
+
+    # --- Security Hub's RESOLVED: the alert window ends once per resolution ------------------
+    def resolutions_acted(self, key_ids: Iterable[str]) -> set[str]:
+        """The keys whose finding's RESOLVED status was acted on already (``hub_resolved``):
+        one consistent ``BatchGetItem`` per 100 keys."""
+        ids = list(dict.fromkeys(key_ids))
+        acted: set[str] = set()
+        for start in range(0, len(ids), 100):
+            keys: list[dict[str, Any]] = [
+                {"pk": {"S": f"key#{k}"}} for k in ids[start : start + 100]
+            ]
+            for _ in range(_MAX_CONFLICTS):
+                got = self._call(
+                    "read resolutions",
+                    self.client.batch_get_item,
+                    RequestItems={
+                        self.table: {
+                            "Keys": keys,
+                            "ConsistentRead": True,
+                            "ProjectionExpression": "pk, hub_resolved",
+                        }
+                    },
+                )
+                for item in got.get("Responses", {}).get(self.table, []):
+                    if _bool(item, "hub_resolved"):
+                        acted.add(item["pk"]["S"].removeprefix("key#"))
+                keys = got.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                if not keys:
+                    break
+                time.sleep(0.05)
+            else:
+                raise StateUnavailable(f"DynamoDB table {self.table}: read resolutions: throttled")
+        return acted
+
+    def reopen_window(self, key_id: str) -> bool:
+        """The key's finding was RESOLVED: end its alert window (its next push is a new alert)
+        and remember that this resolution was acted on. False if it already was (by another
+        invocation, say). Values held for the next email stay held."""
+        try:
+            self._call(
+                "reopen alert window",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"key#{key_id}"}},
+                UpdateExpression="SET hub_resolved = :t, "
+                "alert_v = if_not_exists(alert_v, :zero) + :one "
+                "REMOVE alerted_at, alerted_success, alerted_escalation, reported_repos, "
+                "reported_overflow",
+                # Bumping alert_v makes a concurrent claim look at the window again.
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(hub_resolved)",
+                ExpressionAttributeValues={":t": {"BOOL": True}, ":zero": _n(0), ":one": _n(1)},
+            )
+        except ClientError:
+            return False
+        return True
+
+    def forget_resolution(self, key_id: str) -> None:
+        """The key's finding is no longer RESOLVED: a later resolution is acted on again."""
+        with contextlib.suppress(ClientError):
+            self._call(
+                "forget resolution",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"key#{key_id}"}},
+                UpdateExpression="REMOVE hub_resolved",
+                ConditionExpression="attribute_exists(hub_resolved)",
+            )
 
 
 def _strings(item: dict[str, Any], name: str) -> frozenset[str]:

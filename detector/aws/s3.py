@@ -15,9 +15,10 @@ the overwrite has an announcement of its own, which reads the new content).
 
 from __future__ import annotations
 
+import builtins
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -278,22 +279,56 @@ class S3Store:
                 self._client = boto3.client("s3")
             return self._client
 
-    def list(self, uri: str) -> Iterator[ObjectRef]:
-        """Data objects under an ``s3://bucket/prefix``."""
+    def list(
+        self, uri: str, select: Callable[[str], bool | None] | None = None
+    ) -> Iterator[ObjectRef]:
+        """Data objects under an ``s3://bucket/prefix``: every key under it in one listing, or
+        with ``select`` only the "folders" it keeps.
+
+        ``select(folder)`` (a key prefix ending in ``/``, such as ``…/region=us-east-1/``) says
+        for the prefix (when it ends in ``/``) and each folder met whether to skip it (False),
+        list every object under it (True), or list it level by level (None: one listing with
+        ``Delimiter='/'`` gives its objects and its folders, each then asked about). So only the
+        partitions asked for are listed, not the whole history. Objects met on the way, beside
+        folders, are listed too: the caller filters them.
+        """
         bucket, prefix = parse_uri(uri)
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if is_data_key(key):
-                        yield ObjectRef(
-                            key=key, bucket=bucket, size=obj.get("Size"), etag=obj.get("ETag")
-                        )
+            if select is None:
+                yield from self._listing(bucket, prefix)
+                return
+            stack: list[tuple[str, bool | None]] = [
+                (prefix, select(prefix) if prefix.endswith("/") else None)
+            ]
+            while stack:
+                level, verdict = stack.pop()
+                if verdict is True:
+                    yield from self._listing(bucket, level)
+                elif verdict is None:
+                    folders: list[str] = []
+                    yield from self._listing(bucket, level, folders)
+                    # In listing order (the stack is last in, first out).
+                    stack.extend((f, select(f)) for f in reversed(folders))
         except (ClientError, BotoCoreError) as exc:
             raise SourceUnavailable(f"{uri}: cannot list: {_reason(exc)}") from exc
+
+    def _listing(
+        self, bucket: str, prefix: str, folders: builtins.list[str] | None = None
+    ) -> Iterator[ObjectRef]:
+        """The data objects of one listing of ``prefix``: every key under it, or with
+        ``folders`` one level (``Delimiter='/'``), whose folders are added to ``folders``."""
+        args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if folders is not None:
+            args["Delimiter"] = "/"
+        for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if is_data_key(key):
+                    yield ObjectRef(
+                        key=key, bucket=bucket, size=obj.get("Size"), etag=obj.get("ETag")
+                    )
+            if folders is not None:
+                folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
 
     def open(self, ref: ObjectRef) -> IO[bytes]:
         """The object as a seekable file: one GET when small, else ranges as they are read;

@@ -25,6 +25,10 @@
 
 Retrying is safe: a re-import of the same ``Id`` updates the finding instead of adding one.
 Decisions look at error codes and HTTP status only, never at message text.
+
+``WorkflowReader`` reads back the workflow status people set on our findings (for
+``detector.mutes``): ``GetFindings`` with up to 20 finding ids a call, never per finding, and
+never raising.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.asff import validate
 from detector.errors import PublishFailed
+from detector.mutes import WorkflowRead
 from detector.output import safe_text
 
 if TYPE_CHECKING:
@@ -376,3 +381,96 @@ def _summary(failures: list[str], failed: int, imported: int) -> str:
     more = len(failures) - _MAX_REPORTED
     tail = f"; and {more} more" if more > 0 else ""
     return f"{failed} finding(s) failed: {shown}{tail} ({imported} imported)"
+
+
+# --- workflow status: what people triaging did with our findings ------------------------------
+
+# GetFindings takes up to 20 values per filter attribute: one call reads 20 findings.
+MAX_IDS_PER_READ = 20
+# GetFindings allows 3 requests a second (burst 6) per account and Region: at most this many
+# calls per invocation (200 alerts); the rest are reported unread (emailed as if not muted).
+MAX_READ_CALLS = 10
+# The read is in the email's path: a few quick attempts, then the email goes out regardless.
+READ_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
+)
+
+
+class WorkflowReader:
+    """Reads the workflow status (``Workflow.Status``: NEW, NOTIFIED, SUPPRESSED, RESOLVED) of
+    our findings with ``GetFindings``, ``MAX_IDS_PER_READ`` finding ids a call (a filter on
+    ``Id`` and on our ``ProductArn``), never one call per finding. Never raises: what was not
+    read (an error, the call budget, ``deadline``) is returned in ``WorkflowRead.unread``.
+
+    Only findings whose ``Id`` was asked for and whose ``ProductArn`` is ours are taken from a
+    response, whatever the service returned (moto ignores the filters).
+    """
+
+    def __init__(
+        self,
+        product_arn: str,
+        client: SecurityHubClient | None = None,
+        *,
+        max_calls: int = MAX_READ_CALLS,
+    ) -> None:
+        self.product_arn = product_arn
+        self._client = client
+        self._lock = threading.Lock()
+        self.max_calls = max_calls
+
+    @property
+    def client(self) -> SecurityHubClient:
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.client("securityhub", config=READ_CONFIG)
+            return self._client
+
+    def statuses(
+        self, finding_ids: Sequence[str], *, deadline: Callable[[], bool] | None = None
+    ) -> WorkflowRead:
+        read = WorkflowRead()
+        ids = list(dict.fromkeys(finding_ids))
+        for start in range(0, len(ids), MAX_IDS_PER_READ):
+            chunk = ids[start : start + MAX_IDS_PER_READ]
+            why = self._read(chunk, read, deadline)
+            if why is not None:
+                read.error = why
+                read.unread = [i for i in ids[start:] if i not in read.statuses]
+                break
+        return read
+
+    def _read(
+        self, chunk: list[str], read: WorkflowRead, deadline: Callable[[], bool] | None
+    ) -> str | None:
+        """Read one chunk into ``read``; why it stopped short, or None."""
+        wanted = set(chunk)
+        filters: dict[str, Any] = {
+            "ProductArn": [{"Value": self.product_arn, "Comparison": "EQUALS"}],
+            "Id": [{"Value": i, "Comparison": "EQUALS"} for i in chunk],
+        }
+        token: str | None = None
+        while True:
+            if read.calls >= self.max_calls:
+                return f"more than {self.max_calls} GetFindings calls needed in one invocation"
+            if _late(deadline):
+                return "the function is out of time"
+            kwargs: dict[str, Any] = {"Filters": filters, "MaxResults": 100}
+            if token:
+                kwargs["NextToken"] = token
+            read.calls += 1
+            try:
+                page = self.client.get_findings(**kwargs)
+            except ClientError as exc:
+                return f"GetFindings failed ({_error_code(exc)})"
+            except BotoCoreError as exc:
+                return f"GetFindings failed ({type(exc).__name__})"
+            for finding in page.get("Findings", []):
+                fid = finding.get("Id")
+                if fid in wanted and finding.get("ProductArn") == self.product_arn:
+                    status = (finding.get("Workflow") or {}).get("Status")
+                    if status:
+                        read.statuses[fid] = str(status)
+                    wanted.discard(fid)
+            token = page.get("NextToken") or None
+            if not token or not wanted:
+                return None

@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.allowlist import Allowlist, account_list
 from detector.errors import AllowlistUnavailable
+from detector.mutes import MuteList, MuteListInvalid, MuteListUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -118,3 +119,50 @@ class AllowlistStore:
 def _describe(exc: ClientError) -> str:
     err = exc.response.get("Error", {})
     return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}"
+
+
+class MuteListStore:
+    """Reads the mute list (``MUTES_PARAMETER``: one ``String`` or ``SecureString`` parameter,
+    see ``detector.mutes``) with a TTL cache. A ``StringList`` is refused: SSM joins its
+    values with commas, and a mute's ``why`` may hold commas. A read error or an invalid list
+    is not cached: the next invocation reads again."""
+
+    def __init__(
+        self,
+        name: str,
+        client: SSMClient | None = None,
+        *,
+        cache_seconds: int = 300,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        self._cached: tuple[float, MuteList] | None = None
+
+    @property
+    def client(self) -> SSMClient:
+        if self._client is None:
+            self._client = boto3.client("ssm", config=_RETRIES)
+        return self._client
+
+    def get(self) -> MuteList:
+        """The mute list; raises ``MuteListUnavailable`` or ``MuteListInvalid``."""
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+            return self._cached[1]
+        try:
+            param = self.client.get_parameter(Name=self.name, WithDecryption=True)["Parameter"]
+        except ClientError as exc:
+            raise MuteListUnavailable(f"SSM parameter {self.name}: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise MuteListUnavailable(f"SSM parameter {self.name}: {exc}") from exc
+        source = f"ssm:{self.name}"
+        if param.get("Type") == "StringList":
+            raise MuteListInvalid(
+                source, "is a StringList (comma-joined); store one entry a line in a String"
+            )
+        mutes = MuteList.parse(param.get("Value", ""), source)
+        self._cached = (now, mutes)
+        return mutes

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector.allowlist import Allowlist
-from detector.detections import _ecr
+from detector.detections import _ecr, _principal
 from detector.errors import AllowlistInvalid
 from detector.spec import Context, Detection, Example, Option, Step
 from detector.sqlparts import literal, trusted_sql
@@ -282,9 +282,44 @@ def sql_predicate(cols: Mapping[str, str], ctx: Context) -> str | None:
     return reported if trusted is None else f"{reported} AND NOT {trusted}"
 
 
+# Pushes whose local time the email shows, at the most (the busiest groups first).
+REASON_TIMES = 5
+
+
+def _local(ms: int | None, zone: Zone) -> str:
+    """``ms`` as local time in ``zone``: ``Sat 2026-11-21 07:30 (+01:00)``."""
+    if ms is None:
+        return "(time not recorded)"
+    try:
+        when = datetime.fromtimestamp(ms / 1000, tz=UTC)
+        if zone.offset_ms is not None:
+            local = when.astimezone(timezone(timedelta(milliseconds=zone.offset_ms)))
+        else:
+            local = when.astimezone(ZoneInfo(zone.name))
+    except (ValueError, OverflowError, OSError, KeyError):
+        return "(out of range)"
+    offset = local.strftime("%z")
+    return f"{local.strftime('%a %Y-%m-%d %H:%M')} ({offset[:3]}:{offset[3:]})"
+
+
+def reason(alert: Any, options: Mapping[str, Any]) -> list[str]:
+    """The window, its zone, and each push's local time: why the alert fired."""
+    h = hours(options)
+    window = f"{h.start // 60:02d}:{h.start % 60:02d}-{h.end // 60:02d}:{h.end % 60:02d}"
+    lines = [f"Business hours: Monday to Friday {window}, {h.zone.name}. Local times:"]
+    for f in alert.ordered()[:REASON_TIMES]:
+        first, last = _local(f.first_ms, h.zone), _local(f.last_ms, h.zone)
+        span = first if first == last else f"{first} to {last}"
+        lines.append(f"  {span}: {f.count} call(s)")
+    if alert.groups > REASON_TIMES:
+        lines.append(f"  (and {alert.groups - REASON_TIMES} more group(s) of calls)")
+    return lines
+
+
 def check_next(alert: Any, region: str, window: tuple[str, str] | None) -> list[Step]:
     return [
         *_ecr.images_steps(alert, region, window),
+        *_principal.steps(alert),
         _ecr.entry_step(
             alert, f"If pushing at that hour is expected, add it to {EXCEPTIONS} (see end):"
         ),
@@ -371,6 +406,7 @@ DETECTION = Detection(
     escalate_on=_ecr.ESCALATE_ON,
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="PutImageOutsideBusinessHours",
+    uses_allowlist=False,
     check_options=check_options,
     options=(
         Option(
@@ -402,6 +438,7 @@ DETECTION = Detection(
         ),
     ),
     email=_ecr.email(
+        reason=reason,
         headline="ECR image push outside business hours",
         subject="ECR push outside business hours: ",
         summary=(

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.detections import _ecr
+from detector.detections import _ecr, _principal
 from detector.spec import Context, Detection, Example, Step
 from detector.sqlparts import trusted_sql
 
@@ -30,6 +30,7 @@ def sql_predicate(cols: Mapping[str, str], ctx: Context) -> str | None:
 def check_next(alert: Any, region: str, window: tuple[str, str] | None) -> list[Step]:
     return [
         *_ecr.images_steps(alert, region, window),
+        *_principal.steps(alert),
         _ecr.entry_step(alert, "If the push was expected, add to the allowlist (see end):"),
     ]
 
@@ -85,6 +86,8 @@ DETECTION = Detection(
     escalate_on=_ecr.ESCALATE_ON,
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="UntrustedPutImage",
+    # Every call refused: credentials probed ECR, no image landed.
+    severity_failed_only="low",
     email=_ecr.email(
         headline="ECR image push by a principal not on the allowlist",
         subject="ECR push by unknown principal: ",

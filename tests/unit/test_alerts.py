@@ -412,7 +412,13 @@ def test_record_keys_stable_and_in_order():
     assert list(alerts.ALERT_KEYS) == ALERT_KEYS
     for name in SAMPLE_NAMES:
         assert set(rec[name]) == {"values", "total"}
-    assert set(rec["truncated"]) == {*SAMPLE_NAMES, *alerts.ADDED_SAMPLES, "findings", "text"}
+    assert set(rec["truncated"]) == {
+        *SAMPLE_NAMES,
+        *alerts.ADDED_SAMPLES,
+        "error_codes",
+        "findings",
+        "text",
+    }
     for name in alerts.ADDED_SAMPLES:  # added after the stable keys
         assert list(rec).index(name) > len(ALERT_KEYS)
         assert set(rec[name]) == {"values", "total"}
@@ -423,7 +429,11 @@ def test_record_keys_stable_and_in_order():
     assert rec["reason"] == NEW
     assert rec["alert_id"] == AlertKey(DETECTION.id, ACCOUNT, USER).id
     assert rec["detection_id"] == DETECTION.id
-    assert (rec["severity"], rec["risk_score"]) == (DETECTION.severity, DETECTION.risk_score)
+    # Every call of this alert failed: severity by outcome (the spec's severity_failed_only).
+    assert (rec["severity"], rec["risk_score"]) == (
+        DETECTION.severity_failed_only or DETECTION.severity,
+        DETECTION.risk_score,
+    )
     assert rec["message"] == DETECTION.message(USER)
     assert rec["firstTime"] == rec["lastTime"] == "2026-11-20T10:00:00"
 

@@ -297,10 +297,10 @@ def test_email_tells_what_who_where_why_and_what_next() -> None:
         "User agents (1): aws-cli/2.15.0 Python/3.11.6 Linux/6.1 docker/24.0",
         "User agents (1): codebuild.amazonaws.com",
         "Repositories pushed to (1): payments-api",
-        "Repositories (2): payments-api, web/frontend",
+        "Repositories (all calls) (2): payments-api, web/frontend",
         "Image tags (2): latest, v1.4.2",
-        "PutImage calls: 5 (4 succeeded, 1 failed) in 1 Splunk group(s)",
-        "PutImage calls: 2 (2 succeeded, 0 failed) in 1 Splunk group(s)",
+        "PutImage calls: 5 (4 succeeded, 1 failed)",
+        "PutImage calls: 2 (2 succeeded, 0 failed)",
         "First seen: 2024-05-01 10:00:00 UTC",
         "Last seen: 2024-05-01 10:20:00 UTC",
         "Sample event ids (1): 0b7c3a0e-1111-4a2b-9c1d-2f1e0e6f0a01",
@@ -425,7 +425,7 @@ def test_the_command_window_is_padded_and_valid() -> None:
 
 # Lines of the email's own that a hostile value would like to fake, and how our lines start.
 FORGED = [
-    "PutImage calls: 0 (0 succeeded, 5 failed) in 1 Splunk group(s)",
+    "PutImage calls: 0 (0 succeeded, 5 failed)",
     "No push succeeded, so no image was written; the credentials still reached ECR.",
     "Who",
     "From where",
@@ -617,7 +617,7 @@ def test_decoy_repositories_do_not_hide_the_successful_push(distinct_agents: boo
     text = email(message)
     words = flat(text)
     assert "Repositories pushed to (1): prod/payments-api" in words
-    assert re.search(r"Repositories \(\d+\+?\): prod/payments-api, decoy-", words)
+    assert re.search(r"Repositories \(all calls\) \(\d+\+?\): prod/payments-api, decoy-", words)
     assert re.search(r"Image tags \(\d+\+?\): v9, latest", words)
     describe = [c for c in commands(text) if c[:3] == ["aws", "ecr", "describe-images"]]
     assert option(describe[0], "--repository-name") == "prod/payments-api"
@@ -741,7 +741,8 @@ def test_a_user_agent_flood_is_one_alert_in_one_message() -> None:
     assert "PRINCIPAL 1 OF 2: IMAGE PUSHED" in words
     assert "PRINCIPAL 2 OF 2: PUSH ATTEMPTED" in words
     assert f"{n + 1} PutImage call(s) by 2 principal(s)" in words
-    assert f"PutImage calls: {n} (0 succeeded, {n} failed) in {n} Splunk group(s)" in words
+    combos = f"from {n} caller/agent/source combinations"
+    assert f"PutImage calls: {n} (0 succeeded, {n} failed) {combos}" in words
     assert f"User agents ({n}):" in words
     assert f"(+{n - digest.LIST_MAX} more)" in words
     assert "more principal(s)" not in words  # both in detail
@@ -931,6 +932,7 @@ def test_json_body_is_the_document_at_the_largest_step() -> None:
         assert set(rec["truncated"]) == {
             *SAMPLE_NAMES,
             *alerts_mod.ADDED_SAMPLES,
+            "error_codes",
             "findings",
             "text",
         }

@@ -435,6 +435,8 @@ def test_a_finding_without_a_detection_is_the_default_one():
         "principal_ids",
         "invoked_by",
         "user_types",
+        "access_keys",
+        "mfa",
         "event_ids",
         "objects",
         "recorded_accounts",

@@ -197,3 +197,27 @@ def test_table_escapes_the_same_code_points(chars: list[str]) -> None:
     assert len(text.splitlines()) == len(found) + 3
     for ch in chars:
         assert f"ua{ch.encode('unicode_escape').decode()}x" in text
+
+
+# --- the detections that ran ------------------------------------------------------------------
+
+
+def test_json_document_lists_every_detection_that_ran() -> None:
+    from detector import detections
+
+    unknown = detections.get("ecr-upload-unknown-user")
+    hours = detections.get("ecr-upload-outside-business-hours")
+    found = [finding("docker")]  # the default detection's
+    doc = output.document(found, detections=[unknown, hours])
+    assert doc["detection"] == unknown.metadata()
+    assert doc["detections"] == [unknown.metadata(), hours.metadata()]
+    # Run alone, a detection without findings is still the document's detection.
+    doc = output.document([], detections=[hours])
+    assert doc["detection"] == hours.metadata() and "detections" not in doc
+    # Without the detections that ran: as before (those of the findings).
+    assert "detections" not in output.document(found)
+    out = io.StringIO()
+    output.write_json([], out, detections=[hours, unknown], inputs={"objects": 1})
+    doc = json.loads(out.getvalue())
+    assert [d["id"] for d in doc["detections"]] == [hours.id, unknown.id]
+    assert doc["detection"]["id"] == hours.id and doc["inputs"] == {"objects": 1}

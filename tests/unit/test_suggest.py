@@ -149,7 +149,10 @@ def test_most_pushes_first_then_by_name():
     ]
     text = suggest.render(out, source="t")
     assert entries(text) == [s.entry for s in out]
-    assert "# user, 7 push(es), last 2026-11-20T10:00:00" in text
+    assert (
+        "# user, 7 push(es) (0 succeeded, 0 failed, 7 outcome unknown), last 2026-11-20T10:00:00"
+        in text
+    )
 
 
 @pytest.mark.parametrize(
@@ -275,3 +278,79 @@ def test_cli_usage_and_unreadable_inputs(lake_dir: Path, tmp_path: Path):
     assert code == 1
     assert CI_ROLE in out
     assert "broken.parquet" in err
+    assert "\n# Only 2 of 3 inputs read: this list is about those" in out, out[:400]
+    assert "2 of 3 inputs read" in err
+
+
+# --- principals that only tried -----------------------------------------------------------------
+
+PROBER = f"arn:aws:iam::{ACCOUNT}:user/prober"
+DENIED = {"status": "Failure", "error_code": "AccessDeniedException"}
+
+
+@pytest.fixture
+def probed_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "probed"
+    path = root / key_for(2)
+    path.parent.mkdir(parents=True)
+    alice = f"arn:aws:iam::{ACCOUNT}:user/alice"
+    write_object(
+        path,
+        [
+            *(
+                event(arn=PROBER, session_issuer=None, time_ms=T0_MS + i, **DENIED)
+                for i in range(4)
+            ),
+            event(),  # the CI role: 2 succeeded, 1 failed
+            event(time_ms=T0_MS + 1),
+            event(time_ms=T0_MS + 2, **DENIED),
+            event(arn=alice, session_issuer=None),
+        ],
+        2,
+    )
+    return root
+
+
+def test_counts_of_succeeded_and_failed_pushes_are_kept():
+    f = finding(PROBER, 4)
+    f.failed = 4
+    g = finding(PROBER, 3)
+    g.succeeded, g.failed = 1, 1
+    [s] = suggest.suggest([f, g])
+    assert (s.pushes, s.succeeded, s.failed) == (7, 1, 5)
+    assert "# user, 7 push(es) (1 succeeded, 5 failed, 1 outcome unknown), last" in (
+        suggest.render([s], source="t")
+    )
+
+
+def test_principals_that_never_succeeded_are_left_out_and_counted(probed_dir: Path):
+    code, out, err = run("suggest-allowlist", str(probed_dir))
+    assert code == 0, err
+    assert entries(out) == [CI_ROLE, f"arn:aws:iam::{ACCOUNT}:user/alice"]
+    assert PROBER not in out
+    assert "# role, 3 push(es) (2 succeeded, 1 failed), last" in out
+    assert "# user, 1 push(es) (1 succeeded, 0 failed), last" in out
+    left = (
+        "# Left out: 1 principal(s) none of whose 4 PutImage call(s) succeeded "
+        "(--include-failed lists them)."
+    )
+    assert left in out.splitlines()
+    assert "note: 1 principal(s) left out: no PutImage call of theirs succeeded" in err
+
+
+def test_include_failed_lists_them_marked(probed_dir: Path):
+    code, out, err = run("suggest-allowlist", str(probed_dir), "--include-failed")
+    assert code == 0, err
+    assert entries(out) == [PROBER, CI_ROLE, f"arn:aws:iam::{ACCOUNT}:user/alice"]
+    lines = out.splitlines()
+    at = lines.index(PROBER)
+    assert lines[at - 2].startswith("# user, 4 push(es) (0 succeeded, 4 failed), last")
+    assert lines[at - 1] == "# No push succeeded: only attempts. Trust it only if you know why."
+    assert "Left out" not in out and "left out" not in err
+
+
+def test_nothing_read_suggests_nothing(tmp_path: Path):
+    code, out, err = run("suggest-allowlist", str(tmp_path / "nope"))
+    assert code == 3
+    assert out == ""
+    assert "0 of 1 inputs read" in err
