@@ -340,7 +340,8 @@ class Alert:
         return values, len(values), more
 
     def _spec_samples(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.detection.samples)
+        detection = self.detection
+        return tuple(s.name for s in (*detection.samples, *detection.extra_samples))
 
     def succeeded_values(self, name: str | None = None) -> list[str]:
         """The distinct values of sample ``name`` (default: the detection's ``escalate_on``)
@@ -442,7 +443,7 @@ class Alert:
             "values": [cut(v) for v in held[: limits.values]],
             "total": max(self.held_total, len(held)),
         }
-        for name in ADDED_SAMPLES:
+        for name in (*ADDED_SAMPLES, *(s.name for s in detection.extra_samples)):
             values, total, more = self.sample(name)
             shown = values[: limits.values]
             rec[name] = {"values": [cut(v) for v in shown], "total": total}

@@ -245,8 +245,9 @@ def _principal(alert: Alert, partition: str, region: str) -> dict[str, Any]:
 
 
 _ACCESS_KEY_RE = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{12,124}")
-# Access keys listed as resources at the most (the rest are in ProductFields).
+# Access keys, and resources a spec adds from the whole alert (images), listed at the most.
 MAX_ACCESS_KEYS = 3
+MAX_IMAGES = 3
 
 
 def _access_keys(alert: Alert, partition: str, region: str) -> list[dict[str, Any]]:
@@ -438,6 +439,11 @@ def to_asff(
     resources = [_principal(alert, partition, res_region)]
     resources += _access_keys(alert, partition, res_region)
     # The room left after the principal and its access keys.
+    # The container images first (what was pushed), then the other resources of the spec, in
+    # the room left after the principal and its access keys.
+    if spec.more_resources is not None:
+        room = min(MAX_IMAGES, MAX_RESOURCES - len(resources) - 1)
+        resources += spec.more_resources(alert, partition, res_region, res_account, room)
     room = MAX_RESOURCES - len(resources)
     resources += _spec_resources(alert, spec, partition, res_region, res_account, room)
     fields = product_fields(record)

@@ -106,6 +106,9 @@ def result_columns(detection: Detection | None = None) -> tuple[str, ...]:
         *(s.name for s in detection.samples),
         *(name for name, _ in _GENERIC_SAMPLES),
         *(s.succeeded_key for s in detection.samples),
+        # Added after the contract's columns.
+        *(s.name for s in detection.extra_samples),
+        *(s.succeeded_key for s in detection.extra_samples),
     )
     lowered = [n.lower() for n in names]
     if len(set(lowered)) != len(lowered):
@@ -257,8 +260,11 @@ def _alias(name: str) -> str:
     return name if _BARE.fullmatch(name) and name not in _RESERVED else identifier(name)
 
 
-def _request_field(layout: Layout, key: str) -> str:
-    """SQL for the request parameter ``key`` out of the request column of ``layout``."""
+def _request_field(layout: Layout, key: str, source: str = "request", path: str = "") -> str:
+    """SQL for the request parameter ``key`` out of the request column of ``layout`` (or, with
+    ``source`` ``response``, the value at the dotted ``path`` of the response)."""
+    if source == "response":
+        return _response_field(layout, path or key)
     if not _REQUEST_KEY.fullmatch(key):
         raise QueryInputInvalid(f"request parameter {key[:80]!r} cannot go into the query")
     request = column(layout.columns["request"])
@@ -276,16 +282,37 @@ def _request_field(layout: Layout, key: str) -> str:
     return f"json_extract_scalar({request}, {literal('$.' + key)})"
 
 
+def _response_field(layout: Layout, path: str) -> str:
+    """SQL for the value at dotted ``path`` of the response (v2 ``api.response.data``; v1
+    ``unmapped``: flattened ``responseElements.<path>``, else the whole JSON value)."""
+    if not all(_REQUEST_KEY.fullmatch(part) for part in path.split(".")):
+        raise QueryInputInvalid(f"response path {path[:80]!r} cannot go into the query")
+    if layout.version is SchemaVersion.V1:
+        unmapped = column(layout.columns["request"])
+        whole = f"element_at({unmapped}, 'responseElements')"
+        return (
+            f"coalesce(element_at({unmapped}, {literal('responseElements.' + path)}), "
+            f"json_extract_scalar({whole}, {literal('$.' + path)}))"
+        )
+    return f"json_extract_scalar({column(layout.columns['response'])}, {literal('$.' + path)})"
+
+
 def columns(layout: Layout, detection: Detection) -> dict[str, str]:
     """Internal column name → SQL expression over a table of ``layout``: every layout column
     (``schema.GENERIC``) and the detection's request fields. What a ``sql_predicate`` gets."""
-    cols = {name: column(path) for name, path in layout.columns.items() if name != "request"}
+    cols = {
+        name: column(path)
+        for name, path in layout.columns.items()
+        if name not in ("request", "response")
+    }
     for request_field in detection.request_fields:
         if request_field.column in cols:
             raise QueryInputInvalid(
                 f"{detection.slug}: request field {request_field.column!r} shadows a column"
             )
-        cols[request_field.column] = _request_field(layout, request_field.key)
+        cols[request_field.column] = _request_field(
+            layout, request_field.key, request_field.source, request_field.path
+        )
     return cols
 
 
@@ -348,7 +375,8 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
     # (``Finding.anon``); the column is grouped by, not returned.
     inner.append(f"CASE WHEN {cols['user']} IS NULL THEN {cols['principal_id']} END AS k_anon")
     inner += [f"{cols['time_ms']} AS t", f"{cols['status']} AS status"]
-    sampled = [s.column for s in detection.samples] + [c for _, c in _GENERIC_SAMPLES]
+    extra = detection.extra_samples
+    sampled = [s.column for s in (*detection.samples, *extra)] + [c for _, c in _GENERIC_SAMPLES]
     for name in sampled:
         if name in aliases:
             continue
@@ -381,6 +409,8 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
         f"{_sample(aliases[s.column], ok)} AS {identifier(s.succeeded_key)}"
         for s in detection.samples
     ]
+    outer += [f"{_sample(aliases[s.column])} AS {identifier(s.name)}" for s in extra]
+    outer += [f"{_sample(aliases[s.column], ok)} AS {identifier(s.succeeded_key)}" for s in extra]
     assert len(outer) == len(names)
     sep = ",\n  "
     sql = (
@@ -452,10 +482,11 @@ def finding(row: Sequence[str | None], detection: Detection | None = None) -> Fi
         failed=_int(values["failed"], "failed") or 0,
     )
     # Values of successful calls first, with priority, so failed calls cannot evict them.
-    for spec in detection.samples:
+    every = (*detection.samples, *detection.extra_samples)
+    for spec in every:
         name = spec.succeeded_key
         out.sample(spec.name).add(_strings(values[name], name), priority=True)
-    for name in (*(s.name for s in detection.samples), *(n for n, _ in _GENERIC_SAMPLES)):
+    for name in (*(s.name for s in every), *(n for n, _ in _GENERIC_SAMPLES)):
         out.sample(name).add(_strings(values[name], name))
     if out.user is None:
         # The statement groups callers without an ARN by principal id too (``k_anon``), so

@@ -451,6 +451,8 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
         if ok:
             label = _succeeded_label(detection, sample.name, sample.label)
             lines += _values_field(label, ok, len(ok), False, st)
+    for sample in detection.extra_samples:
+        lines += _list_field(sample.label, alert, sample.name, st, optional=True)
     for sample in detection.samples:
         shown_ok = sample.name == detection.escalate_on and alert.succeeded_values(sample.name)
         # After "<Label> pushed to", the full list is every call's, failed ones included.

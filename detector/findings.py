@@ -152,7 +152,8 @@ def default_detection() -> Detection:
 
 def sample_names(detection: Detection) -> tuple[str, ...]:
     """A finding's samples, in order: the detection's own, then the generic ones."""
-    return tuple(s.name for s in detection.samples) + GENERIC_SAMPLES
+    extra = tuple(s.name for s in detection.extra_samples)
+    return tuple(s.name for s in detection.samples) + GENERIC_SAMPLES + extra
 
 
 # (detection id, its sample names) -> sample name -> limit, checked once per detection: a push
@@ -162,7 +163,7 @@ _LAYOUTS: dict[tuple[str, ...], dict[str, int]] = {}
 
 def _layout(detection: Detection) -> dict[str, int]:
     """Sample name -> limit of a detection's findings, in record order."""
-    names = [s.name for s in detection.samples]
+    names = [s.name for s in (*detection.samples, *detection.extra_samples)]
     key = (detection.id, *names)
     layout = _LAYOUTS.get(key)
     if layout is None:
@@ -315,6 +316,12 @@ class Finding:
         for spec in detection.samples:
             rec[spec.succeeded_key] = peek(spec.name).succeeded()
         rec["samples_truncated"] = any(peek(name).more for name in (*own, *_TRUNCATION))
+        # Added after the contract's keys: the detection's extra samples, then their values of
+        # successful calls.
+        for spec in detection.extra_samples:
+            rec[spec.name] = sorted(peek(spec.name).values)
+        for spec in detection.extra_samples:
+            rec[spec.succeeded_key] = peek(spec.name).succeeded()
         return rec
 
 
@@ -385,7 +392,7 @@ class Aggregate:
         prioritised: dict[str, list[tuple[str, int]]] = {}
         distinct: dict[str, list[tuple[str, int]]] = {}
         lists: dict[str, list[tuple[str, int]]] = {}
-        for spec in self.detection.samples:
+        for spec in (*self.detection.samples, *self.detection.extra_samples):
             prioritised.setdefault(spec.column, []).append((spec.name, MAX_VALUES))
             distinct.setdefault(spec.column, []).append((spec.name, MAX_VALUES))
         for g in _GENERIC:

@@ -296,10 +296,15 @@ class ObjectReader:
             for c in layout.columns
             if c != "operation" and (c in wanted or (c == "request" and judged_request))
         ]
+        # v2 keeps the response in its own column, read only for a field cut out of it.
+        from_response = any(f.source == "response" for f in self._fields)
         rest = [
             c
             for c in layout.columns
-            if c != "operation" and c not in first and (c != "request" or self._fields)
+            if c != "operation"
+            and c not in first
+            and (c != "request" or self._fields)
+            and (c != "response" or from_response)
         ]
         self._predicate = schema.present(layout, arrow_schema, first)
         self._detail = schema.present(layout, arrow_schema, rest)
@@ -543,8 +548,9 @@ class ObjectReader:
     def _columns(self, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
         """Columns as read, in their internal types; the request cut into its fields."""
         request = cols.pop("request", None)
-        if request is not None:
-            cols |= schema.request_fields(request, self.layout, self._fields)
+        response = cols.pop("response", None)
+        if request is not None or response is not None:
+            cols |= schema.request_fields(request, self.layout, self._fields, response)
         return {k: self._cast(v, k) for k, v in cols.items()}
 
     def _cast(self, arr: pa.Array, name: str) -> pa.Array:

@@ -92,7 +92,7 @@ class Layout:
     # internal name -> dotted path, ``operation`` first; the order columns are read in.
     columns: dict[str, str]
     # Values unique per row: reading them dictionary-encoded would cost more than it saves.
-    unique: frozenset[str] = frozenset({"event_uid", "request"})
+    unique: frozenset[str] = frozenset({"event_uid", "request", "response"})
 
 
 # ``src_domain``: a call AWS makes itself (replication, a cache filling) carries no caller
@@ -136,6 +136,8 @@ V2 = Layout(
         "account": "actor.user.account.uid",
         "mfa": "actor.session.is_mfa",
         "request": "api.request.data",
+        # v1 keeps the response in ``unmapped`` too, beside the request.
+        "response": "api.response.data",
     },
 )
 
@@ -296,38 +298,62 @@ def _map_value(request: pa.Array, key: str) -> pa.Array:
 # - one whole JSON value (what AWS's v1 query examples read): ``requestParameters`` ->
 #   ``{"<key>": "value", ...}``.
 # A flattened value wins where both are present, as the v1 Athena statement's coalesce does.
-_V1_FLAT = "requestParameters."
-_V1_WHOLE = "requestParameters"
 
 
 def request_fields(
-    request: pa.Array, layout: Layout, fields: Sequence[RequestField]
+    request: pa.Array | None,
+    layout: Layout,
+    fields: Sequence[RequestField],
+    response: pa.Array | None = None,
 ) -> dict[str, pa.Array]:
-    """Each field's column -> its values cut out of the request column of either version, as
-    ``string`` (null where the request has no such key, or no string value for it).
+    """Each field's column -> its values cut out of the request (or, for a field whose
+    ``source`` is ``response``, the response) of either version, as ``string`` (null where
+    there is no such key, or no string value for it). v1 keeps both in ``request`` (the
+    ``unmapped`` map); v2's response is its own column.
 
     Raises ``RequestInvalid`` for a value that is not valid UTF-8.
     """
-    n = len(request)
     if not fields:
         return {}
-    if layout.version is SchemaVersion.V1:
-        if not pa.types.is_map(request.type):
-            return {f.column: pa.nulls(n, pa.string()) for f in fields}
-        flat = {
-            f.column: _text(_map_value(request, _V1_FLAT + f.key), f"unmapped['{_V1_FLAT}{f.key}']")
-            for f in fields
-        }
-        whole = _map_value(request, _V1_WHOLE)
-        if whole.null_count == n:  # the flattened layout only: no regex work
-            return flat
-        what = f"unmapped['{_V1_WHOLE}']"
-        return {
-            f.column: pc.coalesce(flat[f.column], _json_field(whole, _value_rx(f.key), what))
-            for f in fields
-        }
-    what = "api.request.data"
-    return {f.column: _json_field(request, _value_rx(f.key), what) for f in fields}
+    out: dict[str, pa.Array] = {}
+    for source, prefix in (("request", "requestParameters"), ("response", "responseElements")):
+        chosen = [f for f in fields if f.source == source]
+        if not chosen:
+            continue
+        data = request if layout.version is SchemaVersion.V1 or source == "request" else response
+        if data is None:
+            # Not read in this pass (the request may be a predicate column, the response a
+            # detail one): its fields come from the pass that reads it, or stay null.
+            continue
+        if layout.version is SchemaVersion.V1:
+            out |= _v1_fields(data, chosen, prefix)
+        else:
+            what = "api.request.data" if source == "request" else "api.response.data"
+            out |= {f.column: _json_field(data, _value_rx(f.key), what) for f in chosen}
+    return out
+
+
+def _v1_fields(
+    unmapped: pa.Array, fields: Sequence[RequestField], prefix: str
+) -> dict[str, pa.Array]:
+    n = len(unmapped)
+    if not pa.types.is_map(unmapped.type):
+        return {f.column: pa.nulls(n, pa.string()) for f in fields}
+    flat = {
+        f.column: _text(
+            _map_value(unmapped, f"{prefix}.{f.path or f.key}"),
+            f"unmapped['{prefix}.{f.path or f.key}']",
+        )
+        for f in fields
+    }
+    whole = _map_value(unmapped, prefix)
+    if whole.null_count == n:  # the flattened layout only: no regex work
+        return flat
+    what = f"unmapped['{prefix}']"
+    return {
+        f.column: pc.coalesce(flat[f.column], _json_field(whole, _value_rx(f.key), what))
+        for f in fields
+    }
 
 
 def _unescape(arr: pa.Array) -> pa.Array:

@@ -39,6 +39,12 @@ class RequestField:
 
     column: str  # internal column name, e.g. "bucket"
     key: str  # top-level key in requestParameters, e.g. "bucketName"
+    # "response": cut out of the response instead (v2 ``api.response.data``; v1
+    # ``unmapped['responseElements.<path>']`` or the whole ``unmapped['responseElements']``);
+    # ``path`` is the dotted path to the value there (the key is found at any depth of the
+    # JSON text, as CloudTrail writes it once per response).
+    source: str = "request"
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,9 @@ class AsffSpec:
     # partition, region, account, limit) -> ASFF resources.
     resources: Callable[[Sequence[str], str, str, str, int], list[dict[str, Any]]]
     resource_sample: str  # the sample whose values ``resources`` gets
+    # More resources from the whole alert (e.g. the container image pushed), after those:
+    # (alert, partition, region, account, limit) -> ASFF resources.
+    more_resources: Callable[[Any, str, str, str, int], list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,9 @@ class Detection:
     # Severity by outcome: an alert none of whose calls succeeded (nothing landed) has this
     # severity instead of ``severity``, in the email, the JSON and ASFF alike. None: the same.
     severity_failed_only: str | None = None
+    # Samples added after the stable keys of every JSON form (findings, alerts, SQL results),
+    # e.g. the image digests a push returned; kept like ``samples`` (successful calls first).
+    extra_samples: tuple[SampleSpec, ...] = ()
     # --- how it reads -------------------------------------------------------------------
     email: EmailText | None = None
     asff: AsffSpec | None = None

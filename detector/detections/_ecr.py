@@ -18,11 +18,21 @@ SERVICE = "ecr.amazonaws.com"
 REQUEST_FIELDS = (
     RequestField("repository", "repositoryName"),
     RequestField("image_tag", "imageTag"),
+    # What PutImage returned: the digest of the image it wrote (the exact image to inspect).
+    RequestField(
+        "image_digest", "imageDigest", source="response", path="image.imageId.imageDigest"
+    ),
 )
 SAMPLES = (
     SampleSpec("repositories", "repository", "Repositories", "succeeded_repositories"),
     SampleSpec("image_tags", "image_tag", "Image tags", "succeeded_image_tags"),
 )
+# After the contract's keys: the image digests pushed (successful calls first).
+EXTRA_SAMPLES = (
+    SampleSpec("image_digests", "image_digest", "Image digests", "succeeded_image_digests"),
+)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # an ECR image tag
 ESCALATE_ON = "repositories"
 NEW_VALUE_REASON = "new_repository"
 MITRE_NAMES = {"T1204.003": "User Execution: Malicious Image", "T1204": "User Execution"}
@@ -68,6 +78,38 @@ def images_steps(alert: Any, region: str, window: tuple[str, str] | None) -> lis
     steps = []
     repos_all, _, _ = alert.sample("repositories")
     repos = [r for r in repos_all if len(r) <= _REPOSITORY_MAX and _REPOSITORY.fullmatch(r)]
+    digests = [d for d in alert.sample("image_digests")[0] if _DIGEST.fullmatch(d)]
+    pushed_to = [r for r in alert.succeeded_values("repositories") if r in repos] or repos
+    if digests and pushed_to:
+        repo = pushed_to[0]
+        image_ids = (("--image-ids", f"imageDigest={digests[0]}"),)
+        steps.append(
+            Step(
+                "The exact image pushed, and its manifest (layers, config):",
+                commands=(
+                    Command(
+                        ("aws", "ecr", "describe-images"),
+                        (*region_opt, ("--repository-name", repo), *image_ids),
+                    ),
+                    Command(
+                        ("aws", "ecr", "batch-get-image"),
+                        (
+                            *region_opt,
+                            ("--repository-name", repo),
+                            *image_ids,
+                            ("--query", "images[0].imageManifest"),
+                            ("--output", "text"),
+                        ),
+                    ),
+                ),
+                notes=(
+                    f"({len(digests)} digest(s) pushed; for another one, or another repository, "
+                    "change --image-ids / --repository-name)",
+                )
+                if len(digests) > 1 or len(pushed_to) > 1
+                else (),
+            )
+        )
     if repos:
         steps.append(
             Step(
@@ -163,6 +205,37 @@ def repositories(
     return out
 
 
+def container_images(
+    alert: Any, partition: str, region: str, account: str, limit: int
+) -> list[dict[str, Any]]:
+    """The images pushed, as ``AwsEcrContainerImage`` resources (digest, repository, tags):
+    only digests of successful pushes, with the first repository pushed to."""
+    digests = [d for d in alert.succeeded_values("image_digests") if _DIGEST.fullmatch(d)]
+    repos = [r for r in alert.succeeded_values("repositories") if valid_repository(r)]
+    if not digests or not repos:
+        return []
+    tags = [t for t in alert.succeeded_values("image_tags") if _TAG.fullmatch(t)]
+    out = []
+    for digest in digests[:limit]:
+        details: dict[str, Any] = {
+            "RegistryId": account,
+            "RepositoryName": repos[0],
+            "ImageDigest": digest,
+        }
+        if tags:
+            details["ImageTags"] = tags[:10]
+        resource: dict[str, Any] = {
+            "Type": "AwsEcrContainerImage",
+            "Id": f"arn:{partition}:ecr:{region}:{account}:repository/{repos[0]}@{digest}",
+            "Region": region,
+            "Details": {"AwsEcrContainerImage": details},
+        }
+        if partition in ("aws", "aws-cn", "aws-us-gov", "aws-us-iso", "aws-us-iso-b"):
+            resource["Partition"] = partition
+        out.append(resource)
+    return out
+
+
 def asff(lead: str) -> AsffSpec:
     return AsffSpec(
         types=("TTPs/Execution/T1204.003-User Execution: Malicious Image",),
@@ -176,6 +249,7 @@ def asff(lead: str) -> AsffSpec:
         ),
         resources=repositories,
         resource_sample="repositories",
+        more_resources=container_images,
     )
 
 

@@ -83,6 +83,7 @@ DETECTION = Detection(
     sql_predicate=sql_predicate,
     request_fields=_ecr.REQUEST_FIELDS,
     samples=_ecr.SAMPLES,
+    extra_samples=_ecr.EXTRA_SAMPLES,
     escalate_on=_ecr.ESCALATE_ON,
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="UntrustedPutImage",

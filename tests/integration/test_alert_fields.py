@@ -4,6 +4,7 @@ severity by outcome, and the exact commands for the key and the role's sessions.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -116,3 +117,49 @@ def test_business_hours_alert_states_window_zone_and_local_times(
     email = " ".join(emails(aws)[-1].split())
     assert "Business hours: Monday to Friday 08:00-11:00, Europe/Berlin." in email
     assert "Fri 2026-11-20 11:30 (+01:00): 1 call(s)" in email
+
+
+def test_the_image_digest_reaches_email_json_and_security_hub(aws: Aws, state: str):
+    digest_ = "sha256:" + "c" * 64
+    landed = by_user(
+        0,
+        request_json=lake.put_image_request("prod/payments-api", "v9"),
+        response_json=(
+            '{"image": {"registryId": "111122223333", "repositoryName": "prod/payments-api", '
+            f'"imageId": {{"imageDigest": "{digest_}", "imageTag": "v9"}}}}}}'
+        ),
+    )
+    invoke(announce(aws, ("digest", [landed])))
+    digests = [d for d in aws.digests() if d["alerts"]]
+    alert = digests[0]["alerts"][0]
+    assert alert["image_digests"] == {"values": [digest_], "total": 1}
+    email = " ".join(emails(aws)[0].split())
+    assert "Image digests (1):" in email and digest_ in email
+    assert f"--image-ids imageDigest={digest_}" in email and "batch-get-image" in email
+    (finding,) = hub_findings(aws)
+    images = [r for r in finding["Resources"] if r["Type"] == "AwsEcrContainerImage"]
+    assert [i["Details"]["AwsEcrContainerImage"]["ImageDigest"] for i in images] == [digest_]
+    assert images[0]["Details"]["AwsEcrContainerImage"]["RepositoryName"] == "prod/payments-api"
+
+
+@pytest.mark.parametrize(
+    ("version", "v1_request"), [(2, "flattened"), (1, "flattened"), (1, "json")]
+)
+def test_the_digest_is_read_from_either_version_and_layout(version: int, v1_request: str):
+    """v2: ``api.response.data``; v1: ``unmapped`` flattened (``responseElements.image.imageId.
+    imageDigest``) or one whole JSON value (``responseElements``)."""
+    import io
+
+    from detector import engine
+    from detector.allowlist import Allowlist
+
+    digest_ = "sha256:" + "d" * 64
+    response = json.dumps({"image": {"imageId": {"imageDigest": digest_}}})
+    landed = by_user(0, response_json=response)
+    buf = io.BytesIO()
+    lake.write_object(buf, [landed], version, v1_request=v1_request)
+    buf.seek(0)
+    result = engine.scan_object(buf, "o", Allowlist.of([]))
+    [finding] = result.findings()
+    record = finding.to_record()
+    assert record["image_digests"] == record["succeeded_image_digests"] == [digest_]

@@ -415,6 +415,7 @@ def test_record_keys_stable_and_in_order():
     assert set(rec["truncated"]) == {
         *SAMPLE_NAMES,
         *alerts.ADDED_SAMPLES,
+        *(s.name for s in DETECTION.extra_samples),
         "error_codes",
         "findings",
         "text",

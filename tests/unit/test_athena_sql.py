@@ -307,6 +307,7 @@ def custom_detection() -> Detection:
             SampleSpec("orders", "order", "Orders", "succeeded_orders"),
             SampleSpec("agents", "user_agent", "User agents", "succeeded_agents"),
         ),
+        extra_samples=(),
         escalate_on="registries",
         options=(),
         examples=(),
@@ -394,7 +395,7 @@ def test_result_rows_become_findings_of_their_detection():
     with pytest.raises(athena_sql.ResultInvalid):
         athena_sql.check_columns(athena_sql.RESULT_COLUMNS, detection)
     with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.findings([row])  # a row of another statement
+        athena_sql.findings([[*row, None]])  # a row of another statement's length
     [default] = athena_sql.findings([[*row[:8], *[None] * (len(athena_sql.RESULT_COLUMNS) - 8)]])
     assert default.detection is detections.get(detections.DEFAULT)
 
@@ -619,6 +620,8 @@ def test_result_rows_become_findings_like_scan_records():
         "[]",
         '["web"]',
         "[]",
+        "[]",  # image_digests
+        "[]",  # succeeded_image_digests
     ]
     [f] = athena_sql.findings([row])
     rec = f.to_record()

@@ -932,6 +932,7 @@ def test_json_body_is_the_document_at_the_largest_step() -> None:
         assert set(rec["truncated"]) == {
             *SAMPLE_NAMES,
             *alerts_mod.ADDED_SAMPLES,
+            *(s.name for s in DETECTION.extra_samples),
             "error_codes",
             "findings",
             "text",

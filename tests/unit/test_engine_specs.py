@@ -340,6 +340,7 @@ REGISTRY = dataclasses.replace(
     id="00000000-test-0000-0000-000000000003",
     slug="test-registry",
     operations=("PutImage",),
+    extra_samples=(),
     request_fields=(
         RequestField("registry", "registryId"),
         RequestField("repository", "repositoryName"),
@@ -365,7 +366,13 @@ def test_request_fields_are_the_union_and_can_be_judged(version):
     data = parquet_bytes(events, version)
     active = (Active(DEFAULT), Active(REGISTRY))
     r = reader.ObjectReader(io.BytesIO(data), "o", ALLOWLIST, None, active)
-    assert r.normal.names == [*schema.GENERIC.names, "repository", "image_tag", "registry"]
+    assert r.normal.names == [
+        *schema.GENERIC.names,
+        "repository",
+        "image_tag",
+        "image_digest",
+        "registry",
+    ]
     assert "request" in r.predicate_columns and "request" not in r.detail_columns
     result = _scan(data, active)
     [mine] = result.aggregates[DEFAULT.id].findings()
@@ -440,6 +447,7 @@ def test_a_finding_without_a_detection_is_the_default_one():
         "event_ids",
         "objects",
         "recorded_accounts",
+        "image_digests",
     )
     assert f.repositories is f.sample("repositories")
     assert list(f.samples) == ["repositories"]
@@ -449,7 +457,7 @@ def test_a_finding_without_a_detection_is_the_default_one():
     with pytest.raises(KeyError):
         f.sample("nothing")
     rec = f.to_record()
-    assert list(rec)[-12:] == [
+    assert list(rec)[-14:] == [
         "succeeded",
         "failed",
         "repositories",
@@ -462,6 +470,8 @@ def test_a_finding_without_a_detection_is_the_default_one():
         "succeeded_repositories",
         "succeeded_image_tags",
         "samples_truncated",
+        "image_digests",  # the extra samples, after the contract's keys
+        "succeeded_image_digests",
     ]
 
 

@@ -17,7 +17,9 @@ SELECT
   json_format(CAST(slice(array_agg(DISTINCT e.principal_id ORDER BY e.principal_id) FILTER (WHERE e.principal_id IS NOT NULL), 1, 51) AS JSON)) AS "principal_ids",
   json_format(CAST(slice(array_agg(DISTINCT e.invoked_by ORDER BY e.invoked_by) FILTER (WHERE e.invoked_by IS NOT NULL), 1, 51) AS JSON)) AS "invoked_by",
   json_format(CAST(slice(array_agg(DISTINCT e.repository ORDER BY e.repository) FILTER (WHERE e.repository IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_repositories",
-  json_format(CAST(slice(array_agg(DISTINCT e.image_tag ORDER BY e.image_tag) FILTER (WHERE e.image_tag IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_tags"
+  json_format(CAST(slice(array_agg(DISTINCT e.image_tag ORDER BY e.image_tag) FILTER (WHERE e.image_tag IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_tags",
+  json_format(CAST(slice(array_agg(DISTINCT e.image_digest ORDER BY e.image_digest) FILTER (WHERE e.image_digest IS NOT NULL), 1, 51) AS JSON)) AS "image_digests",
+  json_format(CAST(slice(array_agg(DISTINCT e.image_digest ORDER BY e.image_digest) FILTER (WHERE e.image_digest IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_digests"
 FROM (
   SELECT
     "api"."operation" AS k_operation,
@@ -32,6 +34,7 @@ FROM (
     "status" AS status,
     coalesce(element_at("unmapped", 'requestParameters.repositoryName'), json_extract_scalar(element_at("unmapped", 'requestParameters'), '$.repositoryName')) AS repository,
     coalesce(element_at("unmapped", 'requestParameters.imageTag'), json_extract_scalar(element_at("unmapped", 'requestParameters'), '$.imageTag')) AS image_tag,
+    coalesce(element_at("unmapped", 'responseElements.image.imageId.imageDigest'), json_extract_scalar(element_at("unmapped", 'responseElements'), '$.image.imageId.imageDigest')) AS image_digest,
     "actor"."session"."issuer" AS session_issuer,
     "actor"."user"."uid" AS principal_id,
     "actor"."invoked_by" AS invoked_by

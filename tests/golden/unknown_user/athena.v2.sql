@@ -17,7 +17,9 @@ SELECT
   json_format(CAST(slice(array_agg(DISTINCT e.principal_id ORDER BY e.principal_id) FILTER (WHERE e.principal_id IS NOT NULL), 1, 51) AS JSON)) AS "principal_ids",
   json_format(CAST(slice(array_agg(DISTINCT e.invoked_by ORDER BY e.invoked_by) FILTER (WHERE e.invoked_by IS NOT NULL), 1, 51) AS JSON)) AS "invoked_by",
   json_format(CAST(slice(array_agg(DISTINCT e.repository ORDER BY e.repository) FILTER (WHERE e.repository IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_repositories",
-  json_format(CAST(slice(array_agg(DISTINCT e.image_tag ORDER BY e.image_tag) FILTER (WHERE e.image_tag IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_tags"
+  json_format(CAST(slice(array_agg(DISTINCT e.image_tag ORDER BY e.image_tag) FILTER (WHERE e.image_tag IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_tags",
+  json_format(CAST(slice(array_agg(DISTINCT e.image_digest ORDER BY e.image_digest) FILTER (WHERE e.image_digest IS NOT NULL), 1, 51) AS JSON)) AS "image_digests",
+  json_format(CAST(slice(array_agg(DISTINCT e.image_digest ORDER BY e.image_digest) FILTER (WHERE e.image_digest IS NOT NULL AND lower(e.status) = 'success'), 1, 51) AS JSON)) AS "succeeded_image_digests"
 FROM (
   SELECT
     "api"."operation" AS k_operation,
@@ -32,6 +34,7 @@ FROM (
     "status" AS status,
     json_extract_scalar("api"."request"."data", '$.repositoryName') AS repository,
     json_extract_scalar("api"."request"."data", '$.imageTag') AS image_tag,
+    json_extract_scalar("api"."response"."data", '$.image.imageId.imageDigest') AS image_digest,
     "actor"."session"."issuer" AS session_issuer,
     "actor"."user"."uid_alt" AS principal_id,
     "actor"."invoked_by" AS invoked_by
