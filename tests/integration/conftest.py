@@ -9,7 +9,7 @@ from moto import mock_aws
 
 from detector import handler
 from tests import lake
-from tests.integration.world import PARAM, Aws
+from tests.integration.world import PARAM, STATE_TABLE, Aws, create_state_table
 
 
 @pytest.fixture
@@ -25,3 +25,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         monkeypatch.setenv("FINDINGS_TOPIC_ARN", world.topic)
         yield world
     handler.reset()
+
+
+@pytest.fixture
+def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The state table (exactly-once alerting) and a 60-minute alert window, as deployed."""
+    create_state_table(STATE_TABLE)
+    monkeypatch.setenv("STATE_TABLE", STATE_TABLE)
+    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
+    handler.reset()
+    return STATE_TABLE

@@ -12,21 +12,12 @@ import pytest
 from detector import handler
 from tests import lake
 from tests.integration.test_attacks import announce, emails, hub_findings, invoke
-from tests.integration.world import Aws, create_state_table
+from tests.integration.world import Aws
 
 TABLE = "ecr-upload-detector-state"
 USER = f"arn:aws:iam::{lake.ACCOUNT}:user/old-contractor"
 KEY = "AKIAEXAMPLEOLDCONTRACTOR"
 ROLE = f"arn:aws:iam::{lake.ACCOUNT}:role/intruder"
-
-
-@pytest.fixture
-def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
-    create_state_table(TABLE)
-    monkeypatch.setenv("STATE_TABLE", TABLE)
-    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
-    handler.reset()
-    return TABLE
 
 
 def by_user(i: int, **more: Any) -> dict[str, Any]:

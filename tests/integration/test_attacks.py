@@ -17,21 +17,12 @@ import pytest
 from detector import handler
 from detector.aws.dynamodb import StateTable
 from tests import lake
-from tests.integration.world import BUCKET, Aws, Context, create_state_table, load, parquet
+from tests.integration.world import BUCKET, Aws, Context, load, parquet
 
 TABLE = "ecr-upload-detector-state"
 ATTACKER = f"arn:aws:iam::{lake.ACCOUNT}:user/attacker"
 SECOND = f"arn:aws:iam::{lake.ACCOUNT}:user/second-intruder"
 MINUTE = 60_000
-
-
-@pytest.fixture
-def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
-    create_state_table(TABLE)
-    monkeypatch.setenv("STATE_TABLE", TABLE)
-    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
-    handler.reset()
-    return TABLE
 
 
 def announce(aws: Aws, *objects: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from detector import handler
 from detector.alerts import principal_of, rollup
 from tests import lake
 from tests.integration.test_attacks import announce, emails, hub_findings, invoke
-from tests.integration.world import Aws, create_state_table
+from tests.integration.world import Aws
 from tests.unit.helpers import parquet_bytes, scan
 
 TABLE = "ecr-upload-detector-state"
@@ -24,15 +24,6 @@ ACCOUNT = lake.ACCOUNT
 MINTER = f"arn:aws:iam::{ACCOUNT}:user/power-user"
 INTRUDER = f"arn:aws:iam::{ACCOUNT}:user/second-intruder"
 FOREIGN = "999988887777"
-
-
-@pytest.fixture
-def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
-    create_state_table(TABLE)
-    monkeypatch.setenv("STATE_TABLE", TABLE)
-    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
-    handler.reset()
-    return TABLE
 
 
 def federated(name: str, i: int = 0, **more: Any) -> dict[str, Any]:

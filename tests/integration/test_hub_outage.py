@@ -30,19 +30,10 @@ from tests import lake
 from tests.integration.test_attacks import announce, aws_items, emails, invoke
 from tests.integration.test_handler import metric
 from tests.integration.test_securityhub import alert, to_asff
-from tests.integration.world import Aws, Context, create_state_table
+from tests.integration.world import Aws, Context
 
 TABLE = "ecr-upload-detector-state"
 ATTACKER = f"arn:aws:iam::{lake.ACCOUNT}:user/attacker"
-
-
-@pytest.fixture
-def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
-    create_state_table(TABLE)
-    monkeypatch.setenv("STATE_TABLE", TABLE)
-    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
-    handler.reset()
-    return TABLE
 
 
 def throttled() -> ClientError:

@@ -30,22 +30,13 @@ from detector import handler
 from tests import lake
 from tests.integration.test_attacks import announce, emails, invoke
 from tests.integration.test_handler import metric
-from tests.integration.world import Aws, Context, create_state_table
+from tests.integration.world import Aws, Context
 
 TABLE = "ecr-upload-detector-state"
 MUTES = "/ecr-upload-detector/mutes"
 ATTACKER = f"arn:aws:iam::{lake.ACCOUNT}:user/attacker"
 LOAD_TEST = f"arn:aws:iam::{lake.ACCOUNT}:role/load-test"
 MINUTE = 60_000
-
-
-@pytest.fixture
-def state(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
-    create_state_table(TABLE)
-    monkeypatch.setenv("STATE_TABLE", TABLE)
-    monkeypatch.setenv("DEDUP_WINDOW_MINUTES", "60")
-    handler.reset()
-    return TABLE
 
 
 class Logs(logging.Handler):

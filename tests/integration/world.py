@@ -88,6 +88,10 @@ def read_digests(sqs: Any, queue: str) -> list[dict[str, Any]]:
     return out
 
 
+# The state table's name in tests (the ``state`` fixture of conftest.py).
+STATE_TABLE = "ecr-upload-detector-state"
+
+
 def create_state_table(name: str) -> None:
     """The state table as template.yaml defines it: key `pk` (string)."""
     boto3.client("dynamodb").create_table(
