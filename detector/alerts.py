@@ -105,8 +105,6 @@ NEW_REPOSITORY = NEW_VALUE  # the name before detections were specs
 _FEDERATED_USER = re.compile(
     r"arn:(?P<partition>[a-z0-9-]+):sts::(?P<account>\d{12}):federated-user/.*", re.DOTALL
 )
-# A role session's principal id: the role's unique id (AROA…), a colon, the session name.
-_ROLE_SESSION_ID = re.compile(r"(?P<id>AROA[A-Z0-9]{4,128}):.*", re.DOTALL)
 # How a principal known only by its principal id is named (callers recorded without an ARN).
 PRINCIPAL_ID = "principal id"
 
@@ -183,10 +181,12 @@ def principal_of(finding: Finding) -> str:
 
 
 def _unique_id(principal_id: str) -> str:
-    """A principal id without the session name a caller chose (``AROA…:session`` → ``AROA…``):
-    a role's sessions are one principal, as assumed-role ARNs are rolled up to their role."""
-    role = _ROLE_SESSION_ID.fullmatch(principal_id)
-    return role["id"] if role else principal_id
+    """A principal id without the name after its first ``:`` (``AROA…:session`` → ``AROA…``,
+    ``ACCOUNT:federated-name`` → ``ACCOUNT``): that part is a session or federated-user name
+    the caller chose, and must not make a principal of its own (the full ids stay in the
+    alert's ``principal_ids``)."""
+    head, sep, _ = principal_id.partition(":")
+    return head if sep and head else principal_id
 
 
 def _in_account(arn: str, account: str) -> bool:

@@ -26,9 +26,10 @@ SSM parameter, see ``detector.aws.ssm``) is expanded into one exact entry per ac
 allowlist is parsed, so the entry can never trust an account outside the list; naming a list
 that does not exist is an error naming the entry and its line.
 
-A federated user (``arn:aws:sts::ACCOUNT:federated-user/NAME``) is refused too, and so is any glob
-that could match one: ``sts:GetFederationToken`` lets its caller pick NAME, so such an entry
-trusts whoever may call it in that account. The principal of a federated user is the IAM user
+A federated user (``arn:aws:sts::ACCOUNT:federated-user/NAME``) is refused too, and so is any sts
+entry that does not begin with ``assumed-role/`` (a glob before that could match one):
+``sts:GetFederationToken`` lets its caller pick NAME, so such an entry trusts whoever may call
+it in that account. The principal of a federated user is the IAM user
 who minted it (its session issuer): list that user instead.
 
 Anything else (``*``, ``arn:*``, ``*:*``, a principal id, a bare name) is refused, naming the
@@ -93,11 +94,6 @@ _PROBES = tuple(
         f"sts::{account}:assumed-role/x/y",
     )
 )
-
-
-# A federated user's resource, with a name a caller could pick: an sts entry matching it would
-# trust anyone allowed to call sts:GetFederationToken.
-_FEDERATED_PROBE = "federated-user/any-name-a-caller-picks"
 
 
 def _glob_matches(glob: str, value: str) -> bool:
@@ -166,13 +162,15 @@ def _arn_problem(entry: str) -> str | None:
         return f"has account {account!r}: a principal's ARN holds its 12-digit account id"
     if not resource:
         return "has no resource (role/NAME, user/NAME, assumed-role/ROLE/SESSION, root)"
-    if service == "sts" and (
-        resource.startswith("federated-user/") or _glob_matches(resource, _FEDERATED_PROBE)
-    ):
+    # An sts principal is an assumed-role session or a federated user. Only the first can be
+    # trusted: every sts entry must begin, literally, with "assumed-role/" (a glob before it,
+    # as in "*/ci" or "?ederated-user/x", could reach a federated user).
+    if service == "sts" and not resource.startswith("assumed-role/"):
         return (
-            "names a federated user, whose name whoever may call sts:GetFederationToken in "
-            "that account chooses: list the IAM user who issues it instead "
-            f"(arn:{partition}:iam::{account}:user/NAME, its session issuer)"
+            "is not an assumed-role session (arn:...:sts::ACCOUNT:assumed-role/ROLE/...): it "
+            "names, or a * or ? in it could match, a federated user, whose name whoever may "
+            "call sts:GetFederationToken in that account chooses: list the IAM user who issues "
+            f"it instead (arn:{partition}:iam::{account}:user/NAME, its session issuer)"
         )
     return None
 

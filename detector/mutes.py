@@ -294,7 +294,14 @@ class MuteView:
         return None
 
 
-def escalated(reason: str, *, now: Alert, total: Alert) -> str | None:
+def escalated(
+    reason: str,
+    *,
+    now: Alert,
+    total: Alert,
+    before: frozenset[str] = frozenset(),
+    before_overflow: bool = False,
+) -> str | None:
     """The reason a muted alert is emailed anyway, or None (it stays muted).
 
     ``reason`` is the alert window's (``claim_alert``); ``now`` is this run's share of the
@@ -308,6 +315,15 @@ def escalated(reason: str, *, now: Alert, total: Alert) -> str | None:
     successes_before = total.succeeded - now.succeeded
     if reason == NEW and now.succeeded > 0 and calls_before > 0 and successes_before <= 0:
         return FIRST_SUCCESS
+    # A new window of a muted key: a successful call with a value its last window did not
+    # report (a repository nobody was told about) escalates, as it would within a window. When
+    # the last window reported more than it could remember, every success does.
+    if reason == NEW and now.succeeded > 0:
+        fresh = set(now.succeeded_values()) - before
+        if fresh and (calls_before > 0 or before or before_overflow):
+            return NEW_VALUE
+        if before_overflow:
+            return NEW_VALUE
     return None
 
 

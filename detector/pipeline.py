@@ -756,7 +756,13 @@ def _apply_mutes(
         note = REOPENED_NOTE if a.id in view.reopened else ""
         mute = view.mute_of(a)
         if mute is not None:
-            reason = escalated(a.reason, now=mine, total=a)
+            reason = escalated(
+                a.reason,
+                now=mine,
+                total=a,
+                before=c.before if c is not None else frozenset(),
+                before_overflow=c.before_overflow if c is not None else False,
+            )
             if reason is None:
                 silenced.append((a, c, mute))
                 continue

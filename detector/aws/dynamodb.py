@@ -87,6 +87,10 @@ class AlertClaim:
     # how many distinct values were held in all.
     held: frozenset[str] = frozenset()
     held_total: int = 0
+    # For a new window: what the key's last window reported (values, and whether more than
+    # could be remembered). A muted key escalates on a successful value outside it.
+    before: frozenset[str] = frozenset()
+    before_overflow: bool = False
 
 
 def object_id(ref: ObjectRef) -> str:
@@ -357,6 +361,8 @@ class StateTable:
                 escalated=escalated or reason == NEW_VALUE,
                 held=held,
                 held_total=held_total,
+                before=frozenset() if in_window else _strings(item, "reported_repos"),
+                before_overflow=not in_window and _bool(item, "reported_overflow"),
             )
             attrs: dict[str, Any] = {
                 ":lease": _n(now + self.lease_seconds),

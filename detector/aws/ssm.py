@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.allowlist import Allowlist, account_list
-from detector.errors import AllowlistUnavailable
+from detector.errors import AllowlistInvalid, AllowlistUnavailable
 from detector.mutes import MuteList, MuteListInvalid, MuteListUnavailable
 
 if TYPE_CHECKING:
@@ -63,9 +63,20 @@ class AllowlistStore:
         if self._cached is not None and now - self._cached[0] < self.cache_seconds:
             return self._cached[1]
         accounts: dict[str, tuple[str, ...]] = {}
+        where: dict[str, str] = {}
         if self.account_lists_path:
             for name, value in self._read_path(self.account_lists_path):
-                accounts[name.rstrip("/").rsplit("/", 1)[-1]] = account_list(value, f"ssm:{name}")
+                short = name.rstrip("/").rsplit("/", 1)[-1]
+                if short in where:
+                    # Two lists of one name under the path: which one an entry means is not
+                    # for us to guess (one could drop the organisation's accounts).
+                    raise AllowlistInvalid(
+                        f"ssm:{name}",
+                        f"account list {short!r} is also {where[short]}: give each list under "
+                        f"{self.account_lists_path} its own name",
+                    )
+                where[short] = name
+                accounts[short] = account_list(value, f"ssm:{name}")
         if self.name.endswith("/"):
             entries: list[str] = []
             for name, value in self._read_path(self.name):

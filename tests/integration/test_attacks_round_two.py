@@ -245,12 +245,12 @@ TYPES: list[tuple[str, dict[str, Any], str]] = [
     (
         "WebIdentityUser",
         {"arn": None, "principal_id": "accounts.google.com:1234"},
-        "principal id accounts.google.com:1234",
+        "principal id accounts.google.com",
     ),
     (
         "SAMLUser",
         {"arn": None, "principal_id": "SAMLProvider:alice"},
-        "principal id SAMLProvider:alice",
+        "principal id SAMLProvider",
     ),
     ("Unknown", {"arn": None, "principal_id": "AIDAUNKNOWN"}, "principal id AIDAUNKNOWN"),
     ("Unknown", {"arn": None, "principal_id": None}, "(unknown principal)"),
@@ -298,3 +298,14 @@ def test_a_same_account_push_is_not_called_cross_account(aws: Aws, state: str):
     push = lake.event(arn=INTRUDER, session_issuer=None, user_type="IAMUser")
     invoke(announce(aws, ("same", [push])))
     assert "CROSS-ACCOUNT" not in emails(aws)[-1]
+
+
+def test_arnless_callers_with_caller_chosen_names_are_one_principal(aws: Aws, state: str):
+    """Found by an attacker's pass: another account's federated users recorded without an ARN
+    (principal id ``ACCOUNT:NAME``) made a principal per name: five names, five emails."""
+    pushes = [arnless(f"{FOREIGN}:name-{i}", i) for i in range(5)]
+    for i, push in enumerate(pushes):
+        invoke(announce(aws, (f"fed-{i}", [push])))
+    assert len(emails(aws)) == 1
+    (finding,) = hub_findings(aws)
+    assert finding["Resources"][0]["Id"] == f"principal id {FOREIGN}"

@@ -303,3 +303,33 @@ def test_workflow_reads_are_batched(aws: Aws, state: str, monkeypatch: pytest.Mo
     invoke(announce(aws, ("second", [push(1, p) for p in principals])))
     assert len(emails(aws)) == 1  # all 45 read and muted: only the first email
     assert 1 <= len(stand_in.calls) <= 3 and max(stand_in.calls) <= 20  # 20 Ids a call
+
+
+def test_a_muted_principal_pushing_to_a_repository_never_reported_is_emailed(
+    aws: Aws, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mute silences the ordinary, not news: a push to a repository nobody was told about,
+    even as the first push of a new alert window, escalates (found by an attacker's pass)."""
+    until = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    mute_list(aws, monkeypatch, f"{LOAD_TEST}  until={stamp(until)}  why=load test\n")
+    invoke(announce(aws, ("lt-1", [push(0, LOAD_TEST, ok=True, repo="load-test/app")])))
+    assert emails(aws) == []
+    end_windows()
+    invoke(announce(aws, ("lt-2", [push(90, LOAD_TEST, ok=True, repo="load-test/app")])))
+    assert emails(aws) == []  # the same repository again: still muted
+    end_windows()
+    invoke(announce(aws, ("lt-3", [push(180, LOAD_TEST, ok=True, repo="prod/payments-api")])))
+    (email,) = emails(aws)
+    assert "prod/payments-api" in email
+
+
+def test_a_suppressed_principal_pushing_to_a_new_repository_is_emailed(
+    aws: Aws, state: str
+) -> None:
+    attacker = "arn:aws:iam::111122223333:user/attacker"
+    invoke(announce(aws, ("a-1", [push(0, ok=True, repo="sandbox/app")])))
+    assert len(emails(aws)) == 1
+    set_workflow(attacker, "SUPPRESSED")
+    end_windows()
+    invoke(announce(aws, ("a-2", [push(90, ok=True, repo="prod/payments-api")])))
+    assert len(emails(aws)) == 2

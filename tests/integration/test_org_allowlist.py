@@ -123,3 +123,17 @@ def test_an_unknown_account_list_and_a_bad_account_id_are_refused(org: Aws):
 def test_an_empty_path_is_unavailable_not_an_empty_allowlist(aws: Aws):
     with pytest.raises(AllowlistUnavailable, match="none found"):
         AllowlistStore("/nothing/here/").get()
+
+
+def test_two_account_lists_of_one_name_are_refused_naming_both(org: Aws):
+    """Found by an attacker's pass: a second ``ci-accounts`` deeper under the path silently
+    replaced the organisation's list."""
+    org.ssm.put_parameter(
+        Name=f"{LISTS}team-x/ci-accounts", Type="String", Value="999988887777", Overwrite=True
+    )
+    org.ssm.put_parameter(
+        Name=f"{PATH}p", Type="String", Value="arn:aws:iam::{ci-accounts}:role/ci"
+    )
+    with pytest.raises(AllowlistInvalid, match="also") as info:
+        AllowlistStore(PATH, account_lists_path=LISTS).get()
+    assert f"{LISTS}ci-accounts" in str(info.value) and "team-x/ci-accounts" in str(info.value)
