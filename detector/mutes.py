@@ -316,13 +316,12 @@ def escalated(
     if reason == NEW and now.succeeded > 0 and calls_before > 0 and successes_before <= 0:
         return FIRST_SUCCESS
     # A new window of a muted key: a successful call with a value its last window did not
-    # report (a repository nobody was told about) escalates, as it would within a window. When
-    # the last window reported more than it could remember, every success does.
+    # report (news nobody was told about) escalates, as it would within a window. When the
+    # last window reported more than it could remember, every success does.
     if reason == NEW and now.succeeded > 0:
-        fresh = set(now.succeeded_values()) - before
-        if fresh and (calls_before > 0 or before or before_overflow):
-            return NEW_VALUE
         if before_overflow:
+            return NEW_VALUE
+        if before and set(now.succeeded_values()) - before:
             return NEW_VALUE
     return None
 

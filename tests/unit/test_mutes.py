@@ -139,6 +139,11 @@ def test_escalations_email_through_a_mute():
     more = dataclasses.replace(ok, count=3, succeeded=2, failed=1)
     assert escalated(NEW, now=ok, total=more) is None
     assert escalated(NEW, now=failed, total=dataclasses.replace(failed, count=2)) is None
+    # A new window whose push goes somewhere the last window never reported: news.
+    pushed = set(ok.succeeded_values())
+    assert escalated(NEW, now=ok, total=more, before=frozenset({"elsewhere"})) == NEW_VALUE
+    assert escalated(NEW, now=ok, total=more, before=frozenset(pushed)) is None
+    assert escalated(NEW, now=ok, total=more, before_overflow=True) == NEW_VALUE
 
 
 def test_the_email_says_why_an_escalation_came_through_a_mute():
