@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.allowlist import Allowlist, account_list
-from detector.errors import AllowlistInvalid, AllowlistUnavailable
+from detector.errors import AllowlistInvalid, AllowlistUnavailable, DetectorError
 from detector.mutes import MuteList, MuteListInvalid, MuteListUnavailable
 
 if TYPE_CHECKING:
@@ -90,13 +90,7 @@ class AllowlistStore:
         return allowlist
 
     def _read_one(self, name: str) -> str:
-        try:
-            param = self.client.get_parameter(Name=name, WithDecryption=True)["Parameter"]
-        except ClientError as exc:
-            raise AllowlistUnavailable(f"SSM parameter {name}: {_describe(exc)}") from exc
-        except BotoCoreError as exc:
-            raise AllowlistUnavailable(f"SSM parameter {name}: {exc}") from exc
-        return param.get("Value", "")
+        return str(_parameter(self.client, name, AllowlistUnavailable).get("Value", ""))
 
     def _read_path(self, path: str) -> list[tuple[str, str]]:
         """(name, value) of every parameter under ``path``, sorted by name; at least one."""
@@ -125,6 +119,19 @@ class AllowlistStore:
                         "path at the allowlist's own folder"
                     )
                 yield param["Name"], param.get("Value", "")
+
+
+def _parameter(client: SSMClient, name: str, error: type[DetectorError]) -> dict[str, Any]:
+    """One parameter (decrypted); a failure raises ``error`` naming it."""
+    try:
+        found: dict[str, Any] = dict(
+            client.get_parameter(Name=name, WithDecryption=True)["Parameter"]
+        )
+    except ClientError as exc:
+        raise error(f"SSM parameter {name}: {_describe(exc)}") from exc
+    except BotoCoreError as exc:
+        raise error(f"SSM parameter {name}: {exc}") from exc
+    return found
 
 
 def _describe(exc: ClientError) -> str:
@@ -163,12 +170,7 @@ class MuteListStore:
         now = self._clock()
         if self._cached is not None and now - self._cached[0] < self.cache_seconds:
             return self._cached[1]
-        try:
-            param = self.client.get_parameter(Name=self.name, WithDecryption=True)["Parameter"]
-        except ClientError as exc:
-            raise MuteListUnavailable(f"SSM parameter {self.name}: {_describe(exc)}") from exc
-        except BotoCoreError as exc:
-            raise MuteListUnavailable(f"SSM parameter {self.name}: {exc}") from exc
+        param = _parameter(self.client, self.name, MuteListUnavailable)
         source = f"ssm:{self.name}"
         if param.get("Type") == "StringList":
             raise MuteListInvalid(

@@ -15,7 +15,7 @@ from detector import handler
 from detector.alerts import principal_of, rollup
 from tests import lake
 from tests.integration.test_attacks import announce, emails, hub_findings, invoke
-from tests.integration.world import Aws
+from tests.integration.world import Aws, end_windows
 from tests.unit.helpers import parquet_bytes, scan
 
 TABLE = "ecr-upload-detector-state"
@@ -179,7 +179,7 @@ def test_30_new_repositories_in_one_window_are_at_most_4_emails_and_none_forgott
         arn=attacker, session_issuer=None, user_type="IAMUser", time_ms=lake.T0_MS + 200 * MINUTE
     )
     aws.digests()
-    _end_windows(TABLE)
+    end_windows()
     invoke(announce(aws, ("late", [late])))
     (digest,) = aws.digests()
     (alert,) = digest["alerts"]
@@ -187,23 +187,6 @@ def test_30_new_repositories_in_one_window_are_at_most_4_emails_and_none_forgott
     assert held["total"] >= 27
     assert set(held["values"]) <= {f"repo-{i:02d}" for i in range(30)}
     assert "since the last email" in " ".join(emails(aws)[-1].split())
-
-
-def _end_windows(table: str) -> None:
-    """Move every alert window two hours into the past: the next email opens a new one."""
-    import time
-
-    import boto3
-
-    db = boto3.client("dynamodb")
-    for item in db.scan(TableName=table)["Items"]:
-        if item["pk"]["S"].startswith("key#") and "alerted_at" in item:
-            db.update_item(
-                TableName=table,
-                Key={"pk": item["pk"]},
-                UpdateExpression="SET alerted_at = :old",
-                ExpressionAttributeValues={":old": {"N": str(int(time.time()) - 7200)}},
-            )
 
 
 # --- how each CloudTrail identity type becomes a principal -----------------------------------

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -30,7 +28,7 @@ from detector import handler
 from tests import lake
 from tests.integration.test_attacks import announce, emails, invoke
 from tests.integration.test_handler import metric
-from tests.integration.world import Aws, Context
+from tests.integration.world import Aws, Context, end_windows
 
 TABLE = "ecr-upload-detector-state"
 MUTES = "/ecr-upload-detector/mutes"
@@ -98,19 +96,6 @@ def set_workflow(principal: str, status: str) -> None:
     backend = securityhub_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
     (finding,) = [f for f in backend.findings if f.data["Resources"][0]["Id"] == principal]
     finding.data["Workflow"] = {"Status": status}
-
-
-def end_windows() -> None:
-    """Move every alert window two hours into the past: the next email opens a new one."""
-    db = boto3.client("dynamodb")
-    for item in db.scan(TableName=TABLE)["Items"]:
-        if item["pk"]["S"].startswith("key#") and "alerted_at" in item:
-            db.update_item(
-                TableName=TABLE,
-                Key={"pk": item["pk"]},
-                UpdateExpression="SET alerted_at = :old",
-                ExpressionAttributeValues={":old": {"N": str(int(time.time()) - 7200)}},
-            )
 
 
 class Reads:

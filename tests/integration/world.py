@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,19 @@ def read_digests(sqs: Any, queue: str) -> list[dict[str, Any]]:
 
 # The state table's name in tests (the ``state`` fixture of conftest.py).
 STATE_TABLE = "ecr-upload-detector-state"
+
+
+def end_windows(table: str = STATE_TABLE) -> None:
+    """Move every alert window two hours into the past: the next email opens a new one."""
+    db = boto3.client("dynamodb")
+    for item in db.scan(TableName=table)["Items"]:
+        if item["pk"]["S"].startswith("key#") and "alerted_at" in item:
+            db.update_item(
+                TableName=table,
+                Key={"pk": item["pk"]},
+                UpdateExpression="SET alerted_at = :old",
+                ExpressionAttributeValues={":old": {"N": str(int(time.time()) - 7200)}},
+            )
 
 
 def create_state_table(name: str) -> None:
