@@ -113,9 +113,7 @@ def test_a_federated_user_entry_is_refused_so_a_minted_name_cannot_push_silently
     assert aws.digests() == []
 
 
-def test_two_callers_without_an_arn_are_two_alerts_with_their_principal_ids(
-    aws: Aws, state: str
-):
+def test_two_callers_without_an_arn_are_two_alerts_with_their_principal_ids(aws: Aws, state: str):
     """Before: both shared the key (unknown principal); the second's push was silenced by the
     first's window, and no principal id was shown anywhere."""
     invoke(announce(aws, ("first", [arnless("AIDAFIRSTCALLER0001")])))

@@ -179,9 +179,7 @@ def athena_rows(lake_: list[tuple[Path, int, str]], version: int, sql: str) -> l
     ]
 
 
-def statement(
-    version: int, allowlist: Allowlist = ALLOWLIST, active: Active | None = None
-) -> str:
+def statement(version: int, allowlist: Allowlist = ALLOWLIST, active: Active | None = None) -> str:
     q = athena_sql.Query(
         REGION,
         athena_sql.parse_version(str(version)),

@@ -78,8 +78,10 @@ def test_both_detections_one_read_one_message_own_alerts(
     # Announced again: each detection counted it once already, nobody is emailed again.
     assert invoke(announce(both, ("night", EVENTS))) == {"batchItemFailures": []}
     assert both.digests() == []
-    counts = {(f["GeneratorId"], f["ProductFields"]["principal"]): f["ProductFields"]["count"]
-              for f in hub_findings(both)}
+    counts = {
+        (f["GeneratorId"], f["ProductFields"]["principal"]): f["ProductFields"]["count"]
+        for f in hub_findings(both)
+    }
     assert counts == {
         (UNKNOWN, INTRUDER): "2",
         (HOURS, INTRUDER): "1",
@@ -117,7 +119,9 @@ def test_each_detection_keeps_cumulative_totals_across_objects(both: Aws) -> Non
     for i in range(2):
         night = lake.event(time_ms=SATURDAY_NIGHT + i * 60_000)
         assert invoke(announce(both, (f"night-{i}", [night]))) == {"batchItemFailures": []}
-    counts = {(f["GeneratorId"], f["ProductFields"]["principal"]): f["ProductFields"]["count"]
-              for f in hub_findings(both)}
+    counts = {
+        (f["GeneratorId"], f["ProductFields"]["principal"]): f["ProductFields"]["count"]
+        for f in hub_findings(both)
+    }
     assert counts == {(HOURS, lake.CI_ROLE): "2"}
     assert len(both.digests()) == 1  # the second object, within the window, emails nobody

@@ -32,7 +32,6 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/builder"
 SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/builder/session-1"
 
 
-
 def finding(
     user: str | None = USER,
     *,

@@ -262,10 +262,25 @@ def test_every_printable_punctuation_is_literal_in_a_glob():
 
 def _values(rng: random.Random, n: int) -> list[str | None]:
     pool = [
-        ROLE, SESSION, DEV, "arn:aws:iam::111122223333:user/dev",
+        ROLE,
+        SESSION,
+        DEV,
+        "arn:aws:iam::111122223333:user/dev",
         "arn:aws:iam::111122223333:user/dev12",
-        "codebuild.amazonaws.com", "ecs.amazonaws.com", "", "\n", ROLE + "\n", P + "a.b",
-        P + "aXb", P + "a+b", P + "café", "😀", P + "\u202eevil", "\x00", P + "x\x1b[31my", None,
+        "codebuild.amazonaws.com",
+        "ecs.amazonaws.com",
+        "",
+        "\n",
+        ROLE + "\n",
+        P + "a.b",
+        P + "aXb",
+        P + "a+b",
+        P + "café",
+        "😀",
+        P + "\u202eevil",
+        "\x00",
+        P + "x\x1b[31my",
+        None,
     ]
     out: list[str | None] = []
     for _ in range(n):
@@ -282,8 +297,16 @@ def _values(rng: random.Random, n: int) -> list[str | None]:
 def test_mask_equals_matches(n):
     rng = random.Random(n)
     al = Allowlist.of(
-        [ROLE, f"{P}dev?", "arn:aws:sts::111122223333:assumed-role/ci-deployer/*",
-         "codebuild.amazonaws.com", P + "a.b", P + "a+b", P + "caf?", P + "*evil"]
+        [
+            ROLE,
+            f"{P}dev?",
+            "arn:aws:sts::111122223333:assumed-role/ci-deployer/*",
+            "codebuild.amazonaws.com",
+            P + "a.b",
+            P + "a+b",
+            P + "caf?",
+            P + "*evil",
+        ]
     )
     a, b = _values(rng, n), _values(rng, n)
     assert al.mask(pa.array(a, pa.string())).to_pylist() == [al.matches(v) for v in a]
@@ -317,7 +340,9 @@ def test_empty_allowlist_matches_nothing(text):
     for v in (ROLE, "", "*", None):
         assert not both(al, v)
     assert al.mask(pa.array([ROLE, None, ""]), pa.array(["a", "b", None])).to_pylist() == [
-        False, False, False,
+        False,
+        False,
+        False,
     ]
     assert al.mask(pa.array([ROLE] * 2000)).to_pylist() == [False] * 2000
 
@@ -436,9 +461,34 @@ def _account(value: str) -> str | None:
 
 _ACCOUNTS = ["111122223333", "444455556666", "999999999999", "000000000000"]
 _PIECES = [
-    "arn", ":", ":", "aws", "aws-cn", "iam", "sts", "ecr", "us-east-1", "", "*", "*", "?",
-    "role/", "user/", "assumed-role/", "ci", "x", ".", "/", ",", "amazonaws.com", ".amazonaws.com",
-    "111122223333", "444455556666", "::", "-", "root",
+    "arn",
+    ":",
+    ":",
+    "aws",
+    "aws-cn",
+    "iam",
+    "sts",
+    "ecr",
+    "us-east-1",
+    "",
+    "*",
+    "*",
+    "?",
+    "role/",
+    "user/",
+    "assumed-role/",
+    "ci",
+    "x",
+    ".",
+    "/",
+    ",",
+    "amazonaws.com",
+    ".amazonaws.com",
+    "111122223333",
+    "444455556666",
+    "::",
+    "-",
+    "root",
 ]
 
 
@@ -453,8 +503,21 @@ def _random_entry(rng: random.Random) -> str:
             rng.choice(["iam", "sts"] * 3 + ["ecr", "*", "i*", "?am", "ia?"]),
             rng.choice(["", "", "", "", "us-east-1", "*", "?"]),
             rng.choice(_ACCOUNTS * 2 + ["*", "????????????", "1111222233?3", "1111*", ""]),
-            rng.choice(["role/ci", "user/dev?", "assumed-role/ci/*", "*", "root", "", "x*y", "?",
-                        "*:*", "*.ecr.amazonaws.com", "user/*,*"]),
+            rng.choice(
+                [
+                    "role/ci",
+                    "user/dev?",
+                    "assumed-role/ci/*",
+                    "*",
+                    "root",
+                    "",
+                    "x*y",
+                    "?",
+                    "*:*",
+                    "*.ecr.amazonaws.com",
+                    "user/*,*",
+                ]
+            ),
         ]
         cut = rng.choice([6, 6, 6, 6, 6, 5, 4, 3, 2])
         entry = ":".join(fields[:cut])
@@ -468,8 +531,11 @@ def _random_entry(rng: random.Random) -> str:
 
 
 SERVICES = [
-    "ecr.amazonaws.com", "codebuild.amazonaws.com", "x.amazonaws.com",
-    "replication.ecr.amazonaws.com", "ecr.amazonaws.com.cn",
+    "ecr.amazonaws.com",
+    "codebuild.amazonaws.com",
+    "x.amazonaws.com",
+    "replication.ecr.amazonaws.com",
+    "ecr.amazonaws.com.cn",
 ]
 
 
@@ -502,8 +568,18 @@ def _random_principals(rng: random.Random, n: int) -> list[str]:
 def _instances(rng: random.Random, entry: str, n: int) -> list[str]:
     """Values the entry matches by construction: each glob filled with hostile text (other
     accounts' ARN parts), so a glob that can reach past its account shows it."""
-    fills = ["", "x", ":", "::999999999999:user/", "999999999999", ":999999999999:role/x.",
-             "iam::000000000000:user/", "/", "aws", "a,b"]
+    fills = [
+        "",
+        "x",
+        ":",
+        "::999999999999:user/",
+        "999999999999",
+        ":999999999999:role/x.",
+        "iam::000000000000:user/",
+        "/",
+        "aws",
+        "a,b",
+    ]
     out = []
     for _ in range(n):
         value = "".join(
@@ -528,8 +604,9 @@ def test_property_every_accepted_entry_matches_principals_of_at_most_one_account
         accepted += 1
         al = Allowlist.of([entry])
         values = principals + _instances(rng, entry, 40)
-        hits = [v for v, hit in zip(values, al.mask(pa.array(values)).to_pylist(), strict=True)
-                if hit]
+        hits = [
+            v for v, hit in zip(values, al.mask(pa.array(values)).to_pylist(), strict=True) if hit
+        ]
         accounts = {_account(v) for v in hits if v.startswith("arn:")}
         assert len(accounts) <= 1, (entry, sorted(a or "" for a in accounts))
         if not entry.startswith("arn:"):
@@ -666,8 +743,14 @@ def test_trust_mask_equals_trusts_on_random_rows():
 
 def _aws_push(domain: str | None, **kw: object) -> dict[str, object]:
     fields: dict[str, object] = dict(
-        arn=None, principal_id=None, session_issuer=None, session_created_ms=None,
-        invoked_by=None, src_ip=None, src_domain=domain, user_agent="AWS Internal",
+        arn=None,
+        principal_id=None,
+        session_issuer=None,
+        session_created_ms=None,
+        invoked_by=None,
+        src_ip=None,
+        src_domain=domain,
+        user_agent="AWS Internal",
     )
     fields.update(kw)
     return lake.event(**fields)
@@ -681,8 +764,11 @@ def test_scan_trusts_pushes_aws_made_itself_by_their_domain(version):
         _aws_push("ecr-public.amazonaws.com"),  # another domain: reported
         _aws_push(None),  # nothing recorded: reported
         _aws_push(ECR, arn=DEV),  # an ARN: the domain is not consulted
-        _aws_push(ECR, session_issuer="arn:aws:iam::111122223333:role/other",
-                  session_created_ms=lake.T0_MS),
+        _aws_push(
+            ECR,
+            session_issuer="arn:aws:iam::111122223333:role/other",
+            session_created_ms=lake.T0_MS,
+        ),
         _aws_push(ECR, invoked_by="ecs.amazonaws.com"),
     ]
     result = scan(parquet_bytes(events, version), Allowlist.of([ECR]))

@@ -38,8 +38,12 @@ NAME = "s3://lake-bucket/aws/CLOUD_TRAIL_MGMT/2.0/region=us-east-1/accountId=1/x
 
 def events(n: int = 30) -> list[dict]:
     return [
-        event(arn=f"arn:aws:iam::{ACCOUNT}:user/u{i % 4}", session_issuer=None, time_ms=1_000 * i,
-              operation="PutImage" if i % 3 else "GetObject")
+        event(
+            arn=f"arn:aws:iam::{ACCOUNT}:user/u{i % 4}",
+            session_issuer=None,
+            time_ms=1_000 * i,
+            operation="PutImage" if i % 3 else "GetObject",
+        )
         for i in range(n)
     ]
 
@@ -246,7 +250,11 @@ def test_failure_mid_object_leaves_run_unchanged(version):
         clean.add(engine.scan_object(io.BytesIO(data), name, allowlist))
     assert canonical(run.findings()) == canonical(clean.findings())
     assert (run.objects, run.rows, run.matched, run.trusted) == (
-        clean.objects, clean.rows, clean.matched, clean.trusted)
+        clean.objects,
+        clean.rows,
+        clean.matched,
+        clean.trusted,
+    )
     assert all("broken" not in f.objects.values for f in run.findings())
 
 

@@ -135,8 +135,14 @@ def test_missing_optional_column_scans_with_nulls(version, path, null_key):
 def test_all_optional_columns_present_nothing_null(version):
     [finding] = scan(parquet_bytes([event(src_domain="ecr.example")], version)).aggregate.findings()
     rec = finding.to_record()
-    keys = ("user", "actor.user.account.uid", "user_agent", "src_ip", "src_endpoint.domain",
-            "region")
+    keys = (
+        "user",
+        "actor.user.account.uid",
+        "user_agent",
+        "src_ip",
+        "src_endpoint.domain",
+        "region",
+    )
     for k in keys:
         assert rec[k] is not None, k
 
@@ -166,8 +172,9 @@ def test_missing_optional_column_dropped_allowlist_column_is_not_trusting(versio
 @VERSIONS
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "snappy", "none"])
 def test_compressions_read_the_same(version, compression):
-    events = [event(arn=f"arn:aws:iam::{ACCOUNT}:user/u{i % 3}", time_ms=1_000 * i)
-              for i in range(10)]
+    events = [
+        event(arn=f"arn:aws:iam::{ACCOUNT}:user/u{i % 3}", time_ms=1_000 * i) for i in range(10)
+    ]
     events += [event(operation="GetObject")]
     result = scan(parquet_bytes(events, version, compression=compression))
     got = sorted((f.user, f.count, f.first_ms, f.last_ms) for f in result.aggregate.findings())
@@ -191,8 +198,10 @@ def _users(data: bytes, allowlist: Allowlist) -> list[str | None]:
 def test_allowlist_by_caller_arn(version):
     dev = f"arn:aws:iam::{ACCOUNT}:user/dev1"
     data = parquet_bytes(
-        [event(arn=dev, session_issuer=None, principal_id="AIDADEV1"), event(arn=ATTACKER,
-         session_issuer=None, principal_id="AIDAATTACKER")],
+        [
+            event(arn=dev, session_issuer=None, principal_id="AIDADEV1"),
+            event(arn=ATTACKER, session_issuer=None, principal_id="AIDAATTACKER"),
+        ],
         version,
     )
     assert _users(data, Allowlist.of([dev])) == [ATTACKER]
@@ -204,9 +213,7 @@ def test_allowlist_by_caller_arn(version):
 
 @VERSIONS
 def test_allowlist_role_arn_covers_its_sessions(version):
-    ci = [
-        event(arn=f"{STS}/ci-deployer/build-{i}", session_issuer=CI_ROLE) for i in range(3)
-    ]
+    ci = [event(arn=f"{STS}/ci-deployer/build-{i}", session_issuer=CI_ROLE) for i in range(3)]
     other_role = f"arn:aws:iam::{ACCOUNT}:role/ci-deployer-admin"
     other = event(arn=f"{STS}/ci-deployer-admin/x", session_issuer=other_role)
     data = parquet_bytes([*ci, other], version)
@@ -221,8 +228,16 @@ def test_allowlist_role_arn_covers_its_sessions(version):
 @VERSIONS
 def test_allowlist_by_invoking_aws_service(version):
     def svc(name: str) -> dict:
-        return event(arn=None, principal_id=None, session_issuer=None, session_created_ms=None,
-                     invoked_by=name, src_ip=None, src_domain=name, user_agent=name)
+        return event(
+            arn=None,
+            principal_id=None,
+            session_issuer=None,
+            session_created_ms=None,
+            invoked_by=name,
+            src_ip=None,
+            src_domain=name,
+            user_agent=name,
+        )
 
     data = parquet_bytes([svc("codebuild.amazonaws.com"), svc("ecs.amazonaws.com")], version)
     result = scan(data, Allowlist.of(["codebuild.amazonaws.com"]))
@@ -275,8 +290,9 @@ def test_versions_agree(version):
     events = [
         event(arn=ATTACKER, session_issuer=None, time_ms=10_000),
         event(time_ms=20_000),
-        event(arn=None, invoked_by="ecs.amazonaws.com", src_ip=None,
-              src_domain="ecs.amazonaws.com"),
+        event(
+            arn=None, invoked_by="ecs.amazonaws.com", src_ip=None, src_domain="ecs.amazonaws.com"
+        ),
     ]
     mine = {(f.key, f.count) for f in scan(parquet_bytes(events, version)).aggregate.findings()}
     other = {

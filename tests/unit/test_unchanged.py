@@ -56,8 +56,14 @@ def _events() -> list[dict]:
             region="eu-west-1",
             src_ip="2001:db8::1",
         ),
-        event(arn=None, session_issuer=None, principal_id=None, invoked_by=None,
-              src_domain="replication.example.com", src_ip=None),
+        event(
+            arn=None,
+            session_issuer=None,
+            principal_id=None,
+            invoked_by=None,
+            src_domain="replication.example.com",
+            src_ip=None,
+        ),
         event(operation="GetObject", arn=f"arn:aws:iam::{ACCOUNT}:user/old-contractor"),
     ]
 
@@ -65,8 +71,10 @@ def _events() -> list[dict]:
 def _outputs() -> dict[str, str]:
     evs = _events()
     objects = [
-        (f"aws/CLOUD_TRAIL_MGMT/{v}.0/region=us-east-1/obj{v}.parquet",
-         table_bytes(nested(evs[v - 1 :: 2] if v == 1 else evs, v)))
+        (
+            f"aws/CLOUD_TRAIL_MGMT/{v}.0/region=us-east-1/obj{v}.parquet",
+            table_bytes(nested(evs[v - 1 :: 2] if v == 1 else evs, v)),
+        )
         for v in (1, 2)
     ]
     run = run_over(objects, ALLOWLIST)
