@@ -131,12 +131,18 @@ class AlertKey:
     detection_id: str
     account: str | None
     principal: str
+    # A threshold detection's time bucket (``Finding.bucket``): each bucket is its own alert,
+    # counted across objects in the state table. None for every other detection.
+    bucket: int | None = None
 
     @property
     def id(self) -> str:
         """Stable digest of the key: the state table's and Security Hub's name for the alert.
         ``json.dumps`` keeps a missing account (``null``) apart from an empty one."""
-        raw = json.dumps([self.detection_id, self.account, self.principal])
+        parts: list[Any] = [self.detection_id, self.account, self.principal]
+        if self.bucket is not None:
+            parts.append(self.bucket)
+        raw = json.dumps(parts)
         return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -194,7 +200,9 @@ def _in_account(arn: str, account: str) -> bool:
 
 
 def key_of(finding: Finding) -> AlertKey:
-    return AlertKey(finding.detection.id, finding.field("account"), principal_of(finding))
+    return AlertKey(
+        finding.detection.id, finding.field("account"), principal_of(finding), finding.bucket
+    )
 
 
 class CountsLike(Protocol):
@@ -219,6 +227,26 @@ class Contribution:
     failed: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
+    # A window detection's distinct values (``Threshold.distinct``), at most ``MAX_DISTINCT``.
+    distinct: frozenset[str] = frozenset()
+
+
+# Distinct values a threshold's count keeps: far above any threshold, small in an item.
+MAX_DISTINCT = 64
+
+
+def reaches(alert: Alert, totals: CountsLike | None = None) -> bool:
+    """Whether ``alert`` is past its detection's threshold (always, without one), judged on
+    ``totals`` (the state table's, across objects) or else on the alert itself."""
+    rule = alert.detection.threshold
+    if rule is None:
+        return True
+    if rule.distinct is None:
+        return (totals.count if totals is not None else alert.count) >= rule.minimum
+    values = getattr(totals, "distinct", None) if totals is not None else None
+    if values is None:
+        values = alert.contribution().distinct
+    return len(values) >= rule.minimum
 
 
 def _finding_order(f: Finding) -> tuple[Any, ...]:
@@ -253,6 +281,8 @@ class Alert:
     options: Mapping[str, Any] = field(default_factory=dict)
     # The detection of every finding here (``AlertKey.detection_id`` is its id).
     detection: Detection = field(default_factory=default_detection)
+    # A window detection's distinct values over every object (``with_totals``).
+    totals_distinct: frozenset[str] = frozenset()
     # Orderings and samples computed from ``findings``: an alert of 100,000 groups (one per
     # user agent, say) is sorted once, not once per sample and per rendering step.
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -282,12 +312,20 @@ class Alert:
         self.last_ms = max_opt(self.last_ms, finding.last_ms)
 
     def contribution(self) -> Contribution:
-        return Contribution(self.count, self.succeeded, self.failed, self.first_ms, self.last_ms)
+        rule = self.detection.threshold
+        distinct: frozenset[str] = frozenset()
+        if rule is not None and rule.distinct is not None:
+            values = {v for f in self.findings if (v := f.field(rule.distinct)) is not None}
+            distinct = frozenset(sorted(values)[:MAX_DISTINCT])
+        return Contribution(
+            self.count, self.succeeded, self.failed, self.first_ms, self.last_ms, distinct
+        )
 
     def with_totals(self, totals: CountsLike) -> Alert:
         """This alert showing cumulative totals (from the state table) instead of this run's."""
         return replace(
             self,
+            totals_distinct=getattr(totals, "distinct", frozenset()),
             count=totals.count,
             succeeded=totals.succeeded,
             failed=totals.failed,
@@ -448,6 +486,22 @@ class Alert:
             shown = values[: limits.values]
             rec[name] = {"values": [cut(v) for v in shown], "total": total}
             truncated[name] = more or len(shown) < total
+        rule = detection.threshold
+        if rule is not None:
+            # A threshold detection's alert is one time bucket: which, and what it counted.
+            seen = self.contribution().distinct | self.totals_distinct
+            bucket_end = None if self.key.bucket is None else self.key.bucket + rule.bucket_ms
+            rec["threshold"] = {
+                "bucket_start": ctime(self.key.bucket),
+                "bucket_end": ctime(bucket_end),
+                "minimum": rule.minimum,
+                "counted": rule.label,
+                "distinct": rule.distinct,
+                "value": len(seen) if rule.distinct else self.count,
+            }
+            if rule.distinct:
+                # Every object's values (the state table's), not only this run's samples.
+                rec["threshold"]["values"] = [cut(v) for v in sorted(seen)[: limits.values]]
         truncated["text"] = cut.cut
         return rec
 
@@ -475,6 +529,8 @@ def _finding_record(f: Finding, cut: _Cutter) -> dict[str, Any]:
         "succeeded": f.succeeded,
         "failed": f.failed,
     }
+    if f.detection.threshold is not None:
+        rec["bucket"] = ctime(f.bucket)
     return rec
 
 

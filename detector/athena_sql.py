@@ -39,12 +39,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from detector import detections
+from detector import detections, requestjson
 from detector.allowlist import Allowlist
 from detector.errors import DetectorError
 from detector.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
 from detector.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
-from detector.spec import Active, Detection
+from detector.spec import Active, Detection, Threshold
 from detector.sqlparts import QueryInputInvalid, column, identifier, like_pattern, literal
 
 __all__ = [
@@ -109,6 +109,8 @@ def result_columns(detection: Detection | None = None) -> tuple[str, ...]:
         # Added after the contract's columns.
         *(s.name for s in detection.extra_samples),
         *(s.succeeded_key for s in detection.extra_samples),
+        # A threshold detection's time bucket (epoch ms of its start).
+        *(("bucket",) if detection.threshold is not None else ()),
     )
     lowered = [n.lower() for n in names]
     if len(set(lowered)) != len(lowered):
@@ -338,12 +340,40 @@ def _partition_filter(query: Query) -> list[str]:
     return where
 
 
-def _operations(expression: str, operations: Sequence[str]) -> str:
-    if not operations:
-        raise QueryInputInvalid("the detection watches no operation")
+def _operations(expression: str, operations: Sequence[str]) -> str | None:
+    if not operations:  # a detection of every operation: its predicate decides alone
+        return None
     if len(operations) == 1:
         return f"{expression} = {literal(operations[0])}"
     return f"{expression} IN ({', '.join(literal(o) for o in operations)})"
+
+
+def request_condition(layout: Layout, detection: Detection) -> str | None:
+    """The detection's request test (``requestjson``) as SQL over the request column of
+    ``layout``: v2's JSON; v1's whole JSON or its flattened ``unmapped`` entries."""
+    cond = detection.request_test
+    if cond is None:
+        return None
+    request = column(layout.columns["request"])
+    if layout.version is SchemaVersion.V2:
+        return requestjson.json_sql(cond, request, lambda path: _json_text(request, path))
+    whole = f"element_at({request}, 'requestParameters')"
+    flat = requestjson.flattened_sql(
+        cond, lambda key: f"element_at({request}, {literal('requestParameters.' + key)})"
+    )
+    in_whole = requestjson.json_sql(cond, whole, lambda path: _json_text(whole, path))
+    return f"({flat} OR {in_whole})"
+
+
+def _json_text(doc: str, path: str) -> str:
+    if not all(_REQUEST_KEY.fullmatch(part) for part in path.split(".")):
+        raise QueryInputInvalid(f"request path {path[:80]!r} cannot go into the query")
+    return f"json_extract_scalar({doc}, {literal('$.' + path)})"
+
+
+def _bucket(time: str, bucket_ms: int) -> str:
+    """The start of a time's bucket, in doubles like ``findings.bucket_of``."""
+    return f"CAST(floor({time} / {float(bucket_ms)!r}) * {bucket_ms} AS BIGINT)"
 
 
 def _sample(inner: str, condition: str = "") -> str:
@@ -375,6 +405,9 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
     # (``Finding.anon``); the column is grouped by, not returned.
     inner.append(f"CASE WHEN {cols['user']} IS NULL THEN {cols['principal_id']} END AS k_anon")
     inner += [f"{cols['time_ms']} AS t", f"{cols['status']} AS status"]
+    rule = detection.threshold
+    if rule is not None:
+        inner.append(f"{_bucket(cols['time_ms'], rule.bucket_ms)} AS k_bucket")
     extra = detection.extra_samples
     sampled = [s.column for s in (*detection.samples, *extra)] + [c for _, c in _GENERIC_SAMPLES]
     for name in sampled:
@@ -389,11 +422,16 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
         *_partition_filter(query),
         f"{time} >= {query.period.start_ms}",
         f"{time} < {query.period.end_ms}",
-        _operations(cols["operation"], detection.operations),
     ]
+    watched = _operations(cols["operation"], detection.operations)
+    if watched is not None:
+        where.append(watched)
     condition = detection.sql_predicate(cols, active.context(allowlist))
     if condition is not None:
         where.append(condition)
+    tested = request_condition(query.layout, detection)
+    if tested is not None:
+        where.append(tested)
     outer = [f"e.k_{k} AS {identifier(KEY_NAMES[k])}" for k in GROUP_KEYS]
     outer += [
         'count(*) AS "count"',
@@ -411,6 +449,10 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
     ]
     outer += [f"{_sample(aliases[s.column])} AS {identifier(s.name)}" for s in extra]
     outer += [f"{_sample(aliases[s.column], ok)} AS {identifier(s.succeeded_key)}" for s in extra]
+    groups = [*GROUP_KEYS, "anon"]
+    if rule is not None:
+        outer.append('e.k_bucket AS "bucket"')
+        groups.append("bucket")
     assert len(outer) == len(names)
     sep = ",\n  "
     sql = (
@@ -419,9 +461,12 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
         f"  FROM {identifier(query.database)}.{identifier(query.table)}\n"
         f"  WHERE {(chr(10) + '    AND ').join(where)}\n"
         ") AS e\n"
-        f"GROUP BY {', '.join(f'e.k_{k}' for k in (*GROUP_KEYS, 'anon'))}\n"
-        'ORDER BY "lastTime" DESC'
+        f"GROUP BY {', '.join(f'e.k_{k}' for k in groups)}"
     )
+    if rule is not None:
+        sql = _past_threshold(sql, rule)
+    sql += '\nORDER BY "lastTime" DESC'
+
     size = len(sql.encode("utf-8"))
     if size > MAX_QUERY_BYTES:
         raise QueryInputInvalid(
@@ -429,6 +474,23 @@ def build(query: Query, allowlist: Allowlist, active: Active | None = None) -> s
             "the allowlist is too long for one query (use globs to shorten it)"
         )
     return sql
+
+
+def _past_threshold(grouped: str, rule: Threshold) -> str:
+    """The groups whose (bucket, caller ARN) reach the threshold over all their groups, as
+    ``findings.reported`` keeps them: GROUP BY bucket, user HAVING count (or distinct) >= N."""
+    user = identifier(KEY_NAMES["user"])
+    if rule.distinct is None:
+        measure = 'sum(g."count")'
+    else:
+        measure = f"count(DISTINCT g.{identifier(KEY_NAMES[rule.distinct])})"
+    # Every part is this module's text, identifiers and literals made above.
+    return (
+        f"SELECT g.* FROM (\n{grouped}\n) AS g\n"  # noqa: S608
+        f'JOIN (\n  SELECT g."bucket" AS tb, g.{user} AS tu FROM (\n{grouped}\n  ) AS g\n'
+        f'  GROUP BY g."bucket", g.{user}\n  HAVING {measure} >= {rule.minimum}\n) AS t\n'
+        f'ON g."bucket" = t.tb AND g.{user} IS NOT DISTINCT FROM t.tu'
+    )
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -480,6 +542,7 @@ def finding(row: Sequence[str | None], detection: Detection | None = None) -> Fi
         last_ms=_int(values["lastTime"], "lastTime"),
         succeeded=_int(values["succeeded"], "succeeded") or 0,
         failed=_int(values["failed"], "failed") or 0,
+        bucket=_int(values["bucket"], "bucket") if detection.threshold is not None else None,
     )
     # Values of successful calls first, with priority, so failed calls cannot evict them.
     every = (*detection.samples, *detection.extra_samples)
@@ -504,7 +567,7 @@ def findings(
     aggregate = Aggregate(detection)
     for row in rows:
         f = finding(row, aggregate.detection)
-        key = (f.key, f.anon)
+        key = (f.key, f.anon, f.bucket)
         if key in aggregate.groups:  # not from this statement, but never lose counts
             aggregate.groups[key].merge(f)
         else:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from detector import detections
 from detector.allowlist import Allowlist
-from detector.findings import Aggregate, Finding
+from detector.findings import Aggregate, Finding, reported
 from detector.reader import KeptRows, ObjectReader, ReadStats
 from detector.spec import Active
 
@@ -130,7 +130,13 @@ class Run:
         for detection_id, rows in result.stats.kept.items():
             self.kept[detection_id] = self.kept.get(detection_id, 0) + rows
 
-    def findings(self) -> list[Finding]:
+    def all_findings(self) -> list[Finding]:
         """Every detection's findings, detection by detection in active order, each most
-        recent first."""
+        recent first, thresholds not applied (the Lambda judges them on the state table's
+        totals, across invocations)."""
         return [f for aggregate in self.aggregates.values() for f in aggregate.findings()]
+
+    def findings(self) -> list[Finding]:
+        """``all_findings`` past their detection's threshold, if any (``findings.reported``):
+        what ``scan`` and the SQL statement report."""
+        return reported(self.all_findings())

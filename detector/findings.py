@@ -10,6 +10,7 @@ the objects the events came from.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -206,6 +207,9 @@ class Finding:
     # Error code -> calls that failed with it (``api.response.error``), at most ``MAX_VALUES``
     # codes; calls with further codes are counted under ``OTHER_ERRORS``.
     errors: dict[str, int] = field(default_factory=dict)
+    # For a detection with a ``Threshold``: the start (epoch ms) of the time bucket the rows
+    # fell in, a grouping key of its own (None otherwise, or for rows without a time).
+    bucket: int | None = None
 
     def __post_init__(self) -> None:
         layout = _layout(self.detection)  # a sample name clash fails here
@@ -322,6 +326,8 @@ class Finding:
             rec[spec.name] = sorted(peek(spec.name).values)
         for spec in detection.extra_samples:
             rec[spec.succeeded_key] = peek(spec.name).succeeded()
+        if detection.threshold is not None:
+            rec["bucket"] = ctime(self.bucket)
         return rec
 
 
@@ -349,30 +355,67 @@ def recorded_account(key: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _error_counts(table: pa.Table) -> dict[tuple[GroupKey, str | None], dict[str, int]]:
-    """(group key, hidden key) -> error code -> calls, for the rows that recorded an error."""
+_BUCKET = "_:bucket"
+Group = tuple[GroupKey, str | None, int | None]
+
+
+def _error_counts(table: pa.Table) -> dict[Group, dict[str, int]]:
+    """(group key, hidden keys) -> error code -> calls, for the rows that recorded an error."""
     if table.schema.get_field_index("error_code") < 0:
         return {}
     failed = table.filter(pc.is_valid(table.column("error_code")))
     if failed.num_rows == 0:
         return {}
-    keys = [*GROUP_KEYS, _ANON, "error_code"]
+    keys = [*GROUP_KEYS, _ANON, _BUCKET, "error_code"]
     counted = failed.group_by(keys, use_threads=False).aggregate([([], "count_all")])
-    out: dict[tuple[GroupKey, str | None], dict[str, int]] = {}
+    out: dict[Group, dict[str, int]] = {}
     rows = zip(
         zip(*(counted.column(k).to_pylist() for k in GROUP_KEYS), strict=True),
         counted.column(_ANON).to_pylist(),
+        counted.column(_BUCKET).to_pylist(),
         counted.column("error_code").to_pylist(),
         counted.column("count_all").to_pylist(),
         strict=True,
     )
-    for key, anon, code, n in rows:
-        out.setdefault((key, anon), {})[code] = n
+    for key, anon, bucket, code, n in rows:
+        out.setdefault((key, anon, bucket), {})[code] = n
     return out
 
 
-def _group(f: Finding) -> tuple[GroupKey, str | None]:
-    return f.key, f.anon
+def _group(f: Finding) -> Group:
+    return f.key, f.anon, f.bucket
+
+
+def bucket_of(times: pa.Array, bucket_ms: int) -> pa.Array:
+    """The start of each time's bucket: floor(t / bucket) * bucket, computed in doubles exactly
+    as the SQL statement does (exact for epoch milliseconds)."""
+    ratio = pc.floor(pc.divide(times.cast(pa.float64()), float(bucket_ms)))
+    return pc.multiply(ratio, float(bucket_ms)).cast(pa.int64())
+
+
+def reported(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings a threshold lets through, in their order: for a detection with a
+    ``Threshold``, those whose (bucket, caller ARN) reached it over all the findings given;
+    every finding of other detections. Run over a whole run's findings (``scan``, SQL)."""
+    given = list(findings)
+    totals: dict[tuple[str, int | None, str | None], list[Any]] = {}
+    for f in given:
+        rule = f.detection.threshold
+        if rule is None:
+            continue
+        got = totals.setdefault((f.detection.id, f.bucket, f.user), [0, set()])
+        got[0] += f.count
+        if rule.distinct is not None and f.field(rule.distinct) is not None:
+            got[1].add(f.field(rule.distinct))
+    out = []
+    for f in given:
+        rule = f.detection.threshold
+        if rule is not None:
+            count, values = totals[(f.detection.id, f.bucket, f.user)]
+            if (len(values) if rule.distinct else count) < rule.minimum:
+                continue
+        out.append(f)
+    return out
 
 
 def _ok_column(column: str) -> str:
@@ -385,7 +428,7 @@ class Aggregate:
     def __init__(self, detection: Detection | None = None) -> None:
         self.detection = detection if detection is not None else default_detection()
         # (the Splunk grouping key, the hidden ``Finding.anon``) -> finding
-        self.groups: dict[tuple[GroupKey, str | None], Finding] = {}
+        self.groups: dict[Group, Finding] = {}
         _layout(self.detection)  # a sample name clash fails here, not mid-run
         # column -> the samples it feeds (name, limit). The detection's own samples keep the
         # values of successful calls first (``prioritised``), so their columns come first.
@@ -437,7 +480,16 @@ class Aggregate:
             table = table.append_column(_ok_column(c), pc.if_else(ok, table.column(c), None))
         anon = pc.if_else(pc.is_null(table.column("user")), table.column("principal_id"), None)
         table = table.append_column(_ANON, anon)
-        grouped = table.group_by([*GROUP_KEYS, _ANON], use_threads=False).aggregate(self._aggs)
+        rule = self.detection.threshold
+        bucket = (
+            bucket_of(table.column("time_ms").combine_chunks(), rule.bucket_ms)
+            if rule is not None
+            else pa.nulls(n, pa.int64())
+        )
+        table = table.append_column(_BUCKET, bucket)
+        grouped = table.group_by([*GROUP_KEYS, _ANON, _BUCKET], use_threads=False).aggregate(
+            self._aggs
+        )
         # Cap the sampled lists before they become Python objects.
         for col, targets, _ in self._outputs:
             # One more than a sample keeps, so the sample knows it was cut.
@@ -447,6 +499,7 @@ class Aggregate:
         # Column by column into Python (a dict per row costs more), then a finding per group.
         keys = zip(*(grouped.column(k).to_pylist() for k in GROUP_KEYS), strict=True)
         anons = grouped.column(_ANON).to_pylist()
+        buckets = grouped.column(_BUCKET).to_pylist()
         errors = _error_counts(table)
         recorded = recorded_account(source)
         counts = grouped.column("count_all").to_pylist()
@@ -468,6 +521,7 @@ class Aggregate:
                 failed=bads[i] or 0,
                 detection=self.detection,
                 anon=anons[i],
+                bucket=buckets[i],
             )
             sample = part.sample
             for values, names, priority in outputs:
@@ -476,7 +530,7 @@ class Aggregate:
                     for name in names:
                         sample(name).add(got, priority=priority)
             sample("objects").add([source])
-            failures = errors.get((key, anons[i]))
+            failures = errors.get((key, anons[i], buckets[i]))
             if failures:
                 part.add_errors(failures)
             if recorded is not None:
@@ -510,6 +564,7 @@ class Aggregate:
                 -(f.last_ms or 0),
                 tuple((v is None, v or "") for v in f.key),
                 (f.anon is not None, f.anon or ""),
+                f.bucket or 0,
             )
 
         return sorted(self.groups.values(), key=order)

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from detector import asff
-from detector.alerts import Alert, Contribution, CountsLike, rollup
+from detector.alerts import Alert, Contribution, CountsLike, reaches, rollup
 from detector.allowlist import Allowlist
 from detector.engine import ObjectResult, Run, scan_object
 from detector.errors import (
@@ -71,6 +71,10 @@ RESERVE_MS = 30_000
 # Time Security Hub leaves for the SNS message and the state writes after it: no Security Hub
 # batch starts with less than this left, and publishing does not start at all.
 PUBLISH_RESERVE_MS = 10_000
+# How long after its bucket a threshold alert's key stays claimed: objects of a bucket keep
+# arriving for a while (Security Lake writes every few minutes, redeliveries later), and each
+# must not email the same bucket again.
+THRESHOLD_LATE_SECONDS = 86_400
 # Objects fetched and scanned at once. S3 waits and Parquet decoding (pyarrow releases the GIL)
 # overlap; memory grows with it (one row group's needed columns per object in flight).
 MAX_PARALLEL_OBJECTS = 4
@@ -357,7 +361,11 @@ def process(
                 for detection_id, rows in result.stats.kept.items():
                     out.kept[detection_id] = out.kept.get(detection_id, 0) + rows
         out.findings = run.findings()
-        out.alerts = rollup(out.findings, {a.detection.id: a.options for a in active or ()})
+        # Thresholds are judged per alert: on this run's counts without a state table, on
+        # the totals across objects and invocations with one (``_deliver_once``).
+        out.alerts = rollup(run.all_findings(), {a.detection.id: a.options for a in active or ()})
+        if state is None:
+            out.alerts = [a for a in out.alerts if reaches(a)]
         if out.alerts:
             deadline = _deadline(time_left_ms)
             if deadline():
@@ -610,6 +618,8 @@ def _deliver_once(
     """
     per_key, keys_of = _contributions(done)
     totals = _add_contributions(per_key, state)
+    # A threshold not reached yet: counted above, told nowhere (a later object may reach it).
+    out.alerts = [a for a in out.alerts if reaches(a, totals.get(a.id))]
     claims = [ref for d in done for ref in d.claims]
     before = dict(zip(claims, _parallel(state.email_handled, claims), strict=True))
     settled = {
@@ -691,13 +701,19 @@ def notify_due(
 
     def claim(a: Alert) -> tuple[Alert, AlertClaim | None, Exception | None]:
         mine = seen.get(a.id, a)
+        rule = a.detection.threshold
         try:
-            got = state.claim_alert(
-                a.id,
-                window_seconds,
-                success=mine.succeeded > 0,
-                values=mine.succeeded_values(),
-            )
+            if rule is None:
+                got = state.claim_alert(
+                    a.id,
+                    window_seconds,
+                    success=mine.succeeded > 0,
+                    values=mine.succeeded_values(),
+                )
+            else:
+                # Once per bucket and key: the window outlasts the bucket and late objects.
+                window = max(window_seconds, rule.bucket_seconds + THRESHOLD_LATE_SECONDS)
+                got = state.claim_alert(a.id, window)
         except Exception as exc:
             return a, None, exc
         return a, got, None

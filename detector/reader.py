@@ -27,13 +27,13 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from detector import detections, schema
+from detector import detections, requestjson, schema
 from detector.allowlist import Allowlist
 from detector.errors import BadObject
 from detector.parquet_footer import (
@@ -45,6 +45,7 @@ from detector.parquet_footer import (
     one_line,
     read_footer,
 )
+from detector.requestjson import Cond
 from detector.spec import Active, Context, Predicate, RequestField
 
 # Rows per batch, at most: what bounds a batch of small values (the columns of 64K rows of a
@@ -108,8 +109,11 @@ class _Watch:
     columns: tuple[str, ...]  # the columns its predicate is given
     predicate: Predicate
     context: Context
-    # Indices into the watched operations of the ones it watches; None when it watches all.
+    # Indices into the watched operations of the ones it watches; None when every row read
+    # is one of its operations (it watches all the watched operations, or any operation).
     codes: pa.Array | None
+    # Its test of the request JSON (``Detection.request_test``), judged on the rows it kept.
+    test: Cond | None = None
 
 
 def _check_magic(f: IO[bytes], name: str) -> int:
@@ -158,7 +162,7 @@ def _index_in(values: pa.Array, watched: pa.Array) -> pa.Array:
     return pc.index_in(values, value_set=watched)
 
 
-# What an operation name (CloudTrail ``eventName``) looks like: ``AssumeRole``,
+# What an operation name (CloudTrail ``eventName``) looks like: ``GetCallerIdentity``,
 # ``GetFunction20150331v2``, ``UpdateDistribution2020_05_31``. Statistics are trusted to skip a
 # row group only when their min and max look like one (a name of another shape only costs
 # reading the column).
@@ -195,6 +199,12 @@ def _leaf_index(meta: pq.FileMetaData, path: str) -> int:
 def watched_operations(active: Sequence[Active]) -> tuple[str, ...]:
     """The union of the detections' operations, each once, in the order first named."""
     return tuple(dict.fromkeys(op for a in active for op in a.detection.operations))
+
+
+def every_operation(active: Sequence[Active]) -> bool:
+    """Whether a detection watches every operation (its ``operations`` are empty): then every
+    row is judged, and row groups are not skipped by their operation statistics."""
+    return any(not a.detection.operations for a in active)
 
 
 def union_request_fields(active: Sequence[Active]) -> tuple[RequestField, ...]:
@@ -248,6 +258,7 @@ class ObjectReader:
             raise ValueError("a detection is active twice")
         self.stats = ReadStats(kept={a.detection.id: 0 for a in self.active})
         operations = watched_operations(self.active)
+        self._every = every_operation(self.active)
         self._watched = pa.array(operations, pa.string())
         self._watched_bytes = tuple(op.encode() for op in operations)
         self._fields = union_request_fields(self.active)
@@ -261,6 +272,7 @@ class ObjectReader:
                     raise ValueError(f"detection {d.slug}: unknown predicate column {column!r}")
                 wanted[column] = None
             codes = sorted({operations.index(op) for op in d.operations})
+            every = not d.operations or (len(codes) == len(operations) and not self._every)
             watches.append(
                 _Watch(
                     d.id,
@@ -269,10 +281,12 @@ class ObjectReader:
                     tuple(d.predicate_columns) or ("operation",),
                     d.predicate,
                     a.context(allowlist),
-                    None if len(codes) == len(operations) else pa.array(codes, pa.int32()),
+                    None if every else pa.array(codes, pa.int32()),
+                    d.request_test,
                 )
             )
         self._watches = tuple(watches)
+        tested = any(w.test is not None for w in watches)
 
         size = _check_magic(f, name)
         footer, meta = read_footer(f, size, name)
@@ -291,6 +305,9 @@ class ObjectReader:
         # The request column is a predicate column only when a predicate judges a request
         # field; it is read at all only when a detection cuts fields out of it.
         judged_request = any(f.column in wanted for f in self._fields)
+        # Request tests are judged where the request text is read: with the predicates when a
+        # predicate needs a request field, else with the details (for kept rows only).
+        self._tests_first = tested and judged_request
         first = [
             c
             for c in layout.columns
@@ -303,7 +320,7 @@ class ObjectReader:
             for c in layout.columns
             if c != "operation"
             and c not in first
-            and (c != "request" or self._fields)
+            and (c != "request" or self._fields or tested)
             and (c != "response" or from_response)
         ]
         self._predicate = schema.present(layout, arrow_schema, first)
@@ -383,17 +400,21 @@ class ObjectReader:
         for i, group in enumerate(self._row_groups):
             if group.num_rows == 0 or (
                 self._op_index >= 0
+                and not self._every
                 and not _may_hold(group.chunks[self._op_index], self._watched_bytes, group.num_rows)
             ):
                 continue
             self.stats.row_groups_read += 1
             ops = pf.read_row_group(i, columns=[schema.OPERATION_PATH], use_threads=False)
-            codes = _operation_codes(pc.struct_field(ops.column(top[0]), top[1:]), self._watched)
-            hits = len(codes) - codes.null_count
+            names = pc.struct_field(ops.column(top[0]), top[1:])
+            codes = _operation_codes(names, self._watched)
+            hits = len(codes) if self._every else len(codes) - codes.null_count
             if hits == 0:
                 continue
             self.stats.matched += hits
-            yield from self._scan_row_group(i, codes)
+            # The operation names themselves, when rows of unwatched operations are judged.
+            every = _decoded(names) if self._every else None
+            yield from self._scan_row_group(i, codes, every)
             # Hand freed buffers back to the OS between row groups: the allocator otherwise
             # keeps them, and peak memory grows with the object instead of one row group.
             pa.default_memory_pool().release_unused()
@@ -445,7 +466,9 @@ class ObjectReader:
             del batch
             offset += n
 
-    def _scan_row_group(self, i: int, codes: pa.Array) -> Iterator[KeptRows]:
+    def _scan_row_group(
+        self, i: int, codes: pa.Array, names: pa.Array | None = None
+    ) -> Iterator[KeptRows]:
         """Kept rows of row group ``i``: predicate columns first, details after.
 
         A row group of large values (``LARGE_ROW_BYTES``) is read under ``_LARGE_VALUES``, one
@@ -457,14 +480,17 @@ class ObjectReader:
             if leaves
         )
         if not large:
-            yield from self._read_row_group(i, codes)
+            yield from self._read_row_group(i, codes, names)
             return
         with _LARGE_VALUES:
-            parts = list(self._read_row_group(i, codes))
+            parts = list(self._read_row_group(i, codes, names))
         yield from parts
 
-    def _read_row_group(self, i: int, codes: pa.Array) -> Iterator[KeptRows]:
-        op_mask = pc.is_valid(codes)
+    def _read_row_group(
+        self, i: int, codes: pa.Array, names: pa.Array | None = None
+    ) -> Iterator[KeptRows]:
+        """``names``: every row's operation, when a detection watches every operation."""
+        op_mask = pc.is_valid(codes) if names is None else _all_true(len(codes))
         carried: list[dict[str, pa.Array]] = []  # predicate columns and operation, kept rows
         masks: list[dict[str, pa.Array]] = []  # per detection, over the kept rows
         kept_rows: list[int] = []  # row numbers within the row group, ascending
@@ -477,13 +503,21 @@ class ObjectReader:
                 continue
             watched = pc.filter(codes.slice(start, n), mask)
             m = len(watched)
+            operation = (
+                pc.take(self._watched, watched)
+                if names is None
+                else pc.filter(names.slice(start, n), mask)
+            )
             cols: dict[str, pa.Array] = {}
+            raw_request = None
             if rows is not None:
-                cols = self._columns(
-                    {k: schema.column(rows, p) for k, p in self._predicate.items()}
-                )
+                raw = {k: schema.column(rows, p) for k, p in self._predicate.items()}
+                raw_request = raw.get("request") if self._tests_first else None
+                cols = self._columns(raw)
                 rows = None
-            judged = self._judge(cols, watched)
+            judged = self._judge(cols, watched, operation)
+            if raw_request is not None:
+                judged = self._request_tests(raw_request, judged)
             kept = None
             for w in self._watches:
                 mine = judged[w.id]
@@ -499,27 +533,29 @@ class ObjectReader:
             kept_rows.extend(
                 pc.add(positions if everything else pc.filter(positions, kept), start).to_pylist()
             )
-            cols["operation"] = pc.take(self._watched, watched)
+            cols["operation"] = operation
             carried.append({k: v if everything else v.filter(kept) for k, v in cols.items()})
             masks.append({k: v if everything else v.filter(kept) for k, v in judged.items()})
         if kept_rows:
             yield from self._with_detail(i, kept_rows, _chunked(carried), _chunked(masks))
 
-    def _judge(self, cols: Mapping[str, pa.Array], watched: pa.Array) -> dict[str, pa.Array]:
+    def _judge(
+        self, cols: Mapping[str, pa.Array], watched: pa.Array, operation: pa.Array
+    ) -> dict[str, pa.Array]:
         """Detection id -> which of the watched rows it keeps (never null).
 
         ``cols``: the predicate columns of the watched rows; ``watched``: their operations
-        (indices into the watched operations). Each predicate sees only its own operations'
-        rows; a column the object lacks is all nulls.
+        (indices into the watched operations, null for another operation), ``operation``: their
+        names. Each predicate sees only its own operations' rows; a column the object lacks is
+        all nulls.
         """
         m = len(watched)
-        operation: pa.Array | None = None
         out: dict[str, pa.Array] = {}
         for w in self._watches:
             selected: pa.Array | None = None
             count = m
             if w.codes is not None:
-                selected = pc.is_in(watched, value_set=w.codes)
+                selected = pc.fill_null(pc.is_in(watched, value_set=w.codes), False)
                 count = pc.sum(selected).as_py() or 0
                 if count == 0:
                     out[w.id] = _all_false(m)
@@ -529,8 +565,6 @@ class ObjectReader:
             rows: dict[str, pa.Array] = {}
             for c in w.columns:
                 if c == "operation":
-                    if operation is None:
-                        operation = pc.take(self._watched, watched)
                     arr = operation
                 else:
                     arr = cols.get(c)
@@ -543,6 +577,36 @@ class ObjectReader:
                 if selected is None
                 else pc.replace_with_mask(_all_false(m), selected, result)
             )
+        return out
+
+    def _request_tests(self, request: pa.Array, judged: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """``judged`` narrowed by each detection's request test, for the rows it kept.
+
+        Each request is parsed once, whatever the number of detections testing it, and only
+        for rows a detection with a test kept; ``request`` is the raw request column (v2 JSON
+        text, v1 the ``unmapped`` map) of the same rows as ``judged``.
+        """
+        docs: dict[int, list[Any]] = {}
+        out = dict(judged)
+        for w in self._watches:
+            if w.test is None:
+                continue
+            rows = pc.indices_nonzero(judged[w.id]).to_pylist()
+            if not rows:
+                continue
+            todo = [r for r in rows if r not in docs]
+            if todo:
+                values = request.take(pa.array(todo, pa.int64())).to_pylist()
+                for r, value in zip(todo, values, strict=True):
+                    docs[r] = _documents(value, self.layout.version)
+            keep = [r for r in rows if any(requestjson.holds(w.test, d) for d in docs[r])]
+            dropped = len(rows) - len(keep)
+            if dropped:
+                self.stats.kept[w.id] -= dropped
+                mask = [False] * len(judged[w.id])
+                for r in keep:
+                    mask[r] = True
+                out[w.id] = pa.array(mask, pa.bool_())
         return out
 
     def _columns(self, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
@@ -587,7 +651,9 @@ class ObjectReader:
             for lo in range(0, len(kept_rows), BATCH_ROWS):
                 n = min(BATCH_ROWS, len(kept_rows) - lo)
                 cols, kept = part(lo, n)
-                yield KeptRows(self._normalise(cols, n), kept)
+                out = self._tested(cols, kept, None, n)
+                if out is not None:
+                    yield out
             return
         offset = done = 0
         for batch in self._batches(i, self._detail, self._detail_leaves):
@@ -603,22 +669,94 @@ class ObjectReader:
                 rows = batch.take(pa.array([r - start for r in kept_rows[lo:hi]], pa.int64()))
             del batch
             # The request is cut into its fields here: its text is let go with ``rows``.
-            detail = self._columns({k: schema.column(rows, p) for k, p in self._detail.items()})
+            raw = {k: schema.column(rows, p) for k, p in self._detail.items()}
             del rows
+            request = raw.get("request")
+            detail = self._columns(raw)
+            del raw
             cols, kept = part(lo, hi - lo)
             done += hi - lo
-            yield KeptRows(self._normalise(cols | detail, hi - lo), kept)
+            out = self._tested(cols | detail, kept, request, hi - lo)
+            del request
+            if out is not None:
+                yield out
         if done != len(kept_rows):
             raise BadObject(
                 self.name,
                 f"row group {i}: {len(kept_rows) - done} matching rows vanished on re-read",
             )
 
+    def _tested(
+        self,
+        cols: dict[str, pa.Array],
+        kept: dict[str, pa.Array],
+        request: pa.Array | None,
+        n: int,
+    ) -> KeptRows | None:
+        """The rows with the request tests judged (when not judged with the predicates): rows
+        no detection keeps any more are dropped (and counted as not reported); None if none
+        is left."""
+        if self._tests_first or all(w.test is None for w in self._watches):
+            return KeptRows(self._normalise(cols, n), kept)
+        if request is None:  # no request column in this object: no test can hold
+            request = pa.nulls(n, pa.string())
+        kept = self._request_tests(request, kept)
+        anyone = None
+        for mask in kept.values():
+            anyone = mask if anyone is None else pc.or_(anyone, mask)
+        assert anyone is not None
+        left = pc.sum(anyone).as_py() or 0
+        self.stats.trusted += n - left
+        if left == 0:
+            return None
+        if left < n:
+            cols = {k: v.filter(anyone) for k, v in cols.items()}
+            kept = {k: v.filter(anyone) for k, v in kept.items()}
+        return KeptRows(self._normalise(cols, left), kept)
+
     def _normalise(self, cols: dict[str, pa.Array], n: int) -> pa.RecordBatch:
         arrays = [cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in self.normal]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.normal)
         batch.validate(full=True)  # e.g. invalid UTF-8, which Parquet reading does not check
         return batch
+
+
+def _documents(value: Any, version: schema.SchemaVersion) -> list[Any]:
+    """The request documents of one row: v2's JSON; v1's whole JSON and its flattened entries
+    (either may hold the request). Bytes are read as UTF-8, a bad byte replaced: the text is
+    only tested, never shown."""
+
+    def text(v: Any) -> str | None:
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "replace")
+        return v if isinstance(v, str) else None
+
+    if version is schema.SchemaVersion.V2:
+        doc = requestjson.parse(text(value))
+        return [] if doc is None else [doc]
+    if not isinstance(value, list):
+        return []
+    entries: dict[str, str | None] = {}
+    for item in value:
+        if isinstance(item, tuple) and len(item) == 2 and (k := text(item[0])) is not None:
+            entries.setdefault(k, text(item[1]))
+    docs = [requestjson.from_flattened(entries)]
+    whole = requestjson.parse(entries.get("requestParameters"))
+    if whole is not None:
+        docs.append(whole)
+    return docs
+
+
+def _decoded(names: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Operation names as one plain ``string`` array."""
+    arr = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
+def _all_true(n: int) -> pa.Array:
+    return pc.fill_null(pa.nulls(n, pa.bool_()), True)
 
 
 def _verdict(result: pa.Array | pa.ChunkedArray, n: int, slug: str) -> pa.Array:

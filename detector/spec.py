@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from detector.allowlist import Allowlist
+from detector.requestjson import Cond
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class RequestField:
     ``unmapped['requestParameters.<key>']`` or the whole ``unmapped['requestParameters']``)."""
 
     column: str  # internal column name, e.g. "bucket"
-    key: str  # top-level key in requestParameters, e.g. "bucketName"
+    key: str  # top-level key in requestParameters, e.g. "someKeyName"
     # "response": cut out of the response instead (v2 ``api.response.data``; v1
     # ``unmapped['responseElements.<path>']`` or the whole ``unmapped['responseElements']``);
     # ``path`` is the dotted path to the value there (the key is found at any depth of the
@@ -179,6 +180,47 @@ class Example:
     request: Mapping[str, Any] | None = None
     allowlist: tuple[str, ...] = ()
     options: Mapping[str, str] = field(default_factory=dict)
+    # More events of the example, each ``event`` with these fields changed (a threshold is
+    # reached by several calls): every one is written to the same object.
+    more: tuple[Mapping[str, Any], ...] = ()
+
+
+# ESCU's detection types. Hunting searches are meant for a person to look through: they run in
+# ``scan``/``backfill`` but not in the Lambda unless named in ``DETECTIONS``.
+TYPES = ("TTP", "Anomaly", "Hunting")
+# How a detection decides, for listings and docs: one event at a time on its columns
+# ("filter"), also on its request JSON ("request"), on the time of day ("time"), or over a
+# time bucket: a count ("threshold") or a distinct count ("window").
+SHAPES = ("filter", "request", "time", "threshold", "window")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Report a key only when, within one tumbling time bucket, its reported rows reach
+    ``minimum`` (or, with ``distinct``, its distinct values of that column do).
+
+    Buckets start at multiples of ``bucket_seconds`` since the epoch (Splunk's ``bin``/
+    ``bucket span=``). In ``scan`` and SQL the key is the caller ARN (``user``, as ESCU's
+    ``BY _time actor.user.uid``); in the Lambda it is the alert principal (a role's sessions
+    count together), counted across objects and invocations in the state table.
+    """
+
+    bucket_seconds: int
+    minimum: int
+    # A grouping column (``schema.GROUP_KEYS``) whose distinct non-null values are counted.
+    distinct: str | None = None
+    # How the email names what was counted ("AccessDenied errors", "source IPs").
+    label: str = "calls"
+
+    @property
+    def bucket_ms(self) -> int:
+        return self.bucket_seconds * 1000
+
+    def describe(self) -> str:
+        what = f"distinct {self.label}" if self.distinct else self.label
+        minutes = self.bucket_seconds // 60
+        span = f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+        return f"at least {self.minimum} {what} per caller in a {span} bucket"
 
 
 @dataclass(frozen=True)
@@ -226,10 +268,35 @@ class Detection:
     # Samples added after the stable keys of every JSON form (findings, alerts, SQL results),
     # e.g. the image digests a push returned; kept like ``samples`` (successful calls first).
     extra_samples: tuple[SampleSpec, ...] = ()
+    # ESCU's type (``TYPES``) and how the detection decides (``SHAPES``; "" means "filter",
+    # or "request"/"threshold"/"window" as ``request_test``/``threshold`` say).
+    escu_type: str = "Anomaly"
+    shape: str = ""
+    # A test of the request JSON, judged after the predicate for the rows it kept (parsed once
+    # per such row, whatever the number of detections; ``detector.requestjson``).
+    request_test: Cond | None = None
+    # Report a key only past a count in a time bucket (``Threshold``).
+    threshold: Threshold | None = None
+    # Where this port departs from ESCU's search, one sentence each (the docs' table).
+    deviations: tuple[str, ...] = ()
     # --- how it reads -------------------------------------------------------------------
     email: EmailText | None = None
     asff: AsffSpec | None = None
     examples: tuple[Example, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """The shape: ``shape`` when set, else what ``threshold``/``request_test`` imply."""
+        if self.shape:
+            return self.shape
+        if self.threshold is not None:
+            return "window" if self.threshold.distinct else "threshold"
+        return "request" if self.request_test is not None else "filter"
+
+    @property
+    def in_lambda_by_default(self) -> bool:
+        """Whether ``DETECTIONS=all`` (or a type) runs it in the Lambda: not Hunting."""
+        return self.escu_type != "Hunting"
 
     @property
     def risk_score(self) -> int:

@@ -39,7 +39,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Contribution
+from detector.alerts import FIRST_SUCCESS, MAX_DISTINCT, NEW, NEW_VALUE, Contribution
 from detector.errors import DetectorError
 from detector.findings import max_opt, min_opt
 from detector.objects import ObjectRef
@@ -218,6 +218,13 @@ class StateTable:
                 failed=totals.failed + part.failed,
                 first_ms=min_opt(totals.first_ms, part.first_ms),
                 last_ms=max_opt(totals.last_ms, part.last_ms),
+                # A window detection's distinct values, bounded (``MAX_DISTINCT`` is far above
+                # any threshold): values cut to ``MAX_VALUE_CHARS``, so the item stays small.
+                distinct=frozenset(
+                    sorted(totals.distinct | {v[:MAX_VALUE_CHARS] for v in part.distinct})[
+                        :MAX_DISTINCT
+                    ]
+                ),
                 created_at=totals.created_at,
                 version=(version or 0) + 1,
             )
@@ -241,6 +248,9 @@ class StateTable:
                 if value is not None:
                     sets.append(f"{name} = :{name}")
                     values[f":{name}"] = _n(value)
+            if new.distinct:  # a string set cannot be empty
+                sets.append("distinct_values = :distinct")
+                values[":distinct"] = {"SS": sorted(new.distinct)}
             if version is None:
                 condition = "attribute_not_exists(pk)"
             else:
@@ -646,6 +656,7 @@ def _totals(item: dict[str, Any], now: int) -> Totals:
         failed=_opt_int(item, "failed") or 0,
         first_ms=_opt_int(item, "first_ms"),
         last_ms=_opt_int(item, "last_ms"),
+        distinct=_strings(item, "distinct_values"),
         created_at=_opt_int(item, "created_at") or now,
         version=_opt_int(item, "version") or 0,
     )

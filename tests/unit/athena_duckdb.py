@@ -4,6 +4,7 @@ the Trino functions the statements use that DuckDB lacks (or has with another me
 - ``element_at`` on a map: DuckDB's returns a list, so the text is rewritten to
   ``map_extract_value`` (``trino_on_duckdb``);
 - ``json_extract_scalar`` (null on bad JSON, like Trino), ``slice`` and ``json_format``;
+- ``json_exists(json, path)`` (request tests): ``tests.sqljson``, Trino's SQL/JSON path subset;
 - for time-of-day predicates, ``from_unixtime(seconds, zone)``: Trino's timestamp with that time
   zone, whose ``hour``, ``minute`` and ``day_of_week`` are local; here the local timestamp itself
   (DuckDB's ICU extension is built in, so named zones work offline), and ``day_of_week`` (ISO:
@@ -23,16 +24,18 @@ import duckdb
 from detector import athena_sql
 from detector.findings import Finding
 from detector.spec import Detection
+from tests import sqljson
 
 REGION = "us-east-1"
 
 
 def trino_on_duckdb(sql: str) -> str:
     # element_at(map, key) is the one function DuckDB has under the same name with another
-    # result type; the allowlist literals in these tests never contain the text. v1 looks up
-    # each request field both flattened and in the whole requestParameters JSON: two calls each.
-    assert sql.count("element_at(") % 2 == 0
-    return sql.replace("element_at(", "map_extract_value(")
+    # result type; json_exists is DuckDB's too, with a path language of its own. The
+    # allowlist literals in these tests never contain the texts.
+    return sql.replace("element_at(", "map_extract_value(").replace(
+        "json_exists(", "sqljson_exists("
+    )
 
 
 def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnection:
@@ -62,6 +65,12 @@ def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnec
     con.execute("CREATE MACRO json_format(j) AS CAST(j AS VARCHAR)")
     con.execute("CREATE MACRO from_unixtime(s, z) AS timezone(z, to_timestamp(s))")
     con.execute("CREATE MACRO day_of_week(ts) AS isodow(ts)")
+    con.create_function(
+        "sqljson_exists",
+        sqljson.json_exists,
+        [duckdb.sqltype("VARCHAR"), duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("BOOLEAN"),
+    )
     return con
 
 

@@ -364,7 +364,6 @@ def test_one_operation_is_compared_with_equals():
         {"request_fields": (RequestField("registry", "a.b"),)},
         {"request_fields": (RequestField("src_ip", "registryId"),)},  # shadows a column
         {"samples": (SampleSpec("xs", "no_such_column", "X", "succeeded_xs"),)},
-        {"operations": ()},
     ],
 )
 def test_a_spec_that_cannot_become_sql_is_refused(change):

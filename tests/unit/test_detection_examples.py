@@ -11,6 +11,7 @@ import pytest
 
 from detector import detections, engine
 from detector.allowlist import Allowlist
+from detector.findings import reported
 from detector.spec import Detection, Example
 from tests.lake import event, key_for, write_object
 
@@ -31,6 +32,14 @@ def example_event(example: Example) -> dict[str, Any]:
     return event(**fields)
 
 
+def example_events(example: Example) -> list[dict[str, Any]]:
+    """The example's events: its event, then one per ``more`` (the event with those changes)."""
+    first = example_event(example)
+    return [first] + [
+        event(**(first | {"event_uid": None, "request_uid": None} | dict(m))) for m in example.more
+    ]
+
+
 def test_every_detection_has_examples_of_both_outcomes():
     for slug, detection in detections.registry().items():
         outcomes = {example.reported for example in detection.examples}
@@ -44,7 +53,7 @@ def test_every_detection_has_examples_of_both_outcomes():
 def test_example(detection: Detection, example: Example, version: int, v1_request: str):
     buf = io.BytesIO()
     layout = {"v1_request": v1_request} if version == 1 else {}
-    write_object(buf, [example_event(example)], version, **layout)
+    write_object(buf, example_events(example), version, **layout)
     name = f"{detection.slug}.gz.parquet"
     active = detections.activate([detection.slug], example.options)
     result = engine.scan_object(
@@ -54,8 +63,7 @@ def test_example(detection: Detection, example: Example, version: int, v1_reques
         key=key_for(version),
         active=active,
     )
-    findings = result.aggregates[detection.id].findings()
+    findings = reported(result.aggregates[detection.id].findings())
     assert bool(findings) == example.reported, example.name
     if findings:
-        (finding,) = findings
-        assert finding.count == 1
+        assert sum(f.count for f in findings) == 1 + len(example.more)
