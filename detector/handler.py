@@ -79,7 +79,7 @@ def app(context: LambdaContext) -> App:
         # Unknown slugs and bad option values fail here, naming the variable, before any
         # record is taken: a detection silently not running would be a silent gap.
         active = detections.activate(
-            detections.choose(settings.detections, "DETECTIONS"), os.environ
+            detections.choose(settings.detections, "DETECTIONS", in_lambda=True), os.environ
         )
         # arn:aws:lambda:<region>:<account>:function:<name>: no STS call needed for either.
         arn = context.invoked_function_arn.split(":")

@@ -3,6 +3,11 @@
 Every module here that defines ``DETECTION`` (a ``detector.spec.Detection``) is a detection;
 modules starting with ``_`` hold what several share. ``DEFAULT`` is what runs when nothing is
 chosen: the unknown-user detection, as before detections were specs.
+
+A choice (``DETECTIONS``, ``--detection``) names slugs, ``all``, or ESCU types (``ttp``,
+``anomaly``, ``hunting``), mixed and comma-separated. In the Lambda, ``all`` and ``anomaly``/
+``ttp`` leave Hunting detections out (they are for a person to look through, not to page
+anyone); a Hunting detection runs there only when named by its slug or by ``hunting``.
 """
 
 from __future__ import annotations
@@ -45,21 +50,50 @@ def get(slug: str) -> Detection:
         raise ConfigError(f"unknown detection {slug[:80]!r} (known: {known})") from None
 
 
-def parse_slugs(text: str, source: str = "DETECTIONS") -> tuple[str, ...]:
-    """``a,b`` -> ("a", "b"): known slugs, each once, in the order given; empty -> default."""
+# Words that choose several detections at once, and the ESCU type each stands for (None: all).
+GROUPS: dict[str, str | None] = {
+    "all": None,
+    "ttp": "TTP",
+    "anomaly": "Anomaly",
+    "hunting": "Hunting",
+}
+
+
+def parse_slugs(
+    text: str, source: str = "DETECTIONS", *, in_lambda: bool = False
+) -> tuple[str, ...]:
+    """``a,b`` -> ("a", "b"): known slugs (or groups), each once, in the order given; empty ->
+    default."""
     slugs = [s.strip() for s in text.split(",") if s.strip()]
-    return choose(slugs or [DEFAULT], source)
+    return choose(slugs or [DEFAULT], source, in_lambda=in_lambda)
 
 
-def choose(slugs: Iterable[str], source: str = "--detection") -> tuple[str, ...]:
+def choose(
+    slugs: Iterable[str], source: str = "--detection", *, in_lambda: bool = False
+) -> tuple[str, ...]:
+    """The slugs chosen by ``slugs`` (slugs and ``GROUPS`` words, each kept once, in the order
+    given; a group in registry order). ``in_lambda``: ``all`` and a type other than Hunting
+    leave Hunting detections out."""
     out: list[str] = []
-    for slug in slugs:
+    for name in slugs:
+        word = name.strip().lower()
+        if word in GROUPS:
+            kind = GROUPS[word]
+            for slug, detection in registry().items():
+                if kind is not None and detection.escu_type != kind:
+                    continue
+                if in_lambda and kind != "Hunting" and not detection.in_lambda_by_default:
+                    continue
+                if slug not in out:
+                    out.append(slug)
+            continue
         try:
-            get(slug)
+            get(name)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        if slug not in out:
-            out.append(slug)
+            words = ", ".join(GROUPS)
+            raise ConfigError(f"{source}: {exc}; or one of {words}") from None
+        if name not in out:
+            out.append(name)
     return tuple(out) or (DEFAULT,)
 
 

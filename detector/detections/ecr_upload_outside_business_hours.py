@@ -405,6 +405,15 @@ DETECTION = Detection(
     samples=_ecr.SAMPLES,
     extra_samples=_ecr.EXTRA_SAMPLES,
     escalate_on=_ecr.ESCALATE_ON,
+    shape="time",
+    deviations=(
+        "The business hours and their time zone are options (default 08:00-20:00 UTC, ESCU's "
+        "hours); ESCU renders the hour in the search head's zone.",
+        "Weekends are outside business hours: ESCU compares the weekday with unquoted Saturday "
+        "and Sunday, which eval reads as field names, so its weekend test probably never holds.",
+        "Principals expected to push at night can be listed (BUSINESS_HOURS_EXCEPTIONS); ESCU "
+        "has no such list.",
+    ),
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="PutImageOutsideBusinessHours",
     uses_allowlist=False,

@@ -85,6 +85,13 @@ DETECTION = Detection(
     samples=_ecr.SAMPLES,
     extra_samples=_ecr.EXTRA_SAMPLES,
     escalate_on=_ecr.ESCALATE_ON,
+    deviations=(
+        "The allowlist holds ARNs and globs matched against the caller ARN, its session issuer "
+        "(a role trusts its sessions) and the calling service, kept in SSM; ESCU's macro "
+        "matches actor.user.name IN (admin).",
+        "Ported from version 4 (2024-09-30); the search of the newest version (12) applies the "
+        "same rule.",
+    ),
     new_value_reason=_ecr.NEW_VALUE_REASON,
     metric="UntrustedPutImage",
     # Every call refused: credentials probed ECR, no image landed.
