@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,10 +78,12 @@ class Scenario:
     allowlist: str  # key of PARAMS
     parallel: int | None = None  # MAX_PARALLEL_OBJECTS override (None: the code's)
     flood: bool = False  # the state table, the flood topic, and count the messages
+    detections: str = ""  # DETECTIONS (empty: the default detection)
 
 
 SCENARIOS = (
     Scenario("128MB ci", "large", "ci"),
+    Scenario("128MB ci, DETECTIONS=all", "large", "ci", detections="all"),
     Scenario("128MB trust-all", "large", "trust-all"),
     Scenario("small ci", "small", "ci"),
     Scenario("small trust-all", "small", "trust-all"),
@@ -345,8 +347,10 @@ def run(
     run_task: Callable[..., str],
     run_child: Callable[..., Any],
     timeout_s: float,
+    only: Sequence[str] = (),
 ) -> None:
-    """Start moto, set up, run every scenario in a child, print the table."""
+    """Start moto, set up, run every scenario (those whose name starts with one of ``only``,
+    when given) in a child, print the table."""
     import tempfile
 
     from benchmarks import large_objects
@@ -367,11 +371,20 @@ def run(
             )
             rows = []
             for sc in SCENARIOS:
+                if only and not any(sc.name.startswith(o) for o in only):
+                    continue
                 print(f"running lambda: {sc.name} ...", flush=True)
                 os.environ["ALLOWLIST_PARAMETER"] = PARAMS[sc.allowlist][0]
                 os.environ["FINDINGS_TOPIC_ARN"] = info["topic"]
-                for name in ("BENCH_MAX_PARALLEL", "STATE_TABLE", "BENCH_COUNT_QUEUE"):
+                for name in (
+                    "BENCH_MAX_PARALLEL",
+                    "STATE_TABLE",
+                    "BENCH_COUNT_QUEUE",
+                    "DETECTIONS",
+                ):
                     os.environ.pop(name, None)
+                if sc.detections:
+                    os.environ["DETECTIONS"] = sc.detections
                 if sc.flood:
                     os.environ.update(
                         FINDINGS_TOPIC_ARN=info["flood"]["topic"],

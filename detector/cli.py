@@ -225,7 +225,28 @@ def _parser() -> argparse.ArgumentParser:
         "detections",
         help="list the detections and their options",
         description="One line per detection, tab-separated: slug, id, name, severity, whether it "
-        "runs by default, and its options (environment variable=default value).",
+        "runs by default, its options (environment variable=default value), then its ESCU type "
+        "(TTP, Anomaly, Hunting), its shape (filter, request, time, threshold, window), the "
+        "ESCU version ported, and whether the Lambda runs it with this environment's "
+        "DETECTIONS (lambda: on/off).",
+    )
+    test = sub.add_parser(
+        "test",
+        help="run detections' examples (and records from a file) and say which pass",
+        description="Write each example of each detection named (all by default; slugs or "
+        "all, ttp, anomaly, hunting) as a Security Lake object of v2 and of v1 (request "
+        "flattened, and whole), scan it and print PASS or FAIL per example. --records adds "
+        "the records of a JSON file: a raw CloudTrail record, an OCSF v1 or v2 record, a list "
+        'of them, or cases {"name", "detection", "reported", "record" or '
+        '"records"}; a bare record is expected to be reported.',
+        epilog="exit status: 0 every case passed; 1 a case failed; 2 usage (an unknown slug, a "
+        "records file that cannot be read)",
+        formatter_class=_Help,
+    )
+    test.add_argument("slugs", nargs="*", metavar="SLUG")
+    test.add_argument("--records", metavar="FILE", help="a JSON file of records to test")
+    test.add_argument(
+        "--no-examples", action="store_true", help="only the records, not the specs' examples"
     )
     return p
 
@@ -1070,6 +1091,11 @@ def suggest_allowlist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 def list_detections(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    chosen = os.environ.get("DETECTIONS", "")
+    try:
+        enabled = set(detections.parse_slugs(chosen, in_lambda=True))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     for slug, detection in detections.registry().items():
         options = ", ".join(f"{opt.env}={opt.default}" for opt in detection.options)
         fields = (
@@ -1079,9 +1105,46 @@ def list_detections(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             detection.severity,
             "default" if slug == detections.DEFAULT else "optional",
             f"options: {options or 'none'}",
+            # Added after the stable columns.
+            detection.escu_type,
+            detection.kind,
+            f"v{detection.version}",
+            f"lambda: {'on' if slug in enabled else 'off'}",
         )
         out.write("\t".join(safe_text(f, 500) for f in fields) + "\n")
     return EXIT_OK
+
+
+def test_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run the examples and records; 1 when any case failed."""
+    import json
+
+    from detector import records, selftest
+
+    try:
+        slugs = detections.choose(args.slugs or ["all"], "SLUG")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    cases: list[selftest.Case] = []
+    if not args.no_examples:
+        for slug in slugs:
+            detection = detections.get(slug)
+            cases += [selftest.example_case(detection, e) for e in detection.examples]
+    if args.records:
+        try:
+            data = json.loads(Path(args.records).read_text(encoding="utf-8"))
+            cases += selftest.record_cases(data, slugs, Path(args.records).name)
+        except (OSError, ValueError, records.RecordInvalid, ConfigError) as exc:
+            raise UsageError(f"--records {args.records}: {exc}") from None
+    if not cases:
+        raise UsageError("nothing to test: no examples and no --records")
+    failed = 0
+    for case in cases:
+        result = selftest.run(case)
+        failed += not result.passed
+        out.write(safe_text(selftest.render(result), 2000) + "\n")
+    out.write(f"{len(cases) - failed} passed, {failed} failed\n")
+    return EXIT_OK if failed == 0 else EXIT_UNREAD
 
 
 COMMANDS = {
@@ -1090,6 +1153,7 @@ COMMANDS = {
     "backfill": backfill,
     "suggest-allowlist": suggest_allowlist,
     "detections": list_detections,
+    "test": test_command,
 }
 
 

@@ -398,7 +398,7 @@ def test_detections_lists_every_detection_with_its_options():
     lines = out.splitlines()
     assert len(lines) == len(detections.registry())
     rows = {line.split("\t")[0]: line.split("\t") for line in lines}
-    _, ident, name, severity, default, options = rows[DEFAULT]
+    _, ident, name, severity, default, options = rows[DEFAULT][:6]
     assert ident == "886a8f46-d7e2-4439-b9ba-aec238e31732"
     assert name == "ASL AWS ECR Container Upload Unknown User"
     assert (severity, default, options) == ("medium", "default", "options: none")
