@@ -114,6 +114,8 @@ class _Watch:
     codes: pa.Array | None
     # Its test of the request JSON (``Detection.request_test``), judged on the rows it kept.
     test: Cond | None = None
+    # It watches every operation (``Detection.operations`` empty).
+    every: bool = False
 
 
 def _check_magic(f: IO[bytes], name: str) -> int:
@@ -283,6 +285,7 @@ class ObjectReader:
                     a.context(allowlist),
                     None if every else pa.array(codes, pa.int32()),
                     d.request_test,
+                    not d.operations,
                 )
             )
         self._watches = tuple(watches)
@@ -411,7 +414,8 @@ class ObjectReader:
             hits = len(codes) if self._every else len(codes) - codes.null_count
             if hits == 0:
                 continue
-            self.stats.matched += hits
+            if not self._every:  # with every operation watched, counted batch by batch
+                self.stats.matched += hits
             # The operation names themselves, when rows of unwatched operations are judged.
             every = _decoded(names) if self._every else None
             yield from self._scan_row_group(i, codes, every)
@@ -490,12 +494,18 @@ class ObjectReader:
         self, i: int, codes: pa.Array, names: pa.Array | None = None
     ) -> Iterator[KeptRows]:
         """``names``: every row's operation, when a detection watches every operation."""
-        op_mask = pc.is_valid(codes) if names is None else _all_true(len(codes))
+        op_mask = pc.is_valid(codes)
         carried: list[dict[str, pa.Array]] = []  # predicate columns and operation, kept rows
         masks: list[dict[str, pa.Array]] = []  # per detection, over the kept rows
         kept_rows: list[int] = []  # row numbers within the row group, ascending
         for start, n, batch in self._predicate_batches(i, len(codes)):
             mask = op_mask.slice(start, n)
+            if names is not None:
+                # Rows of any operation a detection of every operation keeps, judged first on
+                # that detection's own (few, small) columns: the others' columns are then
+                # decoded for the rows of their operations and those rows only.
+                mask = pc.or_(mask, self._any_operation(batch, n, names.slice(start, n)))
+                self.stats.matched += pc.sum(mask).as_py() or 0
             hit = pc.any(mask).as_py()
             rows = batch.filter(mask) if hit and batch is not None else None
             del batch  # freed before the next batch is decoded
@@ -577,6 +587,29 @@ class ObjectReader:
                 if selected is None
                 else pc.replace_with_mask(_all_false(m), selected, result)
             )
+        return out
+
+    def _any_operation(self, batch: pa.RecordBatch | None, n: int, names: pa.Array) -> pa.Array:
+        """Which of a batch's ``n`` rows (``names``: their operations) the detections that watch
+        every operation keep, by their predicates alone (their request tests come later, as
+        for the others)."""
+        out = _all_false(n)
+        fields = {f.column for f in self._fields}
+        for w in self._watches:
+            if not w.every:
+                continue
+            wanted = {c for c in w.columns if c in self._predicate}
+            if any(c in fields for c in w.columns) and "request" in self._predicate:
+                wanted.add("request")
+            raw = {}
+            if batch is not None:
+                raw = {c: schema.column(batch, self._predicate[c]) for c in wanted}
+            got = self._columns(raw)
+            cols = {
+                c: names if c == "operation" else got.get(c, pa.nulls(n, self.normal.field(c).type))
+                for c in w.columns
+            }
+            out = pc.or_(out, _verdict(w.predicate(cols, w.context), n, w.slug))
         return out
 
     def _request_tests(self, request: pa.Array, judged: dict[str, pa.Array]) -> dict[str, pa.Array]:

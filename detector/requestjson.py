@@ -72,15 +72,25 @@ class Some:
 
 @dataclass(frozen=True)
 class Decoded:
-    """The string at ``path`` is JSON itself (a policy document): ``cond`` is judged on it."""
+    """The string at ``path`` is JSON itself (a policy document): ``cond`` is judged on it.
+
+    ``fold``: judged on the document in lower case, keys and values, so ``cond`` is written in
+    lower case: IAM reads action names without regard to case (``KMS:Decrypt`` is
+    ``kms:decrypt``), and a caller must not slip past a test by writing ``Kms:*``.
+    """
 
     path: str
     cond: Cond
+    fold: bool = False
 
     def __post_init__(self) -> None:
         _check_path(self.path)
         if _has_decoded(self.cond):
             raise ValueError("decoded() cannot nest")
+        if self.fold and any(p != p.lower() for p in paths(self.cond)):
+            raise ValueError("a folded document's paths are written in lower case")
+        if self.fold and any(v != v.lower() for v in _values(self.cond)):
+            raise ValueError("a folded document's values are written in lower case")
 
 
 Cond = Union[Test, All, Any_, Some, Decoded]  # noqa: UP007 (a runtime alias)
@@ -114,8 +124,16 @@ def some(path: str, cond: Cond) -> Some:
     return Some(path, cond)
 
 
-def decoded(path: str, cond: Cond) -> Decoded:
-    return Decoded(path, cond)
+def decoded(path: str, cond: Cond, *, fold: bool = False) -> Decoded:
+    return Decoded(path, cond, fold)
+
+
+def _values(cond: Cond) -> list[str]:
+    if isinstance(cond, Test):
+        return list(cond.values)
+    if isinstance(cond, (All, Any_)):
+        return [v for part in cond.parts for v in _values(part)]
+    return _values(cond.cond)
 
 
 def _check_path(path: str) -> None:
@@ -157,7 +175,8 @@ def describe(cond: Cond) -> str:
         return " or ".join(_wrap(p) for p in cond.parts)
     if isinstance(cond, Some):
         return f"some {cond.path}: ({describe(cond.cond)})"
-    return f"{cond.path} as JSON: ({describe(cond.cond)})"
+    folded = ", in lower case" if cond.fold else ""
+    return f"{cond.path} as JSON{folded}: ({describe(cond.cond)})"
 
 
 def _wrap(cond: Cond) -> str:
@@ -195,8 +214,8 @@ def _depth_ok(doc: Any) -> bool:
 def from_flattened(entries: Mapping[str, str | None], prefix_: str = "requestParameters") -> Any:
     """v1's flattened ``unmapped`` entries (``requestParameters.a.b`` -> text) as one document.
 
-    A value holding a JSON array or object (how a list is written there) is parsed; AWS's own
-    ``key[]`` entries are comma-joined lists. Anything else stays text.
+    A value holding a JSON array (how a list is written there) is parsed; AWS's own ``key[]``
+    entries are comma-joined lists. Anything else stays text.
     """
     doc: dict[str, Any] = {}
     head = prefix_ + "."
@@ -207,7 +226,9 @@ def from_flattened(entries: Mapping[str, str | None], prefix_: str = "requestPar
         if parts[-1].endswith("[]"):
             parts[-1] = parts[-1][:-2]
             item: Any = value.split(",")
-        elif value[:1] in ("[", "{"):
+        elif value[:1] == "[":
+            # A list written whole. An object never is (its keys are flattened): text that
+            # starts with "{" is a string value, e.g. a policy document.
             parsed = parse(value)
             item = value if parsed is None else parsed
         else:
@@ -257,11 +278,14 @@ def _walk(node: Any, path: str) -> Iterator[Any]:
                 if isinstance(obj, dict) and key in obj:
                     nxt.append(obj[key])
         current = nxt
+    # Two levels, as SQL/JSON's lax mode looks into a list at the end of the path and again
+    # into a list an item compared (or filtered) turns out to be.
     for value in current:
-        if isinstance(value, list):
-            yield from value
-        else:
-            yield value
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, list):
+                yield from item
+            else:
+                yield item
 
 
 def holds(cond: Cond, doc: Any) -> bool:
@@ -274,7 +298,8 @@ def holds(cond: Cond, doc: Any) -> bool:
         return any(isinstance(v, dict) and holds(cond.cond, v) for v in _walk(doc, cond.path))
     if isinstance(cond, Decoded):
         for value in _walk(doc, cond.path):
-            inner = parse(value) if isinstance(value, str) else value
+            # Only a string is decoded, as SQL's json_extract_scalar reads only a string.
+            inner = parse(value.lower() if cond.fold else value) if isinstance(value, str) else None
             if isinstance(inner, (dict, list)) and holds(cond.cond, inner):
                 return True
         return False
@@ -346,7 +371,8 @@ def json_sql(cond: Cond, doc: str, scalar: Any) -> str:
         return "(" + " OR ".join(json_sql(p, doc, scalar) for p in cond.parts) + ")"
     if isinstance(cond, Decoded):
         inner = literal(f"lax $ ? ({path_filter(cond.cond)})")
-        return f"coalesce(json_exists({scalar(cond.path)}, {inner}), false)"
+        text = f"lower({scalar(cond.path)})" if cond.fold else scalar(cond.path)
+        return f"coalesce(json_exists({text}, {inner}), false)"
     return f"coalesce(json_exists({doc}, {literal(f'lax $ ? ({path_filter(cond)})')}), false)"
 
 
@@ -365,7 +391,9 @@ def flattened_sql(cond: Cond, entry: Any, base: str = "") -> str:
         return "(" + " OR ".join(flattened_sql(p, entry, base) for p in cond.parts) + ")"
     if isinstance(cond, Decoded):
         inner = literal(f"lax $ ? ({path_filter(cond.cond)})")
-        return f"coalesce(json_exists({entry(full(cond.path))}, {inner}), false)"
+        text = entry(full(cond.path))
+        text = f"lower({text})" if cond.fold else text
+        return f"coalesce(json_exists({text}, {inner}), false)"
     keys = full(cond.path).split(".")
     tests = []
     if isinstance(cond, Test):

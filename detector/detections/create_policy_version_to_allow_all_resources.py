@@ -26,7 +26,7 @@ import json
 from typing import Any
 
 from detector.detections import _escu
-from detector.requestjson import all_of, decoded, eq, some
+from detector.requestjson import all_of, any_of, decoded, eq, present, some
 from detector.spec import Example
 
 OPERATIONS = ("CreatePolicy", "CreatePolicyVersion")
@@ -73,12 +73,18 @@ DETECTION = _escu.detection(
     service=SERVICE,
     message="User {user} created a policy version that allows access to any resource",
     resource=("policy_name", "policyName", "policy"),
+    # In lower case, as IAM reads action names; NotAction with Resource * allows all but a few.
     request_test=decoded(
         "policyDocument",
         some(
-            "Statement",
-            all_of(eq("Effect", "Allow"), eq("Action", "*"), eq("Resource", "*")),
+            "statement",
+            all_of(
+                eq("effect", "allow"),
+                any_of(eq("action", "*"), present("notaction")),
+                eq("resource", "*"),
+            ),
         ),
+        fold=True,
     ),
     deviations=(
         "CreatePolicyVersion is watched as well as CreatePolicy: ESCU's search filters "
@@ -86,6 +92,8 @@ DETECTION = _escu.detection(
         "Action * and Resource * must be granted by one Allow statement and be exactly *: "
         "ESCU's regexes match any * (s3:*, bucket/*) and may take them from different "
         "statements, even a Deny.",
+        "An Allow statement with NotAction and Resource * counts too (it grants everything "
+        "but the actions listed), and the document is read without regard to case.",
     ),
     headline="An IAM policy allowing every action on every resource was written",
     verdict="ALLOW-ALL POLICY WRITTEN",
@@ -120,6 +128,14 @@ DETECTION = _escu.detection(
             reported=True,
             event=_escu.call(OPERATIONS[1], SERVICE),
             request=_version(_document(_allow("*", "*"), single=True)),
+        ),
+        Example(
+            "NotAction with Resource * allows all but a few actions: reported",
+            reported=True,
+            event=_escu.call(OPERATIONS[0], SERVICE),
+            request=_create(
+                _document({"Effect": "Allow", "NotAction": "iam:CreateUser", "Resource": "*"})
+            ),
         ),
         Example(
             "Action and Resource given as lists are reported",

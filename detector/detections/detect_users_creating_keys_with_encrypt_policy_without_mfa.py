@@ -95,21 +95,25 @@ DETECTION = _escu.detection(
         "other accounts"
     ),
     resource=("kms_key", "keyId", "KMS key"),
+    # In lower case: IAM reads action names without regard to case ("KMS:*" is "kms:*").
     request_test=decoded(
         "policy",
         some(
-            "Statement",
+            "statement",
             all_of(
-                eq("Effect", "Allow"),
-                any_of(prefix("Action", "kms:"), eq("Action", "*")),
-                any_of(eq("Principal", "*"), eq("Principal.AWS", "*")),
+                eq("effect", "allow"),
+                any_of(prefix("action", "kms:"), eq("action", "*")),
+                any_of(eq("principal", "*"), eq("principal.aws", "*")),
             ),
         ),
+        fold=True,
     ),
     deviations=(
         "The KMS action and the principal * must be in the same statement: ESCU pairs the "
         "i-th Action with the i-th Principal across the whole document (mvzip).",
         "The statement must have Effect Allow: ESCU ignores Effect.",
+        "The policy is read without regard to case, as IAM reads action names (Kms:* is "
+        "kms:*): ESCU's search matches kms* in the case written.",
         'A principal written {"AWS": "*"} and an Action of * count too: ESCU reads only a '
         "principal written as the bare string * and actions matching kms*.",
         "Despite its name, neither ESCU nor this port checks MFA.",
@@ -153,6 +157,12 @@ DETECTION = _escu.detection(
             request=_put(
                 _policy(ROOT, _grant({"AWS": ["*"]}, ["kms:Encrypt", "kms:GenerateDataKey"]))
             ),
+        ),
+        Example(
+            "an action in another case is the same action to IAM",
+            reported=True,
+            event=_escu.call(OPERATIONS[0], SERVICE),
+            request=_put(_policy(ROOT, _grant("*", "KMS:Encrypt"))),
         ),
         Example(
             "a refused open key policy is still reported",

@@ -5,11 +5,13 @@ ESCU: ``api.operation`` CreateNetworkAclEntry or ReplaceNetworkAclEntry with
 ``status=Success``; the request JSON read with ``spath`` and kept when ``ruleAction=allow``,
 ``egress=false``, ``aclProtocol=-1`` (every protocol, so every port) and
 ``cidrBlock=0.0.0.0/0``: an inbound rule letting the whole IPv4 internet in. Grouped by caller,
-network ACL and CIDR. Ported as written: only successful calls, only that exact rule.
+network ACL and CIDR. Ported with one widening: only successful calls, and the same rule
+for IPv6 (``ipv6CidrBlock`` ``::/0``), which ESCU does not read although it opens the network
+just as wide (an attacker would choose it for that); protocol ``all`` is taken as ``-1``.
 
-Limitations (kept from ESCU): an IPv6 rule (``ipv6CidrBlock`` ``::/0``) and an allow-all rule
-for one protocol over every port (TCP 0-65535) are not seen. Splunk compares the values without
-regard to case; CloudTrail records them in the lower case tested here.
+Limitation (kept from ESCU): an allow-all rule for one protocol over every port (TCP 0-65535)
+is not seen. Splunk compares the values without regard to case; CloudTrail records them in the
+lower case tested here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from detector.detections import _escu
-from detector.requestjson import all_of, eq
+from detector.requestjson import all_of, any_of, eq
 from detector.spec import Example
 
 OPERATIONS = ("CreateNetworkAclEntry", "ReplaceNetworkAclEntry")
@@ -65,8 +67,12 @@ DETECTION = _escu.detection(
     request_test=all_of(
         eq("ruleAction", "allow"),
         eq("egress", "false"),
-        eq("aclProtocol", "-1"),
-        eq("cidrBlock", "0.0.0.0/0"),
+        eq("aclProtocol", "-1", "all"),
+        any_of(eq("cidrBlock", "0.0.0.0/0"), eq("ipv6CidrBlock", "::/0")),
+    ),
+    deviations=(
+        "The IPv6 rule ::/0 counts as 0.0.0.0/0 does, and protocol all as -1: ESCU reads "
+        "only the IPv4 CIDR, so an IPv6 rule opens everything unreported.",
     ),
     headline="A network ACL was opened to every port from anywhere",
     verdict="ACL OPENED TO ALL",
@@ -124,6 +130,20 @@ DETECTION = _escu.detection(
             reported=False,
             event=_escu.call(OPERATIONS[0], SERVICE),
             request=_request(ruleAction="deny"),
+        ),
+        Example(
+            "the same rule for IPv6 (::/0) is reported",
+            reported=True,
+            event=_escu.call(OPERATIONS[0], SERVICE),
+            request={k: v for k, v in _request().items() if k != "cidrBlock"}
+            | {"ipv6CidrBlock": "::/0", "ruleNumber": 101},
+        ),
+        Example(
+            "allow-all from one IPv6 range is not reported",
+            reported=False,
+            event=_escu.call(OPERATIONS[0], SERVICE),
+            request={k: v for k, v in _request().items() if k != "cidrBlock"}
+            | {"ipv6CidrBlock": "2001:db8::/32"},
         ),
         Example(
             "allow-all from the VPC's own range is not reported",
