@@ -24,7 +24,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.allowlist import Allowlist
+from detector.core.allowlist import Allowlist
 
 ACCOUNTS = [f"{100000000000 + i * 7919:012d}" for i in range(500)]
 

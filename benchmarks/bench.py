@@ -8,7 +8,7 @@ account, user agent, source IP, source domain, region) with count, first and las
 Contenders, each in its own fresh Python subprocess, so that wall time includes interpreter
 start and imports and peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) is its own:
 
-- ``scan``: ``detector.engine.scan_object`` + ``Run.findings()`` + ``to_record()`` (also
+- ``scan``: ``detector.analysis.engine.scan_object`` + ``Run.findings()`` + ``to_record()`` (also
   extracts repositories, tags, ids, sample sets: more output than the others);
 - ``scan-both-default`` / ``scan-both``: the same read with both ECR detections enabled
   (issue 12: at most 10 % more than ``scan``), the second with its default hours (it reports
@@ -221,8 +221,8 @@ def summary(rows: list[Row], extra: dict[str, Any] | None = None) -> dict[str, A
 def run_scan(
     path: Path, slugs: Sequence[str] = (), options: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    from detector.allowlist import Allowlist
-    from detector.engine import Run, scan_object
+    from detector.analysis.engine import Run, scan_object
+    from detector.core.allowlist import Allowlist
 
     t0 = time.perf_counter()
     allowlist = Allowlist.parse(ALLOWLIST_TEXT)

@@ -35,7 +35,7 @@ STATEMENTS = {
     "import": HIDE + "import detector.handler",
     # What the first invocation loads on top of the import.
     "import+first-call": HIDE
-    + "import detector.handler, detector.pipeline, detector.alerting, detector.aws.s3, "
+    + "import detector.handler, detector.app.pipeline, detector.app.sinks, detector.aws.s3, "
     "detector.aws.ssm, detector.aws.sns, detector.aws.securityhub, detector.aws.dynamodb\n"
     "from aws_lambda_powertools import Tracer\n"
     "Tracer(service='x')\n",

@@ -290,7 +290,7 @@ def invoke(events_path: Path) -> dict[str, Any]:
     from detector import handler
 
     import_ms = (time.perf_counter() - t0) * 1000
-    from detector import pipeline
+    from detector.app import pipeline
 
     if os.environ.get("BENCH_MAX_PARALLEL"):
         pipeline.MAX_PARALLEL_OBJECTS = int(os.environ["BENCH_MAX_PARALLEL"])

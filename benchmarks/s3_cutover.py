@@ -74,9 +74,9 @@ def object_for(rows: int) -> Path:
 
 
 def measure(client: Any, key: str, size: int, allowlist: Any, ranged: bool, repeat: int) -> Cell:
+    from detector.analysis.engine import scan_object
     from detector.aws import s3
-    from detector.engine import scan_object
-    from detector.objects import ObjectRef
+    from detector.core.objects import ObjectRef
 
     s3.SMALL_OBJECT_BYTES = 0 if ranged else 1 << 62  # force the way under test
     best: Cell | None = None
@@ -99,7 +99,7 @@ def rows_arg(text: str) -> list[int]:
 def run(rows: list[int], conditions: list[tuple[float, float]], repeat: int) -> Iterator[str]:
     import boto3
 
-    from detector.allowlist import Allowlist
+    from detector.core.allowlist import Allowlist
 
     objects = [(n, object_for(n)) for n in rows]
     with moto_server() as env:

@@ -5,7 +5,7 @@ Detections live in ``detector/detections/``; this name stays so imports keep wor
 
 from __future__ import annotations
 
+from detector.core.spec import Detection, Observable
 from detector.detections.ecr_upload_unknown_user import DETECTION
-from detector.spec import Detection, Observable
 
 __all__ = ["DETECTION", "Detection", "Observable"]

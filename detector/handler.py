@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from detector import notifications
-from detector.errors import DetectorError
-from detector.settings import Settings
+from detector.app.settings import Settings
+from detector.core.errors import DetectorError
+from detector.lake import notifications
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from detector import pipeline
-    from detector.alerting import Alerts
+    from detector.app import pipeline
+    from detector.app.sinks import Alerts
     from detector.aws.dynamodb import StateTable
     from detector.aws.s3 import S3Store
     from detector.aws.ssm import AllowlistStore
-    from detector.mutes import Mutes, MuteView
-    from detector.spec import Active
+    from detector.core.spec import Active
+    from detector.report.mutes import Mutes, MuteView
 
 SERVICE = "ecr-upload-detector"
 logger = Logger(service=SERVICE)
@@ -66,14 +66,15 @@ def app(context: LambdaContext) -> App:
     """The clients and settings of this execution environment, built on first use."""
     global _app
     if _app is None:
-        from detector import asff, detections
-        from detector.alerting import Alerts
+        from detector import detections
+        from detector.app.sinks import Alerts
         from detector.aws.dynamodb import StateTable
         from detector.aws.s3 import S3Store
         from detector.aws.securityhub import SecurityHubPublisher, WorkflowReader
         from detector.aws.sns import SnsPublisher
         from detector.aws.ssm import AllowlistStore, MuteListStore
-        from detector.mutes import Mutes
+        from detector.report import asff
+        from detector.report.mutes import Mutes
 
         settings = Settings.from_env()
         # Unknown slugs and bad option values fail here, naming the variable, before any
@@ -153,7 +154,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    from detector import pipeline
+    from detector.app import pipeline
 
     a = app(context)
     try:
@@ -260,7 +261,7 @@ def _report(outcome: pipeline.Outcome, active: Sequence[Active] = ()) -> None:
 def _report_mutes(view: MuteView) -> None:
     """One line per muted alert, per expired mute that would have muted one, and per mute
     check that failed (its alerts were emailed as if not muted)."""
-    from detector.mutes import when
+    from detector.report.mutes import when
 
     for m in view.muted:
         extra: dict[str, Any] = {"alert_id": m.alert_id, "principal": m.principal[:300]}

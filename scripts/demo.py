@@ -224,8 +224,8 @@ def run(written: dict[str, Path]) -> int:
     import boto3
 
     from detector import handler
-    from detector.cli import main as cli
-    from detector.output import safe_json
+    from detector.analysis.output import safe_json
+    from detector.app.cli import main as cli
 
     heading(f"Local AWS (moto) at {os.environ['AWS_ENDPOINT_URL']}: setting up")
     s3 = boto3.client("s3")

@@ -8,7 +8,7 @@ knows which one was running. Scanning happens here and not in pytest's own proce
 an abort (SIGABRT) or a segfault in pyarrow cannot be caught in Python.
 
 The footer helpers (``footer_spans``, ``replace_in_footer``) read the Thrift compact encoding
-independently of ``detector.reader``, so tests can alter one field of one column chunk without
+independently of ``detector.lake.reader``, so tests can alter one field of one column chunk without
 relying on the code under test to find it.
 """
 
@@ -194,8 +194,8 @@ MEMORY_CAP = 6 << 30  # address space: a runaway allocation fails here instead o
 
 def scan_one(data: bytes, allowlist: Any) -> dict[str, Any]:
     """Scan ``data`` as ``scan`` does: the outcome, or the exception that escaped."""
-    from detector import engine
-    from detector.errors import BadObject
+    from detector.analysis import engine
+    from detector.core.errors import BadObject
 
     try:
         result = engine.scan_object(io.BytesIO(data), NAME, allowlist)
@@ -212,7 +212,7 @@ def scan_one(data: bytes, allowlist: Any) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     import resource
 
-    from detector.allowlist import Allowlist
+    from detector.core.allowlist import Allowlist
     from tests.lake import CI_ROLE
 
     _, hard = resource.getrlimit(resource.RLIMIT_AS)

@@ -148,8 +148,8 @@ def scan(path: str, parallel: int = 1) -> dict[str, Any]:
     allowlist = the CI role: peak RSS and what was found."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from detector.allowlist import Allowlist
-    from detector.engine import ObjectResult, Run, scan_object
+    from detector.analysis.engine import ObjectResult, Run, scan_object
+    from detector.core.allowlist import Allowlist
 
     allowlist = Allowlist.parse(lake.CI_ROLE)
 

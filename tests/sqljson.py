@@ -1,5 +1,5 @@
 """Trino's ``json_exists(json, path)`` for DuckDB: the SQL/JSON path subset the statements use,
-read from the path text itself (written independently of ``detector.requestjson``, which writes
+read from the path text itself (written independently of ``detector.core.requestjson``, which writes
 that text, so the differential tests compare two implementations).
 
 Lax mode, as Trino's default: a member accessor on an array applies to each element, a missing

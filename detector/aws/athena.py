@@ -19,8 +19,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.errors import DetectorError
-from detector.output import safe_text
+from detector.analysis.output import safe_text
+from detector.core.errors import DetectorError
 
 if TYPE_CHECKING:
     from mypy_boto3_athena import AthenaClient

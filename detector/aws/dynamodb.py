@@ -39,10 +39,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.alerts import FIRST_SUCCESS, MAX_DISTINCT, NEW, NEW_VALUE, Contribution
-from detector.errors import DetectorError
-from detector.findings import max_opt, min_opt
-from detector.objects import ObjectRef
+from detector.analysis.findings import max_opt, min_opt
+from detector.core.errors import DetectorError
+from detector.core.objects import ObjectRef
+from detector.report.alerts import FIRST_SUCCESS, MAX_DISTINCT, NEW, NEW_VALUE, Contribution
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

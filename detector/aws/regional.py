@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from detector.aws.dynamodb import StateTable
 from detector.aws.securityhub import SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
-from detector.errors import DetectorError
+from detector.core.errors import DetectorError
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient

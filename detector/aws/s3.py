@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.errors import ObjectChanged, ObjectUnreadable, SourceUnavailable
-from detector.objects import ObjectRef, is_data_key
+from detector.core.errors import ObjectChanged, ObjectUnreadable, SourceUnavailable
+from detector.core.objects import ObjectRef, is_data_key
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

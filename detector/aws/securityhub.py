@@ -46,10 +46,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.asff import validate
-from detector.errors import PublishFailed
-from detector.mutes import WorkflowRead
-from detector.output import safe_text
+from detector.analysis.output import safe_text
+from detector.core.errors import PublishFailed
+from detector.report.asff import validate
+from detector.report.mutes import WorkflowRead
 
 if TYPE_CHECKING:
     from mypy_boto3_securityhub import SecurityHubClient

@@ -12,8 +12,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from detector.digest import Message
-from detector.errors import PublishFailed
+from detector.core.errors import PublishFailed
+from detector.report.digest import Message
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient

@@ -18,9 +18,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.allowlist import Allowlist, account_list
-from detector.errors import AllowlistInvalid, AllowlistUnavailable, DetectorError
-from detector.mutes import MuteList, MuteListInvalid, MuteListUnavailable
+from detector.core.allowlist import Allowlist, account_list
+from detector.core.errors import AllowlistInvalid, AllowlistUnavailable, DetectorError
+from detector.report.mutes import MuteList, MuteListInvalid, MuteListUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient

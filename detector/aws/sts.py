@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from detector.errors import SourceUnavailable
+from detector.core.errors import SourceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from detector.errors import ConfigError
-from detector.spec import Active, Detection
+from detector.core.errors import ConfigError
+from detector.core.spec import Active, Detection
 
 DEFAULT = "ecr-upload-unknown-user"
 

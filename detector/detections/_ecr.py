@@ -9,8 +9,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from detector.allowlist import Allowlist
-from detector.spec import AsffSpec, Command, EmailText, Observable, RequestField, SampleSpec, Step
+from detector.core.allowlist import Allowlist
+from detector.core.spec import (
+    AsffSpec,
+    Command,
+    EmailText,
+    Observable,
+    RequestField,
+    SampleSpec,
+    Step,
+)
 
 OPERATION = "PutImage"
 SERVICE = "ecr.amazonaws.com"

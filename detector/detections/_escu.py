@@ -19,9 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.detections import _principal
-from detector.requestjson import Cond
-from detector.spec import (
+from detector.core.requestjson import Cond
+from detector.core.spec import (
     AsffSpec,
     Command,
     Context,
@@ -34,6 +33,7 @@ from detector.spec import (
     Step,
     Threshold,
 )
+from detector.detections import _principal
 
 ACCOUNT = "111122223333"
 # When example events happen unless they say otherwise (2026-11-20T10:00:00Z, a Friday): the
@@ -86,7 +86,7 @@ def no_sql(cols: Mapping[str, str], ctx: Context) -> str | None:
 
 def status_is(value: str) -> tuple[Callable[..., pa.Array], Callable[..., str | None]]:
     """(predicate, SQL predicate): the call's ``status`` is ``value`` (OCSF: Success, Failure)."""
-    from detector.sqlparts import literal
+    from detector.core.sqlparts import literal
 
     def predicate(rows: Mapping[str, pa.Array], ctx: Context) -> pa.Array:
         return pc.fill_null(pc.equal(rows["status"], value), False)

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from detector.spec import Command, Step
+from detector.core.spec import Command, Step
 
 _USER = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:user/(?:[!-~]*/)?(?P<name>[\w+=,.@-]{1,64})")
 _ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/(?:[!-~]*/)?(?P<name>[\w+=,.@-]{1,64})")

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detector.core.spec import Context, Example, Threshold
 from detector.detections import _escu
-from detector.spec import Context, Example, Threshold
 
 OPERATION = "DescribeEventAggregates"
 SERVICE = "health.amazonaws.com"

@@ -8,8 +8,8 @@ themselves is reported too, and so are failed calls.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "CreateAccessKey"
 SERVICE = "iam.amazonaws.com"

@@ -8,8 +8,8 @@ instances asked for are listed in the email.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "GetPasswordData"
 SERVICE = "ec2.amazonaws.com"

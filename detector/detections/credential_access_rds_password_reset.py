@@ -17,9 +17,9 @@ Limitation (kept from ESCU): a change to an RDS-managed password (``manageMaster
 
 from __future__ import annotations
 
+from detector.core.requestjson import present
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import present
-from detector.spec import Example
 
 OPERATIONS = ("ModifyDBInstance", "ModifyDBCluster")
 SERVICE = "rds.amazonaws.com"

@@ -6,8 +6,8 @@ calls are reported too (an attempt to blind the account is news even when it was
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "DeleteTrail"
 SERVICE = "cloudtrail.amazonaws.com"

@@ -6,8 +6,8 @@ failed calls are reported too (trying to destroy logs is news even when it was r
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "DeleteLogGroup"
 SERVICE = "logs.amazonaws.com"

@@ -10,8 +10,8 @@ the operation itself.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATIONS = (
     "DeleteLogStream",

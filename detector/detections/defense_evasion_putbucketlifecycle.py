@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from detector.core.requestjson import lt
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import lt
-from detector.spec import Example
 
 OPERATION = "PutBucketLifecycle"
 SERVICE = "s3.amazonaws.com"

@@ -7,8 +7,8 @@ was refused).
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "StopLogging"
 SERVICE = "cloudtrail.amazonaws.com"

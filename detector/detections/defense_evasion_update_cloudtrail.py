@@ -6,8 +6,8 @@ the update changed. Ported as written: every update is reported, failed calls to
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "UpdateTrail"
 SERVICE = "cloudtrail.amazonaws.com"

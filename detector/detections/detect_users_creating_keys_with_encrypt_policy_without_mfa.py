@@ -26,9 +26,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from detector.core.requestjson import all_of, any_of, decoded, eq, prefix, some
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import all_of, any_of, decoded, eq, prefix, some
-from detector.spec import Example
 
 OPERATIONS = ("PutKeyPolicy", "CreateKey")
 SERVICE = "kms.amazonaws.com"

@@ -8,9 +8,9 @@ status filter), and an MFA-delete change that leaves versioning ``Enabled`` is n
 
 from __future__ import annotations
 
+from detector.core.requestjson import eq
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import eq
-from detector.spec import Example
 
 OPERATION = "PutBucketVersioning"
 SERVICE = "s3.amazonaws.com"

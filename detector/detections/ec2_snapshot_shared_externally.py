@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from detector.core.requestjson import eq
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import eq
-from detector.spec import Example
 
 OPERATION = "ModifySnapshotAttribute"
 SERVICE = "ec2.amazonaws.com"

@@ -38,11 +38,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.allowlist import Allowlist
+from detector.core.allowlist import Allowlist
+from detector.core.errors import AllowlistInvalid
+from detector.core.spec import Context, Detection, Example, Option, Step
+from detector.core.sqlparts import literal, trusted_sql
 from detector.detections import _ecr, _principal
-from detector.errors import AllowlistInvalid
-from detector.spec import Context, Detection, Example, Option, Step
-from detector.sqlparts import literal, trusted_sql
 
 TIMEZONE = "BUSINESS_HOURS_TIMEZONE"
 START = "BUSINESS_HOURS_START"

@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detector.core.spec import Context, Detection, Example, Step
+from detector.core.sqlparts import trusted_sql
 from detector.detections import _ecr, _principal
-from detector.spec import Context, Detection, Example, Step
-from detector.sqlparts import trusted_sql
 
 
 def predicate(rows: Mapping[str, pa.Array], ctx: Context) -> pa.Array:

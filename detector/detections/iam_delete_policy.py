@@ -6,8 +6,8 @@ calls are reported too (ESCU suggests tuning for one outcome; here the email tel
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "DeletePolicy"
 SERVICE = "iam.amazonaws.com"

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detector.core.spec import Context, Example
+from detector.core.sqlparts import literal
 from detector.detections import _escu
-from detector.spec import Context, Example
-from detector.sqlparts import literal
 
 OPERATION = "DeleteGroup"
 SERVICE = "iam.amazonaws.com"

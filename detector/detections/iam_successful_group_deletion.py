@@ -6,8 +6,8 @@ deleted. Ported as written; failed attempts are left to "IAM Failure Group Delet
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "DeleteGroup"
 SERVICE = "iam.amazonaws.com"

@@ -6,8 +6,8 @@ call, grouped by caller. Ported as written: failed calls are reported too.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATIONS = ("DeleteVirtualMFADevice", "DeactivateMFADevice")
 SERVICE = "iam.amazonaws.com"

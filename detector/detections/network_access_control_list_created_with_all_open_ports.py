@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from detector.core.requestjson import all_of, any_of, eq
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import all_of, any_of, eq
-from detector.spec import Example
 
 OPERATIONS = ("CreateNetworkAclEntry", "ReplaceNetworkAclEntry")
 SERVICE = "ec2.amazonaws.com"

@@ -8,9 +8,9 @@ Despite the name, deleting a whole ACL (DeleteNetworkAcl) is not watched, by ESC
 
 from __future__ import annotations
 
+from detector.core.requestjson import eq
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.requestjson import eq
-from detector.spec import Example
 
 OPERATION = "DeleteNetworkAclEntry"
 SERVICE = "ec2.amazonaws.com"

@@ -9,8 +9,8 @@ lists the device names.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "CreateVirtualMFADevice"
 SERVICE = "iam.amazonaws.com"

@@ -11,8 +11,8 @@ users whose login profile was changed.
 
 from __future__ import annotations
 
+from detector.core.spec import Example
 from detector.detections import _escu
-from detector.spec import Example
 
 OPERATION = "UpdateLoginProfile"
 SERVICE = "iam.amazonaws.com"

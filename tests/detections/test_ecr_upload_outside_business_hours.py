@@ -18,10 +18,10 @@ import pyarrow as pa
 import pytest
 
 from detector import detections
-from detector.allowlist import Allowlist
+from detector.core.allowlist import Allowlist
+from detector.core.errors import ConfigError
+from detector.core.spec import Active, Context
 from detector.detections import ecr_upload_outside_business_hours as bh
-from detector.errors import ConfigError
-from detector.spec import Active, Context
 
 SLUG = "ecr-upload-outside-business-hours"
 ACCOUNT = "111122223333"

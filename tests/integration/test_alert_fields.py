@@ -141,8 +141,8 @@ def test_the_digest_is_read_from_either_version_and_layout(version: int, v1_requ
     imageDigest``) or one whole JSON value (``responseElements``)."""
     import io
 
-    from detector import engine
-    from detector.allowlist import Allowlist
+    from detector.analysis import engine
+    from detector.core.allowlist import Allowlist
 
     digest_ = "sha256:" + "d" * 64
     response = json.dumps({"image": {"imageId": {"imageDigest": digest_}}})

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from detector import handler
-from detector.alerts import principal_of, rollup
+from detector.report.alerts import principal_of, rollup
 from tests import lake
 from tests.integration.test_attacks import announce, emails, hub_findings, invoke
 from tests.integration.world import Aws, end_windows

@@ -25,15 +25,16 @@ from moto import mock_aws
 from moto.athena.models import athena_backends
 from moto.moto_api import state_manager
 
-from detector import athena_sql, detections
-from detector.alerts import rollup
-from detector.allowlist import Allowlist
-from detector.asff import finding_id
+from detector import detections
+from detector.analysis import athena_sql
+from detector.app.cli import main
 from detector.aws import athena as athena_adapter
 from detector.aws.dynamodb import StateTable
-from detector.cli import main
-from detector.objects import ObjectRef
-from detector.spec import Active
+from detector.core.allowlist import Allowlist
+from detector.core.objects import ObjectRef
+from detector.core.spec import Active
+from detector.report.alerts import rollup
+from detector.report.asff import finding_id
 from tests.integration.world import create_state_table, findings_inbox, read_digests
 from tests.lake import ACCOUNT, key_for, write_object
 from tests.unit.test_athena_sql import (

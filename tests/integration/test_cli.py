@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from detector import detections
-from detector.cli import main
+from detector.app.cli import main
 from tests import lake
 from tests.contract import JSONL_KEYS
 

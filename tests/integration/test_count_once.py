@@ -13,12 +13,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from detector.allowlist import Allowlist
+from detector.app.pipeline import process
 from detector.aws.dynamodb import StateTable
 from detector.aws.s3 import S3Store
-from detector.notifications import Batch, Item
-from detector.objects import ObjectRef
-from detector.pipeline import process
+from detector.core.allowlist import Allowlist
+from detector.core.objects import ObjectRef
+from detector.lake.notifications import Batch, Item
 from tests import lake
 from tests.integration.test_cli import run
 from tests.integration.world import create_state_table

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from detector import handler
-from detector.errors import ConfigError
+from detector.core.errors import ConfigError
 from tests import lake
 from tests.integration.test_attacks import announce, hub_findings, invoke
 from tests.integration.test_handler import metric

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from detector import handler
-from detector.alerts import AlertKey
+from detector.core.errors import ConfigError
 from detector.detection import DETECTION
-from detector.errors import ConfigError
-from detector.notifications import UnknownEvent
+from detector.lake.notifications import UnknownEvent
+from detector.report.alerts import AlertKey
 from tests import lake
 from tests.contract import JSONL_KEYS
 from tests.integration.world import BUCKET, INTRUDER, K1, K2, PARAM, Aws, Context, load, parquet

@@ -226,7 +226,7 @@ def test_a_mute_list_entry_mutes_until_it_expires_on_its_own(
 
     # Three hours later the mute has expired by itself: the next push is emailed again.
     later = datetime.now(UTC) + timedelta(hours=3)
-    monkeypatch.setattr("detector.mutes.utcnow", lambda: later)
+    monkeypatch.setattr("detector.report.mutes.utcnow", lambda: later)
     end_windows()
     invoke(announce(aws, ("lt-3", [push(2, LOAD_TEST, ok=True)])))
     assert len(emails(aws)) == 2

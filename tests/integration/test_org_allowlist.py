@@ -10,7 +10,7 @@ import pytest
 
 from detector import handler
 from detector.aws.ssm import AllowlistStore
-from detector.errors import AllowlistInvalid, AllowlistUnavailable
+from detector.core.errors import AllowlistInvalid, AllowlistUnavailable
 from tests import lake
 from tests.integration.test_attacks import announce, invoke
 from tests.integration.world import Aws, create_state_table

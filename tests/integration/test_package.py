@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from detector import detections, engine
-from detector.allowlist import Allowlist
+from detector import detections
+from detector.analysis import engine
+from detector.core.allowlist import Allowlist
 from tests import lake
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +55,8 @@ sys.path[:0] = [args["task"], args["runtime"]]
 assert not [p for p in sys.path if "site-packages" in p], sys.path
 import detector.handler  # powertools Logger and Metrics load here; the rest on first call
 import aws_lambda_powertools, aws_xray_sdk, boto3, botocore, pyarrow, wrapt
-from detector import engine
-from detector.allowlist import Allowlist
+from detector.analysis import engine
+from detector.core.allowlist import Allowlist
 
 allowlist = Allowlist.of(args["allowlist"])
 run = engine.Run(allowlist)

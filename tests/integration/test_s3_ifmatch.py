@@ -21,13 +21,13 @@ import pytest
 from moto import mock_aws
 
 from detector import handler
-from detector.allowlist import Allowlist
+from detector.analysis.engine import scan_object
 from detector.aws import s3
 from detector.aws.s3 import S3Store
-from detector.engine import scan_object
-from detector.errors import ObjectChanged, ObjectUnreadable
-from detector.notifications import parse
-from detector.objects import ObjectRef
+from detector.core.allowlist import Allowlist
+from detector.core.errors import ObjectChanged, ObjectUnreadable
+from detector.core.objects import ObjectRef
+from detector.lake.notifications import parse
 from tests import lake
 from tests.integration.world import BUCKET as WORLD_BUCKET
 from tests.integration.world import INTRUDER, Aws, Context

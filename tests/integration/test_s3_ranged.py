@@ -13,12 +13,12 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from detector.allowlist import Allowlist
+from detector.analysis.engine import scan_object
 from detector.aws import s3
 from detector.aws.s3 import RangedObject, S3Store
-from detector.engine import scan_object
-from detector.errors import BadObject, ObjectUnreadable
-from detector.objects import ObjectRef
+from detector.core.allowlist import Allowlist
+from detector.core.errors import BadObject, ObjectUnreadable
+from detector.core.objects import ObjectRef
 from tests import lake
 from tests.unit.helpers import canonical
 

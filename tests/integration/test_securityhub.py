@@ -21,8 +21,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from detector import asff
-from detector.alerts import Alert, rollup
+from detector.analysis.findings import Finding
 from detector.aws.securityhub import (
     MAX_BATCH_BYTES,
     MAX_PARALLEL_BATCHES,
@@ -30,8 +29,9 @@ from detector.aws.securityhub import (
     SecurityHubPublisher,
     _batches,
 )
-from detector.errors import PublishFailed
-from detector.findings import Finding
+from detector.core.errors import PublishFailed
+from detector.report import asff
+from detector.report.alerts import Alert, rollup
 from tests import lake
 from tests.unit.helpers import parquet_bytes, scan
 

@@ -18,12 +18,12 @@ from botocore.exceptions import (
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from detector import digest
-from detector.alerts import Alert, rollup
+from detector.analysis.findings import Finding
 from detector.aws.sns import BASE_DELAY_S, MAX_DELAY_S, SnsPublisher, retryable
+from detector.core.errors import PublishFailed
 from detector.detection import DETECTION
-from detector.errors import PublishFailed
-from detector.findings import Finding
+from detector.report import digest
+from detector.report.alerts import Alert, rollup
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"

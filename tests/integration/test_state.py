@@ -12,16 +12,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from detector.alerting import Alerts
-from detector.allowlist import Allowlist
+from detector.app.pipeline import process
+from detector.app.sinks import Alerts
 from detector.aws.dynamodb import StateTable
 from detector.aws.s3 import S3Store
 from detector.aws.securityhub import SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
-from detector.errors import PublishFailed
-from detector.notifications import Batch, Item
-from detector.objects import ObjectRef
-from detector.pipeline import process
+from detector.core.allowlist import Allowlist
+from detector.core.errors import PublishFailed
+from detector.core.objects import ObjectRef
+from detector.lake.notifications import Batch, Item
 from tests import lake
 from tests.integration.world import create_state_table, findings_inbox, read_digests
 

@@ -11,9 +11,9 @@ import boto3
 import pytest
 
 from detector import handler
+from detector.app.settings import Settings
 from detector.aws import sts as sts_adapter
-from detector.errors import ConfigError, SourceUnavailable
-from detector.settings import Settings
+from detector.core.errors import ConfigError, SourceUnavailable
 from tests import lake
 from tests.integration.test_attacks import announce, invoke
 from tests.integration.world import Aws

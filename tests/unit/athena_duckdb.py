@@ -21,9 +21,9 @@ from typing import Any
 
 import duckdb
 
-from detector import athena_sql
-from detector.findings import Finding
-from detector.spec import Detection
+from detector.analysis import athena_sql
+from detector.analysis.findings import Finding
+from detector.core.spec import Detection
 from tests import sqljson
 
 REGION = "us-east-1"

@@ -10,9 +10,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from detector import engine
-from detector.allowlist import Allowlist
-from detector.findings import Finding
+from detector.analysis import engine
+from detector.analysis.findings import Finding
+from detector.core.allowlist import Allowlist
 from tests.lake import columns_from_events, nest, write_object
 
 NOBODY = Allowlist.of([])

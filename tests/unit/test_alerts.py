@@ -9,8 +9,11 @@ from collections.abc import Iterable
 
 import pytest
 
-from detector import alerts
-from detector.alerts import (
+from detector.analysis.findings import MAX_VALUES, Finding
+from detector.detection import DETECTION
+from detector.lake.schema import GROUP_KEYS
+from detector.report import alerts
+from detector.report.alerts import (
     NEW,
     UNKNOWN_PRINCIPAL,
     Alert,
@@ -19,9 +22,6 @@ from detector.alerts import (
     principal_of,
     rollup,
 )
-from detector.detection import DETECTION
-from detector.findings import MAX_VALUES, Finding
-from detector.schema import GROUP_KEYS
 from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.lake import ACCOUNT, T0_MS, event, put_image_request
 from tests.unit.helpers import parquet_bytes, run_over, scan

@@ -11,8 +11,8 @@ import string
 import pyarrow as pa
 import pytest
 
-from detector.allowlist import Allowlist, entry_problem
-from detector.errors import AllowlistInvalid
+from detector.core.allowlist import Allowlist, entry_problem
+from detector.core.errors import AllowlistInvalid
 from tests import lake
 from tests.unit.helpers import parquet_bytes, scan
 
@@ -789,7 +789,7 @@ def test_scan_trusts_pushes_aws_made_itself_by_their_domain(version):
 
 
 def test_scan_with_a_catch_all_allowlist_exits_2_naming_the_entry(tmp_path):
-    from detector.cli import main
+    from detector.app.cli import main
 
     obj = tmp_path / "o.parquet"
     lake.write_object(obj, [lake.event(arn=DEV, session_issuer=None)], 2)
@@ -805,10 +805,10 @@ def test_scan_with_a_catch_all_allowlist_exits_2_naming_the_entry(tmp_path):
 def test_the_lambda_pipeline_fails_every_record_on_a_catch_all_in_ssm(monkeypatch):
     from moto import mock_aws
 
-    from detector import pipeline
+    from detector.app import pipeline
     from detector.aws.ssm import AllowlistStore
-    from detector.notifications import Batch, Item
-    from detector.objects import ObjectRef
+    from detector.core.objects import ObjectRef
+    from detector.lake.notifications import Batch, Item
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -897,7 +897,7 @@ def test_account_list_entries_that_cannot_be_trusted_are_refused(text, why):
 
 
 def test_an_account_list_holds_only_account_ids():
-    from detector.allowlist import account_list
+    from detector.core.allowlist import account_list
 
     assert account_list("111122223333, 444455556666\n# x\n111122223333", "s") == (
         "111122223333",

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from detector import asff
-from detector.alerts import ALERT_KEYS, UNKNOWN_PRINCIPAL, Alert, Contribution, rollup
-from detector.allowlist import Allowlist
+from detector.analysis.findings import Finding
+from detector.core.allowlist import Allowlist
 from detector.detection import DETECTION
-from detector.findings import Finding
+from detector.report import asff
+from detector.report.alerts import ALERT_KEYS, UNKNOWN_PRINCIPAL, Alert, Contribution, rollup
 from tests import lake
 from tests.unit.helpers import parquet_bytes, run_over, scan
 

@@ -1,4 +1,4 @@
-"""The Athena statement (``detector.athena_sql``), run on DuckDB over generated Security Lake
+"""The Athena statement (``detector.analysis.athena_sql``), run on DuckDB over generated Security Lake
 objects of both versions registered under the Glue names, equals ``scan`` over the same objects.
 
 DuckDB lacks some Trino functions the statements use: ``tests/unit/athena_duckdb.py`` maps them.
@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from detector import athena_sql, detections, engine
-from detector.allowlist import Allowlist
-from detector.errors import AllowlistInvalid
-from detector.findings import Finding
-from detector.schema import SchemaVersion
-from detector.spec import Active, Context, Detection, RequestField, SampleSpec
+from detector import detections
+from detector.analysis import athena_sql, engine
+from detector.analysis.findings import Finding
+from detector.core.allowlist import Allowlist
+from detector.core.errors import AllowlistInvalid
+from detector.core.spec import Active, Context, Detection, RequestField, SampleSpec
+from detector.lake.schema import SchemaVersion
 from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, T0_MS, event, key_for, put_image_request, write_object
 from tests.unit.athena_duckdb import (

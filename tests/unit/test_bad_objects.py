@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from detector import engine
-from detector.allowlist import Allowlist
-from detector.errors import BadObject
-from detector.reader import ObjectReader
+from detector.analysis import engine
+from detector.core.allowlist import Allowlist
+from detector.core.errors import BadObject
+from detector.lake.reader import ObjectReader
 from tests.fuzz_child import replace_in_footer, varint
 from tests.lake import ACCOUNT, CI_ROLE, event
 from tests.unit.helpers import (

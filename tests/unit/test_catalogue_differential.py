@@ -18,9 +18,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from detector import athena_sql, detections, engine
-from detector.allowlist import Allowlist
-from detector.schema import SchemaVersion
+from detector import detections
+from detector.analysis import athena_sql, engine
+from detector.core.allowlist import Allowlist
+from detector.lake.schema import SchemaVersion
 from tests.lake import ACCOUNT, event, key_for, write_object
 from tests.unit.athena_duckdb import REGION, athena_on_duckdb, comparable, rows_of
 from tests.unit.test_detection_examples import example_events

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from detector import detections, engine
-from detector.allowlist import Allowlist
-from detector.findings import reported
-from detector.spec import Detection, Example
+from detector import detections
+from detector.analysis import engine
+from detector.analysis.findings import reported
+from detector.core.allowlist import Allowlist
+from detector.core.spec import Detection, Example
 from tests.lake import event, key_for, write_object
 
 # (version, v1 request layout): both versions, and v1's two ways of holding the request.

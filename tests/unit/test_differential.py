@@ -22,9 +22,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from detector import athena_sql, detections, engine, reader
-from detector.allowlist import Allowlist
-from detector.schema import SchemaVersion
+from detector import detections
+from detector.analysis import athena_sql, engine
+from detector.core.allowlist import Allowlist
+from detector.lake import reader
+from detector.lake.schema import SchemaVersion
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, key_for, put_image_request, write_object
 from tests.unit.athena_duckdb import REGION, athena_on_duckdb, comparable, rows_of
 from tests.unit.helpers import summary

@@ -16,11 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from detector import alerts as alerts_mod
-from detector import digest
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, UNKNOWN_PRINCIPAL, Alert, rollup
+from detector.analysis.findings import Finding
 from detector.detection import DETECTION
-from detector.findings import Finding
+from detector.report import alerts as alerts_mod
+from detector.report import digest
+from detector.report.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, UNKNOWN_PRINCIPAL, Alert, rollup
 from tests import lake
 from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.unit.helpers import parquet_bytes, run_over

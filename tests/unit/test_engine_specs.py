@@ -19,10 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from detector import detections, engine, reader, schema
-from detector.allowlist import Allowlist
-from detector.findings import Aggregate, Finding, Sample, sample_names
-from detector.spec import Active, Context, RequestField, SampleSpec
+from detector import detections
+from detector.analysis import engine
+from detector.analysis.findings import Aggregate, Finding, Sample, sample_names
+from detector.core.allowlist import Allowlist
+from detector.core.spec import Active, Context, RequestField, SampleSpec
+from detector.lake import reader, schema
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request
 from tests.unit.helpers import canonical, parquet_bytes, records
 
@@ -493,12 +495,12 @@ def test_a_finding_of_another_detection_has_its_samples_and_merges():
 # --- the engine names nothing a detection owns ---------------------------------------------------
 
 
-ENGINE = ("reader.py", "schema.py", "findings.py", "engine.py")
+ENGINE = ("lake/reader.py", "lake/schema.py", "analysis/findings.py", "analysis/engine.py")
 
 
 @pytest.mark.parametrize("module", ENGINE)
 def test_engine_modules_name_no_operation_or_service_field(module):
-    text = (Path(schema.__file__).parent / module).read_text()
+    text = (Path(schema.__file__).parents[1] / module).read_text()
     for word in ("PutImage", "repositor", "imageTag", "image_tag", "DETECTION"):
         assert word not in text, word
     assert not re.search(r"\becr\b", text, re.IGNORECASE)

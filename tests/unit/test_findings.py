@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from detector import engine, findings, reader
-from detector.allowlist import Allowlist
-from detector.findings import MAX_EVENT_IDS, MAX_VALUES, Sample, ctime
+from detector.analysis import engine, findings
+from detector.analysis.findings import MAX_EVENT_IDS, MAX_VALUES, Sample, ctime
+from detector.core.allowlist import Allowlist
+from detector.lake import reader
 from tests.contract import JSONL_KEYS
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request, write_object
 from tests.unit.helpers import NOBODY, canonical, parquet_bytes, records, run_over, scan
@@ -646,7 +647,7 @@ def test_merging_into_a_run_leaves_each_object_result_unchanged():
     counting adds each object's contribution separately)."""
     import io
 
-    from detector.engine import Run, scan_object
+    from detector.analysis.engine import Run, scan_object
 
     results = []
     for version in (1, 2):

@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from detector import engine, parquet_footer
-from detector.errors import BadObject
+from detector.analysis import engine
+from detector.core.errors import BadObject
+from detector.lake import parquet_footer
 from tests import lake
 from tests.unit.helpers import NOBODY, parquet_bytes
 

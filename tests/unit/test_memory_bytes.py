@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from detector import reader
-from detector.allowlist import Allowlist
-from detector.engine import scan_object
+from detector.analysis.engine import scan_object
+from detector.core.allowlist import Allowlist
+from detector.lake import reader
 from tests import lake, large_requests
 from tests.unit.helpers import canonical
 

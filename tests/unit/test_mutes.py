@@ -1,4 +1,4 @@
-"""detector.mutes: the mute list's strict format, what mutes an alert and when it escalates,
+"""detector.report.mutes: the mute list's strict format, what mutes an alert and when it escalates,
 and the batched Security Hub workflow read (detector.aws.securityhub.WorkflowReader)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from detector import asff, digest
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Alert, rollup
 from detector.aws.securityhub import WorkflowReader
-from detector.mutes import (
+from detector.report import asff, digest
+from detector.report.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Alert, rollup
+from detector.report.mutes import (
     MAX_MUTE_DAYS,
     MuteList,
     MuteListInvalid,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.notifications import UnknownEvent, parse
+from detector.lake.notifications import UnknownEvent, parse
 from tests import lake
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

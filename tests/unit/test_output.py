@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from detector import output
-from detector.findings import Finding
+from detector.analysis import output
+from detector.analysis.findings import Finding
 
 ACCOUNT = "111122223333"
 # What the issue names, code point by code point: C0 and C1 controls, DEL, bidi controls, the

@@ -11,14 +11,14 @@ from typing import IO, Any, Literal
 
 import pytest
 
-from detector import pipeline
-from detector.alerts import NEW, Alert, Contribution
-from detector.allowlist import Allowlist
+from detector.app import pipeline
 from detector.aws.dynamodb import AlertClaim
 from detector.aws.securityhub import Report
-from detector.errors import ObjectUnreadable
-from detector.notifications import Batch, Item
-from detector.objects import ObjectRef
+from detector.core.allowlist import Allowlist
+from detector.core.errors import ObjectUnreadable
+from detector.core.objects import ObjectRef
+from detector.lake.notifications import Batch, Item
+from detector.report.alerts import NEW, Alert, Contribution
 from tests import lake
 from tests.unit.helpers import canonical, parquet_bytes
 

@@ -1,4 +1,4 @@
-"""Request-JSON tests (``detector.requestjson``): the Python evaluation and the SQL/JSON path
+"""Request-JSON tests (``detector.core.requestjson``): the Python evaluation and the SQL/JSON path
 text agree (the text run by ``tests.sqljson``, an implementation of its own) on documents of
 every shape a request takes, including hostile ones; and what cannot be judged is no match,
 never an error."""
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from detector import requestjson as rj
+from detector.core import requestjson as rj
 from tests import sqljson
 
 CONDS = [

@@ -8,11 +8,11 @@ import io
 import pyarrow as pa
 import pytest
 
-from detector import schema
-from detector.allowlist import Allowlist
+from detector.core.allowlist import Allowlist
+from detector.core.errors import AllowlistInvalid
 from detector.detections._ecr import REQUEST_FIELDS
-from detector.errors import AllowlistInvalid
-from detector.reader import ObjectReader
+from detector.lake import schema
+from detector.lake.reader import ObjectReader
 from tests.lake import ACCOUNT, CI_ROLE, event, key_for
 from tests.unit.helpers import drop_path, nested, parquet_bytes, scan, table_bytes
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from detector import cli, detections
-from detector.errors import ConfigError
+from detector import detections
+from detector.app import cli
+from detector.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 # ESCU's ids of the 27 active "ASL AWS" detections (splunk/security_content, 2026-05-13).

@@ -14,12 +14,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from detector import alerts as alerts_module
-from detector import asff, digest, output
-from detector.alerts import Alert, rollup
+from detector.analysis import output
+from detector.analysis.findings import Finding
+from detector.core.spec import Detection
 from detector.detections import DEFAULT, get
-from detector.findings import Finding
-from detector.spec import Detection
+from detector.report import alerts as alerts_module
+from detector.report import asff, digest
+from detector.report.alerts import Alert, rollup
 
 FIRST = get(DEFAULT)
 SECOND = dataclasses.replace(
@@ -319,9 +320,11 @@ def test_detections_appear_in_registry_order_whatever_their_alerts_say() -> None
     import json as json_
     from datetime import UTC, datetime
 
-    from detector import alerts as alerts_
-    from detector import detections, digest, engine
-    from detector.allowlist import Allowlist
+    from detector import detections
+    from detector.analysis import engine
+    from detector.core.allowlist import Allowlist
+    from detector.report import alerts as alerts_
+    from detector.report import digest
     from tests import lake
     from tests.unit.helpers import nested, table_bytes
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from detector import detections, schema
+from detector import detections
+from detector.lake import schema
 
 PACKAGE = Path(__file__).resolve().parents[2] / "detector"
 # Stable names of the product (CLI, metrics namespace) and the default slug, which settings

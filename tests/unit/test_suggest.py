@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from detector import engine, suggest
-from detector.allowlist import Allowlist
-from detector.cli import main
-from detector.findings import Finding
+from detector.analysis import engine, suggest
+from detector.analysis.findings import Finding
+from detector.app.cli import main
+from detector.core.allowlist import Allowlist
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, key_for, write_object
 
 STS = f"arn:aws:sts::{ACCOUNT}:assumed-role"

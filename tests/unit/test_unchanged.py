@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from detector import alerts, asff, athena_sql, digest, output
-from detector.allowlist import Allowlist
+from detector.analysis import athena_sql, output
+from detector.core.allowlist import Allowlist
+from detector.report import alerts, asff, digest
 from tests.lake import ACCOUNT, CI_ROLE, T0_MS, event, put_image_request
 from tests.unit.helpers import nested, run_over, table_bytes
 

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from detector import athena_sql, engine
-from detector.allowlist import Allowlist
-from detector.errors import BadObject
-from detector.findings import Finding
+from detector.analysis import athena_sql, engine
+from detector.analysis.findings import Finding
+from detector.core.allowlist import Allowlist
+from detector.core.errors import BadObject
 from tests.lake import (
     ACCOUNT,
     columns_from_events,

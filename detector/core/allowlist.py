@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.errors import AllowlistInvalid
+from detector.core.errors import AllowlistInvalid
 
 # Entries are ARNs, service names or globs of them: printable, no spaces. Anything else is far
 # more likely a paste error than a principal, and silently never matching would hide it.

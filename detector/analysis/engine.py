@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector import detections
-from detector.allowlist import Allowlist
-from detector.findings import Aggregate, Finding, reported
-from detector.reader import KeptRows, ObjectReader, ReadStats
-from detector.spec import Active
+from detector.analysis.findings import Aggregate, Finding, reported
+from detector.core.allowlist import Allowlist
+from detector.core.spec import Active
+from detector.lake.reader import KeptRows, ObjectReader, ReadStats
 
 AGGREGATE_ROWS = 256 * 1024
 

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector import detections
-from detector.schema import GROUP_KEYS
-from detector.spec import Detection
+from detector.core.spec import Detection
+from detector.lake.schema import GROUP_KEYS
 
 # Bounds on what one finding remembers, so a push storm or hostile data cannot grow memory or
 # messages without limit. Counts stay exact; only the samples are capped.

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from detector.errors import DetectorError
+from detector.core.errors import DetectorError
 
 ACCOUNT = "111122223333"
 T0_MS = 1_795_168_800_000  # 2026-11-20T10:00:00Z

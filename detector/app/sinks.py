@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from detector import asff, digest
-from detector.alerts import Alert
 from detector.aws.securityhub import Report, SecurityHubPublisher
 from detector.aws.sns import SnsPublisher
+from detector.report import asff, digest
+from detector.report.alerts import Alert
 
 
 class Alerts:

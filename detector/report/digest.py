@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from detector.alerts import FIRST_SUCCESS, NEW_VALUE, Alert, Limits
+from detector.analysis.findings import ctime
+from detector.analysis.output import detection_dict, safe_text
+from detector.core.spec import Detection, Step
 from detector.detections import registry
-from detector.findings import ctime
-from detector.output import detection_dict, safe_text
-from detector.spec import Detection, Step
+from detector.report.alerts import FIRST_SUCCESS, NEW_VALUE, Alert, Limits
 
 # SNS: message body plus attribute names, types and values, in UTF-8 bytes (topic default).
 MAX_MESSAGE_BYTES = 262_144

@@ -25,7 +25,7 @@ from typing import IO, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from detector.errors import BadObject
+from detector.core.errors import BadObject
 
 MAGIC = b"PAR1"
 

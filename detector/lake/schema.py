@@ -25,7 +25,7 @@ from enum import Enum
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detector.spec import RequestField
+from detector.core.spec import RequestField
 
 OPERATION_PATH = "api.operation"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from detector.allowlist import Allowlist, entry_problem
-from detector.errors import DetectorError
+from detector.core.allowlist import Allowlist, entry_problem
+from detector.core.errors import DetectorError
 
 _PRINTABLE = re.compile(r"[ -~]*")
 

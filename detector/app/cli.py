@@ -36,11 +36,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
-from detector import __version__, athena_sql, detections, suggest
-from detector.alerts import Alert, rollup
-from detector.allowlist import Allowlist
-from detector.engine import Run, scan_object
-from detector.errors import (
+from detector import __version__, detections
+from detector.analysis import athena_sql, suggest
+from detector.analysis.engine import Run, scan_object
+from detector.analysis.findings import Finding
+from detector.analysis.output import safe_text, write_json, write_jsonl, write_table
+from detector.core.allowlist import Allowlist
+from detector.core.errors import (
     AllowlistInvalid,
     AllowlistUnavailable,
     BadObject,
@@ -48,16 +50,15 @@ from detector.errors import (
     DetectorError,
     ObjectUnreadable,
 )
-from detector.findings import Finding
-from detector.objects import ObjectRef, is_data_key
-from detector.output import safe_text, write_json, write_jsonl, write_table
-from detector.spec import Active
+from detector.core.objects import ObjectRef, is_data_key
+from detector.core.spec import Active
+from detector.report.alerts import Alert, rollup
 
 if TYPE_CHECKING:
-    from detector.alerting import Alerts
+    from detector.app.pipeline import StateStore
+    from detector.app.sinks import Alerts
     from detector.aws.athena import QueryStatus
     from detector.aws.s3 import S3Store
-    from detector.pipeline import StateStore
 
 EXIT_OK, EXIT_UNREAD, EXIT_USAGE, EXIT_NOTHING_READ, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -963,7 +964,7 @@ def backfill(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _publish(run: Backfill, args: argparse.Namespace, err: TextIO) -> None:
     """Security Hub, then the SNS digest: the Lambda's order, through the same ``Alerts``."""
-    from detector.alerting import Alerts
+    from detector.app.sinks import Alerts
     from detector.aws import regional
     from detector.aws.sns import SnsPublisher
 
@@ -1028,7 +1029,7 @@ def _publish_with_state(
     imported. The email uses the Lambda's alert window: a key emailed within the window is
     not mailed again unless it escalates, and one that could not be mailed is not marked.
     """
-    from detector.pipeline import notify_due
+    from detector.app.pipeline import notify_due
 
     fresh = [a for a in rolled if state.totals(a.id).count == 0]
     report = alerts.security_hub(fresh)
@@ -1119,7 +1120,8 @@ def test_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run the examples and records; 1 when any case failed."""
     import json
 
-    from detector import records, selftest
+    from detector.analysis import selftest
+    from detector.lake import records
 
     try:
         slugs = detections.choose(args.slugs or ["all"], "SLUG")

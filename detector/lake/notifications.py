@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from detector.errors import DetectorError
-from detector.objects import ObjectRef, is_data_key
+from detector.core.errors import DetectorError
+from detector.core.objects import ObjectRef, is_data_key
 
 
 class UnknownEvent(DetectorError):

@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector import detections, engine, records
-from detector.allowlist import Allowlist
-from detector.errors import BadObject, ConfigError
-from detector.findings import reported
-from detector.spec import Detection, Example
+from detector import detections
+from detector.analysis import engine
+from detector.analysis.findings import reported
+from detector.core.allowlist import Allowlist
+from detector.core.errors import BadObject, ConfigError
+from detector.core.spec import Detection, Example
+from detector.lake import records
 
 # (version, v1 request layout) every case of flat fields is written in.
 LAYOUTS: tuple[tuple[int, str], ...] = ((2, "flattened"), (1, "flattened"), (1, "json"))

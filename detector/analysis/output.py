@@ -8,8 +8,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from detector.findings import Finding, default_detection
-from detector.spec import Detection
+from detector.analysis.findings import Finding, default_detection
+from detector.core.spec import Detection
 
 
 def detection_dict(detection: Detection | None = None) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from detector.alerts import Alert, Limits
-from detector.output import safe_text
-from detector.spec import AsffSpec, Detection
+from detector.analysis.output import safe_text
+from detector.core.spec import AsffSpec, Detection
+from detector.report.alerts import Alert, Limits
 
 SCHEMA_VERSION = "2018-10-08"
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from detector.errors import ConfigError
+from detector.core.errors import ConfigError
 
 # One parameter's name, or a path ending in "/" (every parameter under it is one allowlist).
 ALLOWLIST_PARAMETER = "ALLOWLIST_PARAMETER"

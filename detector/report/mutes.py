@@ -44,10 +44,10 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from detector import asff
-from detector.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Alert
-from detector.allowlist import Allowlist, entry_problem
-from detector.errors import DetectorError
+from detector.core.allowlist import Allowlist, entry_problem
+from detector.core.errors import DetectorError
+from detector.report import asff
+from detector.report.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Alert
 
 SUPPRESSED = "SUPPRESSED"
 RESOLVED = "RESOLVED"

@@ -39,13 +39,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from detector import detections, requestjson
-from detector.allowlist import Allowlist
-from detector.errors import DetectorError
-from detector.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
-from detector.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
-from detector.spec import Active, Detection, Threshold
-from detector.sqlparts import QueryInputInvalid, column, identifier, like_pattern, literal
+from detector import detections
+from detector.analysis.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
+from detector.core import requestjson
+from detector.core.allowlist import Allowlist
+from detector.core.errors import DetectorError
+from detector.core.spec import Active, Detection, Threshold
+from detector.core.sqlparts import QueryInputInvalid, column, identifier, like_pattern, literal
+from detector.lake.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
 
 __all__ = [
     "RESULT_COLUMNS",

@@ -33,10 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from detector import detections, requestjson, schema
-from detector.allowlist import Allowlist
-from detector.errors import BadObject
-from detector.parquet_footer import (
+from detector import detections
+from detector.core import requestjson
+from detector.core.allowlist import Allowlist
+from detector.core.errors import BadObject
+from detector.core.requestjson import Cond
+from detector.core.spec import Active, Context, Predicate, RequestField
+from detector.lake import schema
+from detector.lake.parquet_footer import (
     MAGIC,
     Chunk,
     check_chunks,
@@ -45,8 +49,6 @@ from detector.parquet_footer import (
     one_line,
     read_footer,
 )
-from detector.requestjson import Cond
-from detector.spec import Active, Context, Predicate, RequestField
 
 # Rows per batch, at most: what bounds a batch of small values (the columns of 64K rows of a
 # typical object decode to about 8 MB).

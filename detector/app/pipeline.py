@@ -43,27 +43,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
-from detector import asff
-from detector.alerts import Alert, Contribution, CountsLike, reaches, rollup
-from detector.allowlist import Allowlist
-from detector.engine import ObjectResult, Run, scan_object
-from detector.errors import (
+from detector.analysis.engine import ObjectResult, Run, scan_object
+from detector.analysis.findings import Finding
+from detector.analysis.output import safe_text
+from detector.core.allowlist import Allowlist
+from detector.core.errors import (
     AllowlistInvalid,
     AllowlistUnavailable,
     DetectorError,
     ObjectUnreadable,
     PublishFailed,
 )
-from detector.findings import Finding
-from detector.notifications import Batch, Item
-from detector.objects import ObjectRef
-from detector.output import safe_text
-from detector.spec import Active
+from detector.core.objects import ObjectRef
+from detector.core.spec import Active
+from detector.lake.notifications import Batch, Item
+from detector.report import asff
+from detector.report.alerts import Alert, Contribution, CountsLike, reaches, rollup
 
 if TYPE_CHECKING:
     from detector.aws.dynamodb import AlertClaim
     from detector.aws.securityhub import Report
-    from detector.mutes import Mute, Mutes, MuteView
+    from detector.report.mutes import Mute, Mutes, MuteView
 
 # Time kept back for publishing when the function nears its timeout: items not started by then
 # fail (and are retried) rather than half-finishing.
@@ -752,7 +752,7 @@ def notify_due(
     ]
     _parallel(lambda pair: state.confirm_alert(*pair), confirmed)
     if mutes is not None:
-        from detector.mutes import Muted
+        from detector.report.mutes import Muted
 
         mutes.muted += [Muted(a.id, a.key.principal, m) for a, _, m in silenced]
     return [a for a, _ in due]
@@ -763,7 +763,7 @@ def _apply_mutes(
 ) -> tuple[list[tuple[Alert, AlertClaim | None]], list[tuple[Alert, AlertClaim | None, Mute]]]:
     """Split the due alerts into those emailed (an escalation of a muted one carries a line
     saying so) and those muted."""
-    from detector.mutes import REOPENED_NOTE, escalated, with_note
+    from detector.report.mutes import REOPENED_NOTE, escalated, with_note
 
     kept: list[tuple[Alert, AlertClaim | None]] = []
     silenced: list[tuple[Alert, AlertClaim | None, Mute]] = []
@@ -791,7 +791,7 @@ def _reopen_resolved(alerts_: Sequence[Alert], state: StateStore, view: MuteView
     """End the alert window of keys whose finding is newly RESOLVED (once per resolution: the
     state table remembers it acted, until it sees the finding in another status). Never
     raises: what failed is in ``view.problems`` and that key keeps its window."""
-    from detector.mutes import RESOLVED
+    from detector.report.mutes import RESOLVED
 
     ids = [a.id for a in alerts_ if view.status(a.id) is not None]
     if not ids:

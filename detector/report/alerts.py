@@ -35,9 +35,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from detector.findings import KEY_NAMES, Finding, ctime, default_detection, max_opt, min_opt
-from detector.schema import GROUP_KEYS
-from detector.spec import Detection
+from detector.analysis.findings import (
+    KEY_NAMES,
+    Finding,
+    ctime,
+    default_detection,
+    max_opt,
+    min_opt,
+)
+from detector.core.spec import Detection
+from detector.lake.schema import GROUP_KEYS
 
 UNKNOWN_PRINCIPAL = "(unknown principal)"
 

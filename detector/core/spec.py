@@ -22,8 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from detector.allowlist import Allowlist
-from detector.requestjson import Cond
+from detector.core.allowlist import Allowlist
+from detector.core.requestjson import Cond
 
 
 @dataclass(frozen=True)

@@ -363,7 +363,7 @@ def json_sql(cond: Cond, doc: str, scalar: Any) -> str:
     ``scalar(path)`` gives the SQL text of the string at ``path`` of the document (for
     ``decoded``), e.g. ``json_extract_scalar(doc, '$.policyDocument')``.
     """
-    from detector.sqlparts import literal
+    from detector.core.sqlparts import literal
 
     if isinstance(cond, All):
         return "(" + " AND ".join(json_sql(p, doc, scalar) for p in cond.parts) + ")"
@@ -380,7 +380,7 @@ def flattened_sql(cond: Cond, entry: Any, base: str = "") -> str:
     """``cond`` over v1's flattened ``unmapped`` map: ``entry(key)`` is the SQL text of the
     value at ``requestParameters.<key>``. A path ``a.b.c`` is found as the text at ``a.b.c``,
     or as JSON (a list written whole) at ``a.b`` or ``a``, as ``from_flattened`` reads it."""
-    from detector.sqlparts import literal
+    from detector.core.sqlparts import literal
 
     def full(path: str) -> str:
         return f"{base}.{path}" if base else path

@@ -34,9 +34,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from detector import detections
-from detector.allowlist import entry_problem
-from detector.findings import Finding, Sample, ctime, max_opt
-from detector.output import safe_text
+from detector.analysis.findings import Finding, Sample, ctime, max_opt
+from detector.analysis.output import safe_text
+from detector.core.allowlist import entry_problem
 
 _ASSUMED_ROLE = re.compile(
     r"arn:(?P<partition>aws[a-z-]*):sts::(?P<account>[0-9]{12}):assumed-role/(?P<role>[^/]+)/.+",
