@@ -28,102 +28,47 @@ Several detections are several statements: one each.
 Differences from ``scan``, on purpose or by nature: no event ids and no source objects (reading
 ``metadata.uid`` for every row would add a high-entropy column to the bytes billed), and events
 without a ``time`` are outside every period.
+
+Reading the result rows back as findings, and what a query costs, is ``athena_results``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from detector import detections
-from detector.analysis.findings import KEY_NAMES, MAX_VALUES, Aggregate, Finding
+from detector.analysis.athena_results import _GENERIC_SAMPLES, result_columns
+from detector.analysis.findings import KEY_NAMES, MAX_VALUES
 from detector.core import requestjson
 from detector.core.allowlist import Allowlist
-from detector.core.errors import DetectorError
 from detector.core.spec import Active, Detection, Threshold
 from detector.core.sqlparts import QueryInputInvalid, column, identifier, like_pattern, literal
 from detector.lake.schema import GROUP_KEYS, V1, V2, Layout, SchemaVersion
 
 __all__ = [
-    "RESULT_COLUMNS",
     "Period",
     "Query",
     "QueryInputInvalid",
-    "ResultInvalid",
-    "billed_bytes",
     "build",
-    "check_columns",
     "check_region",
     "column",
-    "cost_line",
-    "cost_usd",
-    "finding",
-    "findings",
-    "human_bytes",
     "identifier",
     "like_pattern",
     "literal",
     "parse_accounts",
     "parse_version",
-    "result_columns",
 ]
 
 # StartQueryExecution takes at most 256 KiB of query text.
 MAX_QUERY_BYTES = 262_144
-# Athena's price for SQL queries: per TB scanned, each query billed at least 10 MB, rounded up to
-# the next MB. (Most regions; a few charge more.)
-PRICE_PER_TB_USD = 5.0
-MB = 1024**2
-TB = 1024**4
-MIN_BILLED_BYTES = 10 * MB
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 _ACCOUNT = re.compile(r"[0-9]{12}")  # not \d: that takes any script's digits
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Result columns after the seven grouping keys, in order.
-_AGGREGATES = ("count", "firstTime", "lastTime", "succeeded", "failed")
-# Samples every detection keeps after its own: (result column and sample name, inner column).
-_GENERIC_SAMPLES = (
-    ("session_issuers", "session_issuer"),
-    ("principal_ids", "principal_id"),
-    ("invoked_by", "invoked_by"),
-)
-
-
-def result_columns(detection: Detection | None = None) -> tuple[str, ...]:
-    """The statement's result columns for ``detection`` (None: the default), in order: the
-    grouping keys, the aggregates, the detection's samples, the generic samples, then the
-    detection's samples over successful calls."""
-    detection = detection or detections.get(detections.DEFAULT)
-    names = (
-        *(KEY_NAMES[k] for k in GROUP_KEYS),
-        *_AGGREGATES,
-        *(s.name for s in detection.samples),
-        *(name for name, _ in _GENERIC_SAMPLES),
-        *(s.succeeded_key for s in detection.samples),
-        # Added after the contract's columns.
-        *(s.name for s in detection.extra_samples),
-        *(s.succeeded_key for s in detection.extra_samples),
-        # A threshold detection's time bucket (epoch ms of its start).
-        *(("bucket",) if detection.threshold is not None else ()),
-    )
-    lowered = [n.lower() for n in names]
-    if len(set(lowered)) != len(lowered):
-        raise ValueError(f"{detection.slug}: a sample name repeats a result column: {names}")
-    return names
-
-
-RESULT_COLUMNS: tuple[str, ...] = result_columns()
-
-
-class ResultInvalid(DetectorError):
-    """A result row that does not have the shape the statement produces."""
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -373,8 +318,17 @@ def _json_text(doc: str, path: str) -> str:
 
 
 def _bucket(time: str, bucket_ms: int) -> str:
-    """The start of a time's bucket, in doubles like ``findings.bucket_of``."""
-    return f"CAST(floor({time} / {float(bucket_ms)!r}) * {bucket_ms} AS BIGINT)"
+    """The start of a time's bucket, in doubles like ``findings.bucket_of`` (a literal such as
+    3600000.0 would be a DECIMAL in Trino, rounding the quotient to one place); no bucket past
+    2^53 ms, where doubles stop being exact."""
+    return (
+        f"CASE WHEN {time} BETWEEN -{_EXACT} AND {_EXACT} THEN "
+        f"CAST(floor(CAST({time} AS DOUBLE) / CAST({bucket_ms} AS DOUBLE)) * {bucket_ms} "
+        "AS BIGINT) END"
+    )
+
+
+_EXACT = 2**53
 
 
 def _sample(inner: str, condition: str = "") -> str:
@@ -491,114 +445,4 @@ def _past_threshold(grouped: str, rule: Threshold) -> str:
         f'JOIN (\n  SELECT g."bucket" AS tb, g.{user} AS tu FROM (\n{grouped}\n  ) AS g\n'
         f'  GROUP BY g."bucket", g.{user}\n  HAVING {measure} >= {rule.minimum}\n) AS t\n'
         f'ON g."bucket" = t.tb AND g.{user} IS NOT DISTINCT FROM t.tu'
-    )
-
-
-# --- results -----------------------------------------------------------------------------------
-
-
-def _int(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ResultInvalid(f"column {name}: {value[:40]!r} is not an integer") from None
-
-
-def _strings(value: str | None, name: str) -> list[str]:
-    if value is None:
-        return []
-    try:
-        data = json.loads(value)
-    except ValueError:
-        raise ResultInvalid(f"column {name}: not a JSON array") from None
-    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
-        raise ResultInvalid(f"column {name}: not a JSON array of strings")
-    return data
-
-
-def check_columns(names: Sequence[str], detection: Detection | None = None) -> None:
-    """The result's column names, compared case-insensitively (Athena lowercases them)."""
-    got = [n.lower() for n in names]
-    want = [n.lower() for n in result_columns(detection)]
-    if got != want:
-        raise ResultInvalid(f"unexpected result columns {got[:20]}, expected {want}")
-
-
-def finding(row: Sequence[str | None], detection: Detection | None = None) -> Finding:
-    """One result row of ``detection``'s statement (every value as text, None for SQL NULL) as
-    a ``Finding`` of that detection (None: the default)."""
-    detection = detection or detections.get(detections.DEFAULT)
-    names = result_columns(detection)
-    if len(row) != len(names):
-        raise ResultInvalid(f"a result row has {len(row)} values, expected {len(names)}")
-    values = dict(zip(names, row, strict=True))
-    key = tuple(values[KEY_NAMES[k]] for k in GROUP_KEYS)
-    out = Finding(
-        key=key,
-        detection=detection,
-        count=_int(values["count"], "count") or 0,
-        first_ms=_int(values["firstTime"], "firstTime"),
-        last_ms=_int(values["lastTime"], "lastTime"),
-        succeeded=_int(values["succeeded"], "succeeded") or 0,
-        failed=_int(values["failed"], "failed") or 0,
-        bucket=_int(values["bucket"], "bucket") if detection.threshold is not None else None,
-    )
-    # Values of successful calls first, with priority, so failed calls cannot evict them.
-    every = (*detection.samples, *detection.extra_samples)
-    for spec in every:
-        name = spec.succeeded_key
-        out.sample(spec.name).add(_strings(values[name], name), priority=True)
-    for name in (*(s.name for s in every), *(n for n, _ in _GENERIC_SAMPLES)):
-        out.sample(name).add(_strings(values[name], name))
-    if out.user is None:
-        # The statement groups callers without an ARN by principal id too (``k_anon``), so
-        # such a row holds one id at most: the finding's hidden key, as ``scan`` makes it.
-        ids = out.sample("principal_ids").sorted()
-        out.anon = ids[0] if len(ids) == 1 else None
-    return out
-
-
-def findings(
-    rows: Iterable[Sequence[str | None]], detection: Detection | None = None
-) -> list[Finding]:
-    """Findings of ``detection`` from its statement's result rows, in ``scan``'s order (most
-    recent activity first)."""
-    aggregate = Aggregate(detection)
-    for row in rows:
-        f = finding(row, aggregate.detection)
-        key = (f.key, f.anon, f.bucket)
-        if key in aggregate.groups:  # not from this statement, but never lose counts
-            aggregate.groups[key].merge(f)
-        else:
-            aggregate.groups[key] = f
-    return aggregate.findings()
-
-
-# --- cost --------------------------------------------------------------------------------------
-
-
-def billed_bytes(scanned: int) -> int:
-    """Bytes Athena bills for a query that scanned ``scanned``: whole MB, at least 10 MB."""
-    return max(MIN_BILLED_BYTES, math.ceil(max(scanned, 0) / MB) * MB)
-
-
-def cost_usd(scanned: int) -> float:
-    return billed_bytes(scanned) / TB * PRICE_PER_TB_USD
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def cost_line(scanned: int) -> str:
-    return (
-        f"Athena scanned {human_bytes(scanned)}: about ${cost_usd(scanned):.4f} "
-        f"(${PRICE_PER_TB_USD:g} per TB, at least 10 MB per query)"
     )

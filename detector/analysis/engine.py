@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector import detections
-from detector.analysis.findings import Aggregate, Finding, reported
+from detector.analysis.aggregate import Aggregate
+from detector.analysis.findings import Finding, reported
 from detector.core.allowlist import Allowlist
 from detector.core.spec import Active
 from detector.lake.reader import KeptRows, ObjectReader, ReadStats

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from detector import detections
 from detector.analysis import engine
 from detector.analysis.findings import reported
@@ -93,6 +95,8 @@ def record_cases(data: Any, slugs: Sequence[str], source: str) -> list[Case]:
         if not isinstance(expected, bool):
             raise records.RecordInvalid(f"{source}: item {i}: reported is true or false")
         named = item.get("detection") if wrapped else None
+        if named is not None and not isinstance(named, str):
+            raise records.RecordInvalid(f"{source}: item {i}: detection is a slug (text)")
         for slug in [named] if isinstance(named, str) else slugs:
             name = item.get("name") if wrapped and isinstance(item.get("name"), str) else None
             cases.append(
@@ -115,7 +119,11 @@ def run(case: Case) -> Result:
         return Result(case, {"options": str(exc)})
     for version, v1_request in case.layouts:
         label = f"v{version}" + (f" {v1_request}" if version == 1 else "")
-        data = records.parquet(case.events, version, v1_request)
+        try:
+            data = records.parquet(case.events, version, v1_request)
+        except (pa.ArrowException, ValueError, TypeError, UnicodeError) as exc:
+            got[label] = f"cannot be written as an object: {exc}"
+            continue
         try:
             result = engine.scan_object(
                 io.BytesIO(data),

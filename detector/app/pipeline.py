@@ -36,34 +36,32 @@ claims and alert leases they held.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
-from detector.analysis.engine import ObjectResult, Run, scan_object
+from detector.analysis.engine import Run
 from detector.analysis.findings import Finding
-from detector.analysis.output import safe_text
-from detector.core.allowlist import Allowlist
-from detector.core.errors import (
-    AllowlistInvalid,
-    AllowlistUnavailable,
-    DetectorError,
-    ObjectUnreadable,
-    PublishFailed,
+from detector.app.delivery import (
+    Undelivered,
+    _add_contributions,
+    _contributions,
+    _parallel,
+    _security_hub,
+    _to_hub,
+    notify_due,
 )
-from detector.core.objects import ObjectRef
+from detector.app.ports import AlertSink, AllowlistSource, ObjectSource, StateStore
+from detector.app.scan import _describe, _Done, _scan_item
+from detector.core.errors import AllowlistInvalid, AllowlistUnavailable, PublishFailed
 from detector.core.spec import Active
 from detector.lake.notifications import Batch, Item
-from detector.report import asff
-from detector.report.alerts import Alert, Contribution, CountsLike, reaches, rollup
+from detector.report.alerts import Alert, reaches, rollup
 
 if TYPE_CHECKING:
-    from detector.aws.dynamodb import AlertClaim
-    from detector.aws.securityhub import Report
-    from detector.report.mutes import Mute, Mutes, MuteView
+    from detector.report.mutes import Mutes, MuteView
 
 # Time kept back for publishing when the function nears its timeout: items not started by then
 # fail (and are retried) rather than half-finishing.
@@ -71,96 +69,15 @@ RESERVE_MS = 30_000
 # Time Security Hub leaves for the SNS message and the state writes after it: no Security Hub
 # batch starts with less than this left, and publishing does not start at all.
 PUBLISH_RESERVE_MS = 10_000
-# How long after its bucket a threshold alert's key stays claimed: objects of a bucket keep
-# arriving for a while (Security Lake writes every few minutes, redeliveries later), and each
-# must not email the same bucket again.
-THRESHOLD_LATE_SECONDS = 86_400
 # Objects fetched and scanned at once. S3 waits and Parquet decoding (pyarrow releases the GIL)
 # overlap; memory grows with it (one row group's needed columns per object in flight).
 MAX_PARALLEL_OBJECTS = 4
-# State-table calls in flight at once (one worker per alert key, so keys never race here).
-STATE_WORKERS = 8
 # How many times the objects of an item are sent back (the item fails, Lambda retries it)
 # because Security Hub did not take their findings while the email went out. Lambda retries an
 # asynchronous invocation twice; SQS redelivers up to the queue's maxReceiveCount. After that
 # the finding is given up (counted, logged with its alert id) rather than dead-lettering
 # objects whose email went out long ago; the key's next update imports its totals anyway.
 SECURITY_HUB_RETRIES = 2
-
-
-class AllowlistSource(Protocol):
-    def get(self) -> Allowlist: ...
-
-
-class ObjectSource(Protocol):
-    def open(self, ref: ObjectRef) -> IO[bytes]: ...
-
-
-class AlertSink(Protocol):
-    def security_hub(
-        self,
-        alerts: Sequence[Alert],
-        created_at: Mapping[str, int] | None = None,
-        *,
-        deadline: Callable[[], bool] | None = None,
-    ) -> Report: ...
-
-    def notify(self, alerts: Sequence[Alert]) -> None: ...
-
-
-class Totals(CountsLike, Protocol):
-    """An alert key's cumulative numbers, as the state table keeps them."""
-
-    @property
-    def created_at(self) -> int: ...
-    @property
-    def version(self) -> int: ...
-
-
-class StateStore(Protocol):
-    def claim_object(self, ref: ObjectRef) -> Literal["new", "done", "busy"]: ...
-    def complete_objects(self, refs: Sequence[ObjectRef]) -> None: ...
-    def release_objects(self, refs: Sequence[ObjectRef]) -> None: ...
-    def add(self, key_id: str, ref: ObjectRef, part: Contribution) -> Totals: ...
-    def totals(self, key_id: str) -> Totals: ...
-    def claim_alert(
-        self,
-        key_id: str,
-        window_seconds: int,
-        *,
-        success: bool = False,
-        values: Iterable[str] = (),
-    ) -> AlertClaim | None: ...
-    def confirm_alert(self, key_id: str, claim: AlertClaim) -> None: ...
-    def release_alert(self, key_id: str) -> None: ...
-    # Which sink got what (see the module docstring).
-    def email_handled(self, ref: ObjectRef) -> int | None: ...
-    def mark_email_handled(self, refs: Sequence[ObjectRef]) -> None: ...
-    def count_security_hub_retry(self, refs: Sequence[ObjectRef]) -> None: ...
-    def security_hub_version(self, key_id: str) -> int: ...
-    def record_security_hub(self, key_id: str, version: int) -> None: ...
-    # Security Hub's RESOLVED ends the alert window once (``detector.mutes``).
-    def resolutions_acted(self, key_ids: Iterable[str]) -> set[str]: ...
-    def reopen_window(self, key_id: str) -> bool: ...
-    def forget_resolution(self, key_id: str) -> None: ...
-
-
-class Busy(DetectorError):
-    """Another invocation holds the object right now; this one retries it later."""
-
-
-@dataclass(frozen=True)
-class Undelivered:
-    """A finding Security Hub did not get from this invocation (metric
-    ``SecurityHubUndelivered``; the handler logs each with its alert id)."""
-
-    alert_id: str
-    finding_id: str
-    why: str
-    # True: the items that gave it failed, so Lambda retries them for Security Hub (no second
-    # email). False: given up: Security Hub refused us for good (not enabled, access denied),
-    # the retries are used up, or without a state table a retry would email again.
-    retried: bool
 
 
 @dataclass
@@ -186,77 +103,6 @@ class Outcome:
     published: bool = False
     # What muted alerts (``detector.mutes``): muted ones, expired mutes, what was not read.
     mutes: MuteView | None = None
-
-
-@dataclass
-class _Done:
-    """What scanning one item gave: its objects' results, or the error that failed it."""
-
-    item: Item
-    claims: list[ObjectRef] = field(default_factory=list)
-    results: list[tuple[ObjectRef, ObjectResult]] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    error: str | None = None
-
-
-def _scan_item(
-    item: Item,
-    objects: ObjectSource,
-    allowlist: Allowlist,
-    state: StateStore | None,
-    active: Sequence[Active] | None = None,
-) -> _Done:
-    """Scan every object of one item. Runs in a worker thread: it shares nothing but the
-    (thread-safe) adapters, and reports through what it returns."""
-    done = _Done(item)
-    current = item.refs[0].uri if item.refs else "(no object)"
-    try:
-        for ref in item.refs:
-            current = ref.uri
-            stream: IO[bytes] | None = None
-            try:
-                if state is not None and ref.bucket is not None and not ref.etag:
-                    # No ETag announced: learn it from the object's first GET before claiming,
-                    # so a re-announcement with or without one names the same object and the
-                    # object counts once.
-                    stream = objects.open(ref)
-                    ref = dataclasses.replace(ref, etag=getattr(stream, "etag", None))
-                if state is not None:
-                    claim = state.claim_object(ref)
-                    if claim == "done":
-                        done.duplicates.append(ref.uri)
-                        continue
-                    if claim == "busy":
-                        raise Busy(f"{ref.uri}: being processed by another invocation")
-                    done.claims.append(ref)
-                if stream is None:
-                    stream = objects.open(ref)
-                result = scan_object(stream, ref.uri, allowlist, key=ref.key, active=active)
-            except ObjectUnreadable as exc:
-                if exc.code not in ("NoSuchKey", "NoSuchVersion"):
-                    raise
-                # Removed before it was read (e.g. lifecycle): retrying cannot bring it back.
-                done.missing.append(str(exc))
-                continue
-            finally:
-                if stream is not None:
-                    stream.close()
-            done.results.append((ref, result))
-    except Exception as exc:
-        # Whatever went wrong (a bug included), this item alone fails and is retried, and it
-        # leaves no claim behind to make its retry wait for the lease to run out.
-        if state is not None:
-            with contextlib.suppress(Exception):
-                state.release_objects(done.claims)
-        done.error = _describe(exc, current)
-    return done
-
-
-def _describe(exc: BaseException, what: str) -> str:
-    if isinstance(exc, DetectorError):
-        return str(exc)
-    return f"{what}: unexpected {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _scan_items(
@@ -412,169 +258,6 @@ def _deadline(time_left_ms: Callable[[], int] | None) -> Callable[[], bool]:
     return lambda: time_left_ms() < PUBLISH_RESERVE_MS
 
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``fn`` over ``items`` on up to ``STATE_WORKERS`` threads; results in order. The first
-    exception is raised once every call has finished (none is left running)."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(STATE_WORKERS, len(items)), thread_name_prefix="state") as pool:
-        futures = [pool.submit(fn, i) for i in items]
-    return [f.result() for f in futures]
-
-
-Parts = dict[str, list[tuple[ObjectRef, Contribution]]]
-
-
-def _contributions(done: list[_Done]) -> tuple[Parts, list[set[str]]]:
-    """Each object's share of each alert key (in the objects' order), and the alert keys each
-    item (``done``, same order) contributed to."""
-    per_key: Parts = {}
-    keys_of: list[set[str]] = []
-    for d in done:
-        mine: set[str] = set()
-        for ref, result in d.results:
-            for alert in rollup(result.findings()):
-                per_key.setdefault(alert.id, []).append((ref, alert.contribution()))
-                mine.add(alert.id)
-        keys_of.append(mine)
-    return per_key, keys_of
-
-
-def _add_contributions(per_key: Parts, state: StateStore) -> dict[str, Totals]:
-    """Each object's share of each alert key, added to the key's totals exactly once.
-
-    Calls grow with (objects x alert keys), not with Splunk groups; each key is one task
-    (its objects in order), so two workers never race on the same key.
-    """
-
-    def add_all(key: str) -> Totals:
-        totals = None
-        for ref, part in per_key[key]:
-            totals = state.add(key, ref, part)
-        assert totals is not None
-        return totals
-
-    keys = list(per_key)
-    return dict(zip(keys, _parallel(add_all, keys), strict=True))
-
-
-@dataclass
-class _Hub:
-    """What Security Hub did with alerts, by alert id."""
-
-    disabled: bool = False  # no Security Hub to write to: nothing was tried
-    sent: set[str] = field(default_factory=set)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (finding Id, why), for good
-    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # a retry may deliver it
-    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)  # refused for good
-
-    def undelivered(self, retried: set[str]) -> list[Undelivered]:
-        out = [Undelivered(k, f, why, k in retried) for k, (f, why) in self.failed.items()]
-        return out + [Undelivered(k, f, why, False) for k, (f, why) in self.blocked.items()]
-
-
-def _finding_name(alert: Alert) -> str:
-    """The alert's ASFF Id as Security Hub reports name it (escaped, cut)."""
-    return safe_text(asff.finding_id(alert), 200)
-
-
-def _to_hub(
-    sink: AlertSink,
-    alerts_: Sequence[Alert],
-    created_at: Mapping[str, int] | None,
-    deadline: Callable[[], bool],
-) -> _Hub:
-    """Import ``alerts_``; what became of each. Never raises for Security Hub's sake: an error
-    with no detail (out of time, another sink, a bug) leaves every one of them failed."""
-    from detector.aws.securityhub import SecurityHubFailed
-
-    hub = _Hub()
-    if not alerts_:
-        return hub
-    names = {_finding_name(a): a.id for a in alerts_}
-    try:
-        report = sink.security_hub(alerts_, created_at, deadline=deadline)
-    except SecurityHubFailed as exc:
-        report = exc.report
-    except Exception as exc:
-        why = _describe(exc, "Security Hub")
-        hub.failed = {a.id: (_finding_name(a), why) for a in alerts_}
-        return hub
-    if report.disabled:
-        hub.disabled = True
-        return hub
-    hub.rejected = list(report.rejected)
-    hub.failed = {names[f]: (f, why) for f, why in report.failed if f in names}
-    hub.blocked = {names[f]: (f, why) for f, why in report.blocked if f in names}
-    rejected = {names[f] for f, _ in report.rejected if f in names}
-    hub.sent = {a.id for a in alerts_} - rejected - hub.failed.keys() - hub.blocked.keys()
-    return hub
-
-
-def _security_hub(
-    alerts_: Sequence[Alert],
-    totals: Mapping[str, Totals],
-    sink: AlertSink,
-    state: StateStore,
-    deadline: Callable[[], bool],
-    skip: set[str],
-    rounds: int = 5,
-) -> _Hub:
-    """Import the alerts with their cumulative totals (except the keys in ``skip``: Security
-    Hub has their current totals already), settle, and record what Security Hub got.
-
-    Settling: concurrent invocations may import in any order, and Security Hub keeps the last
-    import. So after importing, each invocation checks that the totals it sent are still the
-    newest and re-imports the newest otherwise: whichever import lands last carries the latest
-    totals. Each key's version that Security Hub got is recorded in the state table, so a
-    retry re-imports only what it lacks.
-    """
-    by_id = {a.id: a for a in alerts_}
-    todo = [by_id[k].with_totals(totals[k]) if k in totals else by_id[k] for k in by_id]
-    hub = _to_hub(
-        sink,
-        [a for a in todo if a.id not in skip],
-        {k: t.created_at for k, t in totals.items()},
-        deadline,
-    )
-    if hub.disabled:
-        return hub
-    got = {k: totals[k] for k in hub.sent if k in totals}
-    for _ in range(rounds):
-        ids = list(got)
-        now = _parallel(state.totals, ids)
-        stale = {k: t for k, t in zip(ids, now, strict=True) if t.version != got[k].version}
-        if not stale or deadline():
-            break
-        again = _to_hub(
-            sink,
-            [by_id[k].with_totals(t) for k, t in stale.items()],
-            {k: t.created_at for k, t in stale.items()},
-            deadline,
-        )
-        hub.rejected += again.rejected
-        hub.failed.update(again.failed)
-        hub.blocked.update(again.blocked)
-        for k, t in stale.items():
-            if k in again.sent:
-                got[k] = t
-            else:
-                got.pop(k)
-                hub.sent.discard(k)
-
-    def record(pair: tuple[str, Totals]) -> None:
-        # Only saves a retry a re-import: a failure to record costs nothing else.
-        with contextlib.suppress(Exception):
-            state.record_security_hub(pair[0], pair[1].version)
-
-    _parallel(record, list(got.items()))
-    return hub
-
-
 def _deliver(out: Outcome, sink: AlertSink, deadline: Callable[[], bool]) -> None:
     """Without a state table: the email, then Security Hub, each on its own.
 
@@ -670,146 +353,3 @@ def _deliver_once(
     if retry:
         state.count_security_hub_retry([r for d in retry for r in d.claims])
     return retry
-
-
-def notify_due(
-    alerts_: Sequence[Alert],
-    sink: AlertSink,
-    state: StateStore,
-    window_seconds: int,
-    *,
-    run: Mapping[str, Alert] | None = None,
-    mutes: MuteView | None = None,
-) -> list[Alert]:
-    """Send one SNS message for the alerts due under the window; the alerts sent.
-
-    Whether an alert is due is judged on what this run saw (``run``: a successful call, and
-    its values of the detection's escalation sample), the message shows ``alerts_``
-    (cumulative totals). A key is claimed before sending and confirmed after; if sending fails,
-    or anything else does, the claims are released, so the keys are not marked as alerted and
-    the next attempt sends.
-
-    ``mutes`` (``detector.mutes``): a finding RESOLVED in Security Hub ends its key's window
-    first (once per resolution); a due alert that is muted (SUPPRESSED, or the mute list) is
-    not sent unless it escalates, and its claim is confirmed as if it had been: the window
-    remembers what it reported, so a first success or a new value later in it still emails.
-    Muted alerts are listed in ``mutes.muted``.
-    """
-    seen = run or {}
-    if mutes is not None and window_seconds > 0:
-        _reopen_resolved(alerts_, state, mutes)
-
-    def claim(a: Alert) -> tuple[Alert, AlertClaim | None, Exception | None]:
-        mine = seen.get(a.id, a)
-        rule = a.detection.threshold
-        try:
-            if rule is None:
-                got = state.claim_alert(
-                    a.id,
-                    window_seconds,
-                    success=mine.succeeded > 0,
-                    values=mine.succeeded_values(),
-                )
-            else:
-                # Once per bucket and key: the window outlasts the bucket and late objects.
-                window = max(window_seconds, rule.bucket_seconds + THRESHOLD_LATE_SECONDS)
-                got = state.claim_alert(a.id, window)
-        except Exception as exc:
-            return a, None, exc
-        return a, got, None
-
-    due: list[tuple[Alert, AlertClaim | None]]
-    if window_seconds <= 0:
-        due = [(a, None) for a in alerts_]
-    else:
-        claimed = _parallel(claim, list(alerts_))
-        errors = [e for _, _, e in claimed if e is not None]
-        if errors:
-            # Give back the claims taken before the failure; the others are not ours.
-            _parallel(state.release_alert, [a.id for a, c, _ in claimed if c is not None])
-            raise errors[0]
-        due = [
-            (dataclasses.replace(a, reason=c.reason, held=c.held, held_total=c.held_total), c)
-            for a, c, _ in claimed
-            if c
-        ]
-    silenced: list[tuple[Alert, AlertClaim | None, Mute]] = []
-    if mutes is not None:
-        due, silenced = _apply_mutes(due, mutes, seen)
-    if due:
-        try:
-            sink.notify([a for a, _ in due])
-        except BaseException:
-            if window_seconds > 0:
-                _parallel(state.release_alert, [a.id for a, _ in due + [s[:2] for s in silenced]])
-            raise
-    confirmed = [(a.id, c) for a, c in due if c is not None]
-    # A muted claim opens or continues the window as if emailed; held values wait for an email.
-    confirmed += [
-        (a.id, dataclasses.replace(c, held=frozenset(), held_total=0))
-        for a, c, _ in silenced
-        if c is not None
-    ]
-    _parallel(lambda pair: state.confirm_alert(*pair), confirmed)
-    if mutes is not None:
-        from detector.report.mutes import Muted
-
-        mutes.muted += [Muted(a.id, a.key.principal, m) for a, _, m in silenced]
-    return [a for a, _ in due]
-
-
-def _apply_mutes(
-    due: list[tuple[Alert, AlertClaim | None]], view: MuteView, seen: Mapping[str, Alert]
-) -> tuple[list[tuple[Alert, AlertClaim | None]], list[tuple[Alert, AlertClaim | None, Mute]]]:
-    """Split the due alerts into those emailed (an escalation of a muted one carries a line
-    saying so) and those muted."""
-    from detector.report.mutes import REOPENED_NOTE, escalated, with_note
-
-    kept: list[tuple[Alert, AlertClaim | None]] = []
-    silenced: list[tuple[Alert, AlertClaim | None, Mute]] = []
-    for a, c in due:
-        mine = seen.get(a.id, a)  # this run's share; ``a`` holds the cumulative totals
-        note = REOPENED_NOTE if a.id in view.reopened else ""
-        mute = view.mute_of(a)
-        if mute is not None:
-            reason = escalated(
-                a.reason,
-                now=mine,
-                total=a,
-                before=c.before if c is not None else frozenset(),
-                before_overflow=c.before_overflow if c is not None else False,
-            )
-            if reason is None:
-                silenced.append((a, c, mute))
-                continue
-            a, note = dataclasses.replace(a, reason=reason), mute.note()
-        kept.append((with_note(a, note) if note else a, c))
-    return kept, silenced
-
-
-def _reopen_resolved(alerts_: Sequence[Alert], state: StateStore, view: MuteView) -> None:
-    """End the alert window of keys whose finding is newly RESOLVED (once per resolution: the
-    state table remembers it acted, until it sees the finding in another status). Never
-    raises: what failed is in ``view.problems`` and that key keeps its window."""
-    from detector.report.mutes import RESOLVED
-
-    ids = [a.id for a in alerts_ if view.status(a.id) is not None]
-    if not ids:
-        return
-    try:
-        acted = state.resolutions_acted(ids)
-    except Exception as exc:
-        view.problems.append(f"Security Hub RESOLVED not acted on: {_describe(exc, 'state')}")
-        return
-
-    def act(key: str) -> str | None:
-        try:
-            if view.status(key) == RESOLVED and key not in acted:
-                return key if state.reopen_window(key) else None
-            if view.status(key) != RESOLVED and key in acted:
-                state.forget_resolution(key)
-        except Exception as exc:
-            view.problems.append(f"Security Hub RESOLVED of {key}: {_describe(exc, 'state')}")
-        return None
-
-    view.reopened |= {k for k in _parallel(act, ids) if k is not None}

@@ -11,7 +11,7 @@
   quota of 10 requests a second, burst 30), then by this adapter with jittered backoff. An error
   that retrying cannot fix (access denied, Security Hub not enabled, invalid input) stops at
   once.
-- A finding rejected for good (our own ``detector.asff.validate``, or Security Hub's
+- A finding rejected for good (our own ``detector.report.asff_checks.validate``, or Security Hub's
   ``InvalidInput``/access errors for that finding) does not hold the others back, nor the
   email: it is returned in ``Report.rejected`` with its Id and why, for the caller to log and
   count (metric ``SecurityHubRejected``).
@@ -48,7 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from detector.analysis.output import safe_text
 from detector.core.errors import PublishFailed
-from detector.report.asff import validate
+from detector.report.asff_checks import validate
 from detector.report.mutes import WorkflowRead
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-MAX_DEPTH = 64
+# Nesting judged at all; deeper is no document (Python's parser stops near 1,000 levels).
+MAX_DEPTH = 512
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 OPS = ("eq", "prefix", "lt", "present")
@@ -228,9 +229,10 @@ def from_flattened(entries: Mapping[str, str | None], prefix_: str = "requestPar
             item: Any = value.split(",")
         elif value[:1] == "[":
             # A list written whole. An object never is (its keys are flattened): text that
-            # starts with "{" is a string value, e.g. a policy document.
+            # starts with "{" is a string value, e.g. a policy document. The text is kept, as
+            # SQL reads it: a document written as a JSON array is decoded from it.
             parsed = parse(value)
-            item = value if parsed is None else parsed
+            item = value if not isinstance(parsed, list) else FlatList(parsed, value)
         else:
             item = value
         node = doc
@@ -241,6 +243,39 @@ def from_flattened(entries: Mapping[str, str | None], prefix_: str = "requestPar
             node = child
         node.setdefault(parts[-1], item)
     return doc
+
+
+class FlatList(list[Any]):
+    """A list v1 wrote whole as JSON text at a flattened key, with that text."""
+
+    def __init__(self, items: list[Any], text: str) -> None:
+        super().__init__(items)
+        self.text = text
+
+
+def fold(doc: Any) -> Any:
+    """``doc`` with every key and string in lower case: after parsing, so a JSON escape
+    (``\u0041llow``) cannot keep a letter out of the fold."""
+    if isinstance(doc, str):
+        return doc.lower()
+    if isinstance(doc, list):
+        return [fold(v) for v in doc]
+    if isinstance(doc, dict):
+        out: dict[str, Any] = {}
+        for k, v in doc.items():
+            out.setdefault(k.lower(), fold(v))  # the first of keys equal but for case
+        return out
+    return doc
+
+
+def _document(value: Any, folded: bool) -> Any:
+    """The document a ``decoded`` test reads from ``value``: a string's JSON (a list v1 wrote
+    whole, from its text), folded to lower case if asked; None for anything else."""
+    raw = value.text if isinstance(value, FlatList) else value
+    if not isinstance(raw, str):
+        return None  # as SQL: json_extract_scalar reads only a string
+    doc = parse(raw)
+    return fold(doc) if folded and doc is not None else doc
 
 
 def text(value: Any) -> str | None:
@@ -257,19 +292,20 @@ def text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    """A number, from a JSON number or from text SQL's ``double()``/``CAST`` reads as one
+    (``"01"``, ``"1e0"``, ``".5"``); None otherwise, or when not finite."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)) or (
-        isinstance(value, str) and _NUMBER.fullmatch(value.strip())
-    ):
-        number = float(value)
-    else:
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
 
 
-def _walk(node: Any, path: str) -> Iterator[Any]:
-    """The values at ``path`` (lax: arrays on the way and at the end are looked into)."""
+def _walk(node: Any, path: str, *, keep_lists: bool = False) -> Iterator[Any]:
+    """The values at ``path`` (lax: arrays on the way and at the end are looked into);
+    ``keep_lists``: a list v1 wrote whole is given as it is (its text is a document)."""
     current = [node]
     for key in path.split("."):
         nxt = []
@@ -281,6 +317,9 @@ def _walk(node: Any, path: str) -> Iterator[Any]:
     # Two levels, as SQL/JSON's lax mode looks into a list at the end of the path and again
     # into a list an item compared (or filtered) turns out to be.
     for value in current:
+        if keep_lists and isinstance(value, FlatList):
+            yield value
+            continue
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, list):
                 yield from item
@@ -297,9 +336,8 @@ def holds(cond: Cond, doc: Any) -> bool:
     if isinstance(cond, Some):
         return any(isinstance(v, dict) and holds(cond.cond, v) for v in _walk(doc, cond.path))
     if isinstance(cond, Decoded):
-        for value in _walk(doc, cond.path):
-            # Only a string is decoded, as SQL's json_extract_scalar reads only a string.
-            inner = parse(value.lower() if cond.fold else value) if isinstance(value, str) else None
+        for value in _walk(doc, cond.path, keep_lists=True):
+            inner = _document(value, cond.fold)
             if isinstance(inner, (dict, list)) and holds(cond.cond, inner):
                 return True
         return False
@@ -311,7 +349,12 @@ def holds(cond: Cond, doc: Any) -> bool:
         return any((n := _number(v)) is not None and n < limit for v in values)
     texts = [t for v in values if (t := text(v)) is not None]
     if cond.op == "eq":
-        return any(t in cond.values for t in texts)
+        # A JSON number equals a number value by value (-1.0 is -1), as SQL's == does.
+        numbers = [float(v) for v in cond.values if _NUMBER.fullmatch(v)]
+        return any(t in cond.values for t in texts) or any(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) in numbers
+            for v in values
+        )
     return any(t.startswith(cond.values) for t in texts)
 
 
@@ -344,6 +387,12 @@ def _leaf(cond: Test) -> str:
     return " || ".join(options)
 
 
+def _folded(text: str) -> str:
+    """SQL: the JSON text in lower case after parsing (escapes decoded, then folded), as
+    ``fold`` does; null for text that is not JSON."""
+    return f"lower(json_format(try(json_parse({text}))))"
+
+
 def path_filter(cond: Cond) -> str:
     """``cond`` as a SQL/JSON path predicate on the current item ``@``."""
     if isinstance(cond, Test):
@@ -371,7 +420,7 @@ def json_sql(cond: Cond, doc: str, scalar: Any) -> str:
         return "(" + " OR ".join(json_sql(p, doc, scalar) for p in cond.parts) + ")"
     if isinstance(cond, Decoded):
         inner = literal(f"lax $ ? ({path_filter(cond.cond)})")
-        text = f"lower({scalar(cond.path)})" if cond.fold else scalar(cond.path)
+        text = _folded(scalar(cond.path)) if cond.fold else scalar(cond.path)
         return f"coalesce(json_exists({text}, {inner}), false)"
     return f"coalesce(json_exists({doc}, {literal(f'lax $ ? ({path_filter(cond)})')}), false)"
 
@@ -392,7 +441,7 @@ def flattened_sql(cond: Cond, entry: Any, base: str = "") -> str:
     if isinstance(cond, Decoded):
         inner = literal(f"lax $ ? ({path_filter(cond.cond)})")
         text = entry(full(cond.path))
-        text = f"lower({text})" if cond.fold else text
+        text = _folded(text) if cond.fold else text
         return f"coalesce(json_exists({text}, {inner}), false)"
     keys = full(cond.path).split(".")
     tests = []

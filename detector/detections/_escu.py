@@ -142,7 +142,17 @@ def _resource_step(alert: Any, label: str, sample: str) -> Step | None:
 def _utc(ms: int) -> str:
     from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):  # a time outside years 1-9999
+        return f"{ms} ms since 1970"
+
+
+def _shown(value: str, limit: int = 64) -> str:
+    """A data value for a line of our own: control characters and non-ASCII escaped (as
+    repr does), cut to ``limit`` characters."""
+    text = value if value.isascii() and value.isprintable() else repr(value)[1:-1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def threshold_reason(alert: Any, options: Mapping[str, Any]) -> list[str]:
@@ -158,7 +168,9 @@ def threshold_reason(alert: Any, options: Mapping[str, Any]) -> list[str]:
         f"(the threshold is {rule.minimum})"
     ]
     if rule.distinct and seen:
-        lines.append(f"{rule.label[:1].upper()}{rule.label[1:]}: {', '.join(seen[:10])}")
+        shown = ", ".join(_shown(v) for v in seen[:10])
+        more = f" (+{len(seen) - 10} more)" if len(seen) > 10 else ""
+        lines.append(f"{rule.label[:1].upper()}{rule.label[1:]}: {shown}{more}")
     return lines
 
 
@@ -218,7 +230,7 @@ def detection(
             steps.append(found)
         if operations:
             steps.append(_lookup_step(operations, region, window))
-        steps += _principal.steps(alert)
+        steps += _principal.steps(alert, "call")
         return steps
 
     def trust_steps(context: Mapping[str, str]) -> list[Step]:

@@ -29,8 +29,9 @@ _REVOKE = {
 }
 
 
-def steps(alert: Any) -> list[Step]:
-    """The key and session steps for ``alert``'s principal (none when nothing is known)."""
+def steps(alert: Any, act: str = "push") -> list[Step]:
+    """The key and session steps for ``alert``'s principal (none when nothing is known);
+    ``act``: what the principal did, in "If the <act> was not expected"."""
     out: list[Step] = []
     who = alert.who()
     keys, _, _ = alert.sample("access_keys")
@@ -40,7 +41,7 @@ def steps(alert: Any) -> list[Step]:
         name = user["name"]
         out.append(
             Step(
-                "If the push was not expected, disable the access key it was signed with:",
+                f"If the {act} was not expected, disable the access key it was signed with:",
                 commands=(
                     Command(("aws", "iam", "list-access-keys"), (("--user-name", name),)),
                     *(
@@ -61,7 +62,7 @@ def steps(alert: Any) -> list[Step]:
     if role:
         out.append(
             Step(
-                "If the push was not expected, revoke the role's sessions issued until now "
+                f"If the {act} was not expected, revoke the role's sessions issued until now "
                 '(what the IAM console\'s "Revoke active sessions" does): save the policy '
                 "below as revoke.json with NOW replaced by the current UTC time "
                 "(e.g. 2026-12-05T18:00:00Z), then:",

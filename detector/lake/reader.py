@@ -22,32 +22,38 @@ before the next batch is read, so only the rows kept hold anything beyond one ba
 
 from __future__ import annotations
 
-import re
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from detector import detections
-from detector.core import requestjson
 from detector.core.allowlist import Allowlist
 from detector.core.errors import BadObject
-from detector.core.requestjson import Cond
-from detector.core.spec import Active, Context, Predicate, RequestField
+from detector.core.spec import Active
 from detector.lake import schema
-from detector.lake.parquet_footer import (
-    MAGIC,
-    Chunk,
-    check_chunks,
-    column_chunks,
-    leaf_indices,
-    one_line,
-    read_footer,
+from detector.lake.operations import (
+    _decoded,
+    _may_hold,
+    _operation_codes,
+    every_operation,
+    union_request_fields,
+    watched_operations,
+)
+from detector.lake.parquet_footer import one_line
+from detector.lake.plan import plan_read
+from detector.lake.verdicts import (
+    _all_false,
+    _judge,
+    _request_tests,
+    _verdict,
+    _watches,
+    readable,
 )
 
 # Rows per batch, at most: what bounds a batch of small values (the columns of 64K rows of a
@@ -102,142 +108,6 @@ class KeptRows(NamedTuple):
     masks: dict[str, pa.Array]
 
 
-@dataclass(frozen=True)
-class _Watch:
-    """One active detection as the reader runs it."""
-
-    id: str
-    slug: str
-    columns: tuple[str, ...]  # the columns its predicate is given
-    predicate: Predicate
-    context: Context
-    # Indices into the watched operations of the ones it watches; None when every row read
-    # is one of its operations (it watches all the watched operations, or any operation).
-    codes: pa.Array | None
-    # Its test of the request JSON (``Detection.request_test``), judged on the rows it kept.
-    test: Cond | None = None
-    # It watches every operation (``Detection.operations`` empty).
-    every: bool = False
-
-
-def _check_magic(f: IO[bytes], name: str) -> int:
-    """Name the common failure precisely before pyarrow gives a generic message; the size.
-
-    The end is read first: it comes with the footer (for an S3 object, from the first GET).
-    The start is read only to tell "not Parquet" from "truncated", so a good object costs no
-    extra request for it (pyarrow does not check the leading magic either).
-    """
-    f.seek(0, 2)
-    size = f.tell()
-    if size == 0:
-        raise BadObject(name, "empty object (0 bytes)")
-    f.seek(max(size - 4, 0))
-    if size >= 12 and f.read(4) == MAGIC:
-        f.seek(0)
-        return size
-    f.seek(0)
-    if size < 12 or f.read(4) != MAGIC:
-        raise BadObject(name, "not Parquet (no PAR1 magic at the start)")
-    raise BadObject(name, f"truncated Parquet ({size} bytes, no footer)")
-
-
-def _operation_codes(ops: pa.ChunkedArray | pa.Array, watched: pa.Array) -> pa.Array:
-    """Per row, the index of its operation in ``watched`` (int32; null: not watched).
-
-    A dictionary-encoded column is compared on its (few) dictionary values once, then gathered
-    by index: no string work per row. A dictionary may repeat a value, so no single index is
-    assumed.
-    """
-    chunks = ops.chunks if isinstance(ops, pa.ChunkedArray) else [ops]
-    parts = []
-    for chunk in chunks:
-        if pa.types.is_dictionary(chunk.type):
-            parts.append(pc.take(_index_in(chunk.dictionary, watched), chunk.indices))
-        else:
-            parts.append(_index_in(chunk, watched))
-    if not parts:
-        return pa.array([], pa.int32())
-    return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
-
-
-def _index_in(values: pa.Array, watched: pa.Array) -> pa.Array:
-    if pa.types.is_null(values.type):
-        return pa.nulls(len(values), pa.int32())
-    return pc.index_in(values, value_set=watched)
-
-
-# What an operation name (CloudTrail ``eventName``) looks like: ``GetCallerIdentity``,
-# ``GetFunction20150331v2``, ``UpdateDistribution2020_05_31``. Statistics are trusted to skip a
-# row group only when their min and max look like one (a name of another shape only costs
-# reading the column).
-_OPERATION_NAME = re.compile(rb"[A-Z][A-Za-z0-9_]{0,127}")
-
-
-def _may_hold(chunk: Chunk, watched: Sequence[bytes], num_rows: int) -> bool:
-    """False only when the chunk's statistics rule out every watched operation.
-
-    ``min_value``/``max_value`` compare as unsigned bytes, which for UTF-8 is code point order;
-    a chunk with only the legacy ``min``/``max`` (whose order old writers got wrong) is read.
-    So is a chunk whose statistics are implausible, as a flipped bit makes them: a min or max
-    that is no operation name, a min above the max, more nulls than rows.
-    """
-    lo, hi = chunk.min_value, chunk.max_value
-    if lo is None or hi is None:
-        return True
-    if lo > hi or not _OPERATION_NAME.fullmatch(lo) or not _OPERATION_NAME.fullmatch(hi):
-        return True
-    nulls = chunk.null_count
-    if nulls is not None and not 0 <= nulls <= min(num_rows, chunk.num_values):
-        return True
-    return any(lo <= op <= hi for op in watched)
-
-
-def _leaf_index(meta: pq.FileMetaData, path: str) -> int:
-    """Index of the leaf column ``path``; -1 if there is none."""
-    for i in range(meta.num_columns):
-        if meta.schema.column(i).path == path:
-            return i
-    return -1
-
-
-def watched_operations(active: Sequence[Active]) -> tuple[str, ...]:
-    """The union of the detections' operations, each once, in the order first named."""
-    return tuple(dict.fromkeys(op for a in active for op in a.detection.operations))
-
-
-def every_operation(active: Sequence[Active]) -> bool:
-    """Whether a detection watches every operation (its ``operations`` are empty): then every
-    row is judged, and row groups are not skipped by their operation statistics."""
-    return any(not a.detection.operations for a in active)
-
-
-def union_request_fields(active: Sequence[Active]) -> tuple[RequestField, ...]:
-    """The union of the detections' request fields, each column once, in the order named.
-
-    Two detections may share a column only when they cut it from the same key.
-    """
-    generic = set(schema.GENERIC.names)
-    by_column: dict[str, RequestField] = {}
-    for a in active:
-        for f in a.detection.request_fields:
-            if f.column in generic:
-                raise ValueError(
-                    f"detection {a.detection.slug}: request field column {f.column!r} "
-                    "is a column of the engine's"
-                )
-            other = by_column.setdefault(f.column, f)
-            if other.key != f.key:
-                raise ValueError(
-                    f"detection {a.detection.slug}: request field column {f.column!r} is cut "
-                    f"from {f.key!r}, another detection cuts it from {other.key!r}"
-                )
-    return tuple(by_column.values())
-
-
-def _all_false(n: int) -> pa.Array:
-    return pc.fill_null(pa.nulls(n, pa.bool_()), False)
-
-
 class ObjectReader:
     """Iterates the rows of one object the active detections keep, as ``KeptRows``: batches
     of ``schema.normal(<their request fields>)`` and, per detection, which rows it keeps.
@@ -267,90 +137,18 @@ class ObjectReader:
         self._watched_bytes = tuple(op.encode() for op in operations)
         self._fields = union_request_fields(self.active)
         self.normal = schema.normal(self._fields)
-        wanted: dict[str, None] = {}
-        watches = []
-        for a in self.active:
-            d = a.detection
-            for column in d.predicate_columns:
-                if column not in self.normal.names:
-                    raise ValueError(f"detection {d.slug}: unknown predicate column {column!r}")
-                wanted[column] = None
-            codes = sorted({operations.index(op) for op in d.operations})
-            every = not d.operations or (len(codes) == len(operations) and not self._every)
-            watches.append(
-                _Watch(
-                    d.id,
-                    d.slug,
-                    # A predicate without columns still gets one, to know the row count.
-                    tuple(d.predicate_columns) or ("operation",),
-                    d.predicate,
-                    a.context(allowlist),
-                    None if every else pa.array(codes, pa.int32()),
-                    d.request_test,
-                    not d.operations,
-                )
-            )
-        self._watches = tuple(watches)
-        tested = any(w.test is not None for w in watches)
+        self._watches, wanted = _watches(
+            self.active, allowlist, operations, self._every, self.normal.names
+        )
+        tested = any(w.test is not None for w in self._watches)
 
-        size = _check_magic(f, name)
-        footer, meta = read_footer(f, size, name)
-        try:
-            arrow_schema = meta.schema.to_arrow_schema()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise BadObject(name, f"corrupt Parquet footer: {one_line(exc)}") from exc
-        self._op_index = _leaf_index(meta, schema.OPERATION_PATH)
-        self._row_groups = column_chunks(footer, meta, self._op_index, name)
-        layout = schema.detect(arrow_schema, key if key is not None else name)
-        if layout is None:
-            raise BadObject(name, "not a CloudTrail OCSF table (no api.operation column)")
-        self.layout = layout
-        # Which columns are read for every row of a watched operation (what the predicates
-        # judge) and which only for kept rows (the rest a finding needs), in layout order.
-        # The request column is a predicate column only when a predicate judges a request
-        # field; it is read at all only when a detection cuts fields out of it.
-        judged_request = any(f.column in wanted for f in self._fields)
-        # Request tests are judged where the request text is read: with the predicates when a
-        # predicate needs a request field, else with the details (for kept rows only).
-        self._tests_first = tested and judged_request
-        first = [
-            c
-            for c in layout.columns
-            if c != "operation" and (c in wanted or (c == "request" and judged_request))
-        ]
-        # v2 keeps the response in its own column, read only for a field cut out of it.
-        from_response = any(f.source == "response" for f in self._fields)
-        rest = [
-            c
-            for c in layout.columns
-            if c != "operation"
-            and c not in first
-            and (c != "request" or self._fields or tested)
-            and (c != "response" or from_response)
-        ]
-        self._predicate = schema.present(layout, arrow_schema, first)
-        self._detail = schema.present(layout, arrow_schema, rest)
-        found = self._predicate | self._detail
-        missing = [c for c in schema.REQUIRED if c not in found and c != "operation"]
-        if missing:
-            paths = ", ".join(layout.columns[c] for c in missing)
-            raise BadObject(name, f"not a CloudTrail OCSF table (no {paths} column)")
-        types = schema.leaf_paths(arrow_schema)
-        time_path = layout.columns["time_ms"]
-        if not pa.types.is_integer(types[time_path]):
-            raise BadObject(name, f"column {time_path} is {types[time_path]}, expected epoch ms")
-        # Before any statistics or data are read: see "the footer, walked" above.
-        read = [schema.OPERATION_PATH, *self._predicate.values(), *self._detail.values()]
-        check_chunks(self._row_groups, meta, read, size, name)
-        as_dictionary = [schema.OPERATION_PATH] + [
-            path
-            for name_, path in found.items()
-            if name_ not in layout.unique
-            and (pa.types.is_string(types[path]) or pa.types.is_large_string(types[path]))
-        ]
-        # Leaves read by each pass, to size its batches and choose how to read a row group.
-        self._predicate_leaves = leaf_indices(meta, list(self._predicate.values()))
-        self._detail_leaves = leaf_indices(meta, list(self._detail.values()))
+        plan = plan_read(f, name, key, wanted, self._fields, tested)
+        meta = plan.meta
+        self.layout = plan.layout
+        self._op_index, self._row_groups = plan.op_index, plan.row_groups
+        self._predicate, self._detail = plan.predicate, plan.detail
+        self._tests_first = plan.tests_first
+        self._predicate_leaves, self._detail_leaves = plan.predicate_leaves, plan.detail_leaves
         try:
             # One file for both readers below: its reads are serialised (seek and read under
             # one lock), whichever reader makes them.
@@ -362,7 +160,7 @@ class ObjectReader:
             self._pf = pq.ParquetFile(
                 self._source,
                 metadata=meta,
-                read_dictionary=as_dictionary,
+                read_dictionary=plan.as_dictionary,
                 buffer_size=1 << 20,
                 pre_buffer=True,
             )
@@ -370,7 +168,7 @@ class ObjectReader:
             self._streamed = pq.ParquetFile(
                 self._source,
                 metadata=meta,
-                read_dictionary=as_dictionary,
+                read_dictionary=plan.as_dictionary,
                 buffer_size=STREAM_BUFFER_BYTES,
                 pre_buffer=False,
             )
@@ -527,9 +325,11 @@ class ObjectReader:
                 raw_request = raw.get("request") if self._tests_first else None
                 cols = self._columns(raw)
                 rows = None
-            judged = self._judge(cols, watched, operation)
+            judged = _judge(self._watches, self.normal, cols, watched, operation)
             if raw_request is not None:
-                judged = self._request_tests(raw_request, judged)
+                judged = _request_tests(
+                    self._watches, self.layout.version, self.stats.kept, raw_request, judged
+                )
             kept = None
             for w in self._watches:
                 mine = judged[w.id]
@@ -551,46 +351,6 @@ class ObjectReader:
         if kept_rows:
             yield from self._with_detail(i, kept_rows, _chunked(carried), _chunked(masks))
 
-    def _judge(
-        self, cols: Mapping[str, pa.Array], watched: pa.Array, operation: pa.Array
-    ) -> dict[str, pa.Array]:
-        """Detection id -> which of the watched rows it keeps (never null).
-
-        ``cols``: the predicate columns of the watched rows; ``watched``: their operations
-        (indices into the watched operations, null for another operation), ``operation``: their
-        names. Each predicate sees only its own operations' rows; a column the object lacks is
-        all nulls.
-        """
-        m = len(watched)
-        out: dict[str, pa.Array] = {}
-        for w in self._watches:
-            selected: pa.Array | None = None
-            count = m
-            if w.codes is not None:
-                selected = pc.fill_null(pc.is_in(watched, value_set=w.codes), False)
-                count = pc.sum(selected).as_py() or 0
-                if count == 0:
-                    out[w.id] = _all_false(m)
-                    continue
-                if count == m:
-                    selected = None
-            rows: dict[str, pa.Array] = {}
-            for c in w.columns:
-                if c == "operation":
-                    arr = operation
-                else:
-                    arr = cols.get(c)
-                    if arr is None:
-                        arr = pa.nulls(m, self.normal.field(c).type)
-                rows[c] = arr if selected is None else arr.filter(selected)
-            result = _verdict(w.predicate(rows, w.context), count, w.slug)
-            out[w.id] = (
-                result
-                if selected is None
-                else pc.replace_with_mask(_all_false(m), selected, result)
-            )
-        return out
-
     def _any_operation(self, batch: pa.RecordBatch | None, n: int, names: pa.Array) -> pa.Array:
         """Which of a batch's ``n`` rows (``names``: their operations) the detections that watch
         every operation keep, by their predicates alone (their request tests come later, as
@@ -606,42 +366,12 @@ class ObjectReader:
             raw = {}
             if batch is not None:
                 raw = {c: schema.column(batch, self._predicate[c]) for c in wanted}
-            got = self._columns(raw)
+            got = {k: readable(v) for k, v in self._columns(raw).items()}
             cols = {
                 c: names if c == "operation" else got.get(c, pa.nulls(n, self.normal.field(c).type))
                 for c in w.columns
             }
             out = pc.or_(out, _verdict(w.predicate(cols, w.context), n, w.slug))
-        return out
-
-    def _request_tests(self, request: pa.Array, judged: dict[str, pa.Array]) -> dict[str, pa.Array]:
-        """``judged`` narrowed by each detection's request test, for the rows it kept.
-
-        Each request is parsed once, whatever the number of detections testing it, and only
-        for rows a detection with a test kept; ``request`` is the raw request column (v2 JSON
-        text, v1 the ``unmapped`` map) of the same rows as ``judged``.
-        """
-        docs: dict[int, list[Any]] = {}
-        out = dict(judged)
-        for w in self._watches:
-            if w.test is None:
-                continue
-            rows = pc.indices_nonzero(judged[w.id]).to_pylist()
-            if not rows:
-                continue
-            todo = [r for r in rows if r not in docs]
-            if todo:
-                values = request.take(pa.array(todo, pa.int64())).to_pylist()
-                for r, value in zip(todo, values, strict=True):
-                    docs[r] = _documents(value, self.layout.version)
-            keep = [r for r in rows if any(requestjson.holds(w.test, d) for d in docs[r])]
-            dropped = len(rows) - len(keep)
-            if dropped:
-                self.stats.kept[w.id] -= dropped
-                mask = [False] * len(judged[w.id])
-                for r in keep:
-                    mask[r] = True
-                out[w.id] = pa.array(mask, pa.bool_())
         return out
 
     def _columns(self, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
@@ -735,7 +465,7 @@ class ObjectReader:
             return KeptRows(self._normalise(cols, n), kept)
         if request is None:  # no request column in this object: no test can hold
             request = pa.nulls(n, pa.string())
-        kept = self._request_tests(request, kept)
+        kept = _request_tests(self._watches, self.layout.version, self.stats.kept, request, kept)
         anyone = None
         for mask in kept.values():
             anyone = mask if anyone is None else pc.or_(anyone, mask)
@@ -754,55 +484,6 @@ class ObjectReader:
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.normal)
         batch.validate(full=True)  # e.g. invalid UTF-8, which Parquet reading does not check
         return batch
-
-
-def _documents(value: Any, version: schema.SchemaVersion) -> list[Any]:
-    """The request documents of one row: v2's JSON; v1's whole JSON and its flattened entries
-    (either may hold the request). Bytes are read as UTF-8, a bad byte replaced: the text is
-    only tested, never shown."""
-
-    def text(v: Any) -> str | None:
-        if isinstance(v, bytes):
-            return v.decode("utf-8", "replace")
-        return v if isinstance(v, str) else None
-
-    if version is schema.SchemaVersion.V2:
-        doc = requestjson.parse(text(value))
-        return [] if doc is None else [doc]
-    if not isinstance(value, list):
-        return []
-    entries: dict[str, str | None] = {}
-    for item in value:
-        if isinstance(item, tuple) and len(item) == 2 and (k := text(item[0])) is not None:
-            entries.setdefault(k, text(item[1]))
-    docs = [requestjson.from_flattened(entries)]
-    whole = requestjson.parse(entries.get("requestParameters"))
-    if whole is not None:
-        docs.append(whole)
-    return docs
-
-
-def _decoded(names: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Operation names as one plain ``string`` array."""
-    arr = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return arr if arr.type == pa.string() else arr.cast(pa.string())
-
-
-def _all_true(n: int) -> pa.Array:
-    return pc.fill_null(pa.nulls(n, pa.bool_()), True)
-
-
-def _verdict(result: pa.Array | pa.ChunkedArray, n: int, slug: str) -> pa.Array:
-    """A predicate's answer as a boolean array of ``n`` values, null as False."""
-    if isinstance(result, pa.ChunkedArray):
-        result = result.combine_chunks()
-    if not isinstance(result, pa.Array) or not pa.types.is_boolean(result.type):
-        raise TypeError(f"detection {slug}: predicate returned {type(result).__name__}")
-    if len(result) != n:
-        raise TypeError(f"detection {slug}: predicate returned {len(result)} values for {n} rows")
-    return pc.fill_null(result, False) if result.null_count else result
 
 
 def _chunked(parts: list[dict[str, pa.Array]]) -> dict[str, pa.ChunkedArray]:

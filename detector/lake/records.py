@@ -223,11 +223,22 @@ def from_any(record: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
     """Flat fields of a CloudTrail or OCSF record; the OCSF version, None for CloudTrail."""
     if not isinstance(record, Mapping):
         raise RecordInvalid("a record is a JSON object")
-    if "eventName" in record:
-        return from_cloudtrail(record), None
-    if "api" in record:
-        return from_ocsf(record)
-    raise RecordInvalid("neither a CloudTrail record (eventName) nor OCSF (api.operation)")
+    try:
+        if "eventName" in record:
+            fields, version = from_cloudtrail(record), None
+        elif "api" in record:
+            fields, version = from_ocsf(record)
+        else:
+            raise RecordInvalid("neither a CloudTrail record (eventName) nor OCSF (api.operation)")
+    except (AttributeError, TypeError, ValueError) as exc:  # a field of the wrong shape
+        if isinstance(exc, RecordInvalid):
+            raise
+        raise RecordInvalid(f"a field has an unexpected shape: {exc}") from None
+    for name, value in fields.items():
+        wanted = int if name.endswith("_ms") else bool if name == "mfa" else str
+        if value is not None and not isinstance(value, wanted) and name != "_v1_flat":
+            raise RecordInvalid(f"{name} is {type(value).__name__}, expected {wanted.__name__}")
+    return fields, version
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:

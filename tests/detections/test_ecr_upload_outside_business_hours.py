@@ -21,7 +21,9 @@ from detector import detections
 from detector.core.allowlist import Allowlist
 from detector.core.errors import ConfigError
 from detector.core.spec import Active, Context
+from detector.detections import _hours
 from detector.detections import ecr_upload_outside_business_hours as bh
+from detector.detections._hours import MAX_MS, MIN_MS
 
 SLUG = "ecr-upload-outside-business-hours"
 ACCOUNT = "111122223333"
@@ -186,8 +188,8 @@ def test_null_and_out_of_range_times_are_reported(zone):
         None,
         INT64_MIN,
         INT64_MAX,
-        bh.MIN_MS - 1,
-        bh.MAX_MS + 1,
+        MIN_MS - 1,
+        MAX_MS + 1,
         INT64_MIN + 1,
         INT64_MAX - 1,
         -(10**18),
@@ -198,8 +200,8 @@ def test_null_and_out_of_range_times_are_reported(zone):
 
 def test_first_and_last_judged_times():
     # 0001-01-01 is a Monday, 9999-12-31 a Friday: inside a whole-day business day in UTC.
-    assert reported([bh.MIN_MS, bh.MAX_MS], ALL_DAY) == [False, False]
-    assert reported([bh.MIN_MS, bh.MAX_MS], {bh.TIMEZONE: "+00:00", **ALL_DAY}) == [False, False]
+    assert reported([MIN_MS, MAX_MS], ALL_DAY) == [False, False]
+    assert reported([MIN_MS, MAX_MS], {bh.TIMEZONE: "+00:00", **ALL_DAY}) == [False, False]
 
 
 def test_after_2037_a_zone_with_summer_time_is_not_judged():
@@ -209,15 +211,15 @@ def test_after_2037_a_zone_with_summer_time_is_not_judged():
     wed_2040 = ms(2040, 7, 18, 10)
     assert bh.parse_zone("Europe/Berlin").until_ms == ms(2038, 1, 1) - 1
     assert reported([wed_2037, wed_2040], {bh.TIMEZONE: "Europe/Berlin"}) == [False, True]
-    assert bh.parse_zone("Asia/Tokyo").until_ms == bh.MAX_MS
+    assert bh.parse_zone("Asia/Tokyo").until_ms == MAX_MS
     assert reported([wed_2037, wed_2040], {bh.TIMEZONE: "Asia/Tokyo"}) == [False, False]
     assert reported([wed_2040], {bh.TIMEZONE: "+02:00"}) == [False]
 
 
 def test_a_zone_pyarrow_reads_wrongly_before_2038_is_refused(monkeypatch):
     # As if the zone file had no table (a "slim" file): pyarrow and zoneinfo then disagree now.
-    real = bh.ZoneInfo
-    monkeypatch.setattr(bh, "ZoneInfo", lambda name: real("Asia/Tokyo"))
+    real = _hours.ZoneInfo
+    monkeypatch.setattr(_hours, "ZoneInfo", lambda name: real("Asia/Tokyo"))
     with pytest.raises(ValueError, match=r"pyarrow's local time at .* use a fixed offset"):
         bh.parse_zone("Europe/Berlin")
 
@@ -345,10 +347,10 @@ def random_times(seed: int, n: int = 5000) -> list[int | None]:
         elif kind < 0.75:
             out.append(rng.randrange(ms(1900, 1, 1), ms(2100, 1, 1)))
         elif kind < 0.9:
-            out.append(rng.randrange(bh.MIN_MS, bh.MAX_MS + 1))
+            out.append(rng.randrange(MIN_MS, MAX_MS + 1))
         elif kind < 0.97:
             out.append(
-                rng.choice((INT64_MIN, INT64_MAX, bh.MIN_MS - 1, bh.MAX_MS + 1, -1, 0))
+                rng.choice((INT64_MIN, INT64_MAX, MIN_MS - 1, MAX_MS + 1, -1, 0))
                 if rng.random() < 0.5
                 else rng.randrange(INT64_MIN, INT64_MAX)
             )

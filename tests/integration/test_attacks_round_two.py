@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from detector import handler
-from detector.report.alerts import principal_of, rollup
+from detector.report.alerts import rollup
+from detector.report.principals import principal_of
 from tests import lake
 from tests.integration.test_attacks import announce, emails, hub_findings, invoke
 from tests.integration.world import Aws, end_windows

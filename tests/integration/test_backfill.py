@@ -26,7 +26,7 @@ from moto.athena.models import athena_backends
 from moto.moto_api import state_manager
 
 from detector import detections
-from detector.analysis import athena_sql
+from detector.analysis import athena_results, athena_sql
 from detector.app.cli import main
 from detector.aws import athena as athena_adapter
 from detector.aws.dynamodb import StateTable
@@ -87,7 +87,7 @@ class World:
 
     def queue_result(self, rows: list[list[str | None]]) -> None:
         """The next query's result, as Athena returns a SELECT's (header row first)."""
-        names = [c.lower() for c in athena_sql.RESULT_COLUMNS]
+        names = [c.lower() for c in athena_results.RESULT_COLUMNS]
         body = {
             "account_id": MOTO_ACCOUNT,
             "region": REGION,
@@ -314,7 +314,7 @@ def test_interrupt_stops_the_query(world):
 
 def test_publishes_to_security_hub_then_one_sns_digest(world, lake):
     rows = athena_rows(lake, 2, statement(2))
-    alerts = rollup(athena_sql.findings(rows))
+    alerts = rollup(athena_results.findings(rows))
     world.queue_result(rows)
     code, out, err = run(*backfill_args(world, 2, "--topic-arn", world.topic, "--format", "jsonl"))
     assert code == 0, err
@@ -358,7 +358,7 @@ def test_security_hub_only_and_sns_only(world, lake):
     world.queue_result(rows)
     code, _, err = run(*backfill_args(world, 1))
     assert code == 0, err
-    alerts = rollup(athena_sql.findings(rows))
+    alerts = rollup(athena_results.findings(rows))
     assert len(world.hub_findings()) == len(alerts) and world.digests() == []
     assert "SNS" not in err
     world.queue_result(rows)
@@ -380,7 +380,7 @@ def test_no_findings_publishes_nothing(world):
 def test_state_table_holds_back_keys_the_lambda_already_alerted(world, lake):
     create_state_table(TABLE)
     rows = athena_rows(lake, 2, statement(2))
-    alerts = rollup(athena_sql.findings(rows))
+    alerts = rollup(athena_results.findings(rows))
     known = alerts[0]
     # The Lambda has seen and mailed this alert a moment ago (with what the backfill finds).
     state = StateTable(TABLE)
@@ -549,7 +549,7 @@ def test_backfill_runs_one_query_per_detection_and_publishes_them_together(world
     expected = comparable(scan(inside, ALLOWLIST, active))
     assert records(out) == sorted(expected, key=repr)
     found = {
-        a.detection.slug: athena_sql.findings(r, a.detection)
+        a.detection.slug: athena_results.findings(r, a.detection)
         for a, r in zip(active, rows, strict=True)
     }
     assert all(found.values())  # both detections found something
@@ -575,7 +575,7 @@ def test_backfill_json_names_each_query(world, lake):
     assert [q["detection"] for q in info["queries"]] == [detections.DEFAULT, HOURS]
     assert [q["query_id"] for q in info["queries"]] == list(world.executions)
     assert info["scanned_bytes"] == 40 * 1024**2
-    assert info["cost_usd"] == pytest.approx(2 * athena_sql.cost_usd(20 * 1024**2), abs=1e-6)
+    assert info["cost_usd"] == pytest.approx(2 * athena_results.cost_usd(20 * 1024**2), abs=1e-6)
 
 
 def test_backfill_with_an_unknown_detection_exits_2_before_any_query(world):

@@ -12,7 +12,7 @@ from detector import handler
 from detector.core.errors import ConfigError
 from detector.detection import DETECTION
 from detector.lake.notifications import UnknownEvent
-from detector.report.alerts import AlertKey
+from detector.report.principals import AlertKey
 from tests import lake
 from tests.contract import JSONL_KEYS
 from tests.integration.world import BUCKET, INTRUDER, K1, K2, PARAM, Aws, Context, load, parquet

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from detector import handler
 from detector.aws.securityhub import SecurityHubPublisher
 from detector.detection import DETECTION
-from detector.report.alerts import AlertKey
+from detector.report.principals import AlertKey
 from tests import lake
 from tests.integration.test_attacks import announce, aws_items, emails, invoke
 from tests.integration.test_handler import metric

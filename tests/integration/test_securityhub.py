@@ -30,7 +30,7 @@ from detector.aws.securityhub import (
     _batches,
 )
 from detector.core.errors import PublishFailed
-from detector.report import asff
+from detector.report import asff, asff_checks
 from detector.report.alerts import Alert, rollup
 from tests import lake
 from tests.unit.helpers import parquet_bytes, scan
@@ -653,7 +653,7 @@ def test_batches_respect_the_6mb_request_limit() -> None:
         item["Resources"][1]["Details"]["AwsEcrRepository"]["RepositoryPolicyText"] = "p" * (
             200 * 1024
         )
-        asff.validate(item)
+        asff_checks.validate(item)
         big.append(item)
     batches = list(_batches(big))
     assert sum(len(b) for b in batches) == 60

@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from detector.analysis import athena_sql
+from detector.analysis import athena_results, athena_sql
 from detector.analysis.findings import Finding
 from detector.core.spec import Detection
 from tests import sqljson
@@ -33,8 +33,10 @@ def trino_on_duckdb(sql: str) -> str:
     # element_at(map, key) is the one function DuckDB has under the same name with another
     # result type; json_exists is DuckDB's too, with a path language of its own. The
     # allowlist literals in these tests never contain the texts.
-    return sql.replace("element_at(", "map_extract_value(").replace(
-        "json_exists(", "sqljson_exists("
+    return (
+        sql.replace("element_at(", "map_extract_value(")
+        .replace("json_exists(", "sqljson_exists(")
+        .replace("json_parse(", "trino_json_parse(")
     )
 
 
@@ -66,6 +68,12 @@ def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnec
     con.execute("CREATE MACRO from_unixtime(s, z) AS timezone(z, to_timestamp(s))")
     con.execute("CREATE MACRO day_of_week(ts) AS isodow(ts)")
     con.create_function(
+        "trino_json_parse",
+        _json_parse,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+    )
+    con.create_function(
         "sqljson_exists",
         sqljson.json_exists,
         [duckdb.sqltype("VARCHAR"), duckdb.sqltype("VARCHAR")],
@@ -74,12 +82,25 @@ def athena_on_duckdb(files: Sequence[tuple[Path, int]]) -> duckdb.DuckDBPyConnec
     return con
 
 
+def _json_parse(text: str | None) -> str | None:
+    """Trino's ``json_parse`` (escapes decoded), as the canonical text ``json_format`` gives;
+    null where Trino fails (``try`` makes that null)."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return None
+
+
 def rows_of(
     con: duckdb.DuckDBPyConnection, sql: str, detection: Detection | None = None
 ) -> list[Any]:
     """Run the statement and read its rows the way ``backfill`` reads Athena's: all text."""
     cursor = con.execute(trino_on_duckdb(sql))
-    athena_sql.check_columns([d[0] for d in cursor.description], detection)
+    athena_results.check_columns([d[0] for d in cursor.description], detection)
     return [[None if v is None else str(v) for v in row] for row in cursor.fetchall()]
 
 
@@ -87,7 +108,7 @@ def run_sql(
     con: duckdb.DuckDBPyConnection, sql: str, detection: Detection | None = None
 ) -> list[Finding]:
     """The statement's findings (of ``detection``, None: the default)."""
-    return athena_sql.findings(rows_of(con, sql, detection), detection)
+    return athena_results.findings(rows_of(con, sql, detection), detection)
 
 
 def comparable(findings: Iterable[Finding]) -> list[dict[str, Any]]:

@@ -13,15 +13,8 @@ from detector.analysis.findings import MAX_VALUES, Finding
 from detector.detection import DETECTION
 from detector.lake.schema import GROUP_KEYS
 from detector.report import alerts
-from detector.report.alerts import (
-    NEW,
-    UNKNOWN_PRINCIPAL,
-    Alert,
-    AlertKey,
-    Limits,
-    principal_of,
-    rollup,
-)
+from detector.report.alerts import NEW, Alert, Limits, rollup
+from detector.report.principals import UNKNOWN_PRINCIPAL, AlertKey, principal_of
 from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.lake import ACCOUNT, T0_MS, event, put_image_request
 from tests.unit.helpers import parquet_bytes, run_over, scan

@@ -15,8 +15,9 @@ import pytest
 from detector.analysis.findings import Finding
 from detector.core.allowlist import Allowlist
 from detector.detection import DETECTION
-from detector.report import asff
-from detector.report.alerts import ALERT_KEYS, UNKNOWN_PRINCIPAL, Alert, Contribution, rollup
+from detector.report import asff, asff_checks
+from detector.report.alerts import ALERT_KEYS, Alert, Contribution, rollup
+from detector.report.principals import UNKNOWN_PRINCIPAL
 from tests import lake
 from tests.unit.helpers import parquet_bytes, run_over, scan
 
@@ -86,7 +87,7 @@ def convert(alert: Alert | Finding, **kw: Any) -> dict[str, Any]:
     kw.setdefault("region", REGION)
     kw.setdefault("now", NOW)
     out = asff.to_asff(alert, **kw)
-    asff.validate(out)
+    asff_checks.validate(out)
     return out
 
 
@@ -119,7 +120,7 @@ def repo_arns(out: dict[str, Any]) -> list[str]:
 
 def test_required_fields_and_fixed_values() -> None:
     out = convert(make())
-    for name in asff.REQUIRED:
+    for name in asff_checks.REQUIRED:
         assert out[name], name
     assert out["SchemaVersion"] == "2018-10-08"
     assert out["ProductArn"] == (
@@ -153,7 +154,7 @@ def test_customer_fields_never_set() -> None:
     for alert in alerts:
         for created_at in (None, NOW - timedelta(days=3)):
             out = convert(alert, created_at=created_at)
-            for owned in asff.CUSTOMER_FIELDS:
+            for owned in asff_checks.CUSTOMER_FIELDS:
                 assert owned not in out
             assert "Workflow" not in json.dumps(out)
 
@@ -696,10 +697,10 @@ PARQUET_SAFE = [v for v in HOSTILE if not re.search(r"[\ud800-\udfff]", v)]
 
 
 def assert_clean(out: dict[str, Any]) -> None:
-    asff.validate(out)
+    asff_checks.validate(out)
     for text in all_strings(out):
         assert not CONTROL.search(text), repr(text[:80])
-    assert len(json.dumps(out, ensure_ascii=False).encode("utf-8")) <= asff.MAX_FINDING_BYTES
+    assert len(json.dumps(out, ensure_ascii=False).encode("utf-8")) <= asff_checks.MAX_FINDING_BYTES
 
 
 def test_poison_zone_id_and_hostile_values_through_the_engine() -> None:
@@ -978,7 +979,7 @@ CASES = [
     ),
     ("finding", _set("Resources.1.Details.AwsEcrRepository.Size", float("nan"))),
     ("finding", _set("Resources.1.Details.AwsEcrRepository.When", datetime(2026, 1, 1))),
-    *[(name, _del(name)) for name in asff.REQUIRED],
+    *[(name, _del(name)) for name in asff_checks.REQUIRED],
 ]
 
 
@@ -987,7 +988,7 @@ CASES = [
 )
 def test_validate_names_the_broken_field(field: str, change: Any) -> None:
     with pytest.raises(ValueError, match=re.escape(f"ASFF {field}")):
-        asff.validate(broken(change))
+        asff_checks.validate(broken(change))
 
 
 def test_validate_accepts_limits_exactly() -> None:
@@ -1000,4 +1001,4 @@ def test_validate_accepts_limits_exactly() -> None:
     out["Resources"][0]["Details"]["Other"] = {f"o{i}": "v" * 1023 for i in range(50)}
     out["Remediation"]["Recommendation"]["Text"] = "r" * 512
     out["Id"] = "i" * 512
-    asff.validate(out)
+    asff_checks.validate(out)

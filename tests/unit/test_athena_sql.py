@@ -1,5 +1,6 @@
-"""The Athena statement (``detector.analysis.athena_sql``), run on DuckDB over generated Security Lake
-objects of both versions registered under the Glue names, equals ``scan`` over the same objects.
+"""The Athena statement (``detector.analysis.athena_sql``), run on DuckDB over generated
+Security Lake objects of both versions registered under the Glue names, equals ``scan`` over the
+same objects.
 
 DuckDB lacks some Trino functions the statements use: ``tests/unit/athena_duckdb.py`` maps them.
 """
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 
 from detector import detections
-from detector.analysis import athena_sql, engine
+from detector.analysis import athena_results, athena_sql, engine
 from detector.analysis.findings import Finding
 from detector.core.allowlist import Allowlist
 from detector.core.errors import AllowlistInvalid
@@ -267,11 +268,11 @@ def test_table_names_follow_the_region():
 
 
 def test_result_columns_carry_the_scan_jsonl_names():
-    assert list(athena_sql.RESULT_COLUMNS[:10]) == JSONL_KEYS
+    assert list(athena_results.RESULT_COLUMNS[:10]) == JSONL_KEYS
     # Athena lowercases result column names: accepted.
-    athena_sql.check_columns([c.lower() for c in athena_sql.RESULT_COLUMNS])
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.check_columns(["a", "b"])
+    athena_results.check_columns([c.lower() for c in athena_results.RESULT_COLUMNS])
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.check_columns(["a", "b"])
 
 
 # --- the statement from the spec --------------------------------------------------------------
@@ -317,9 +318,9 @@ def custom_detection() -> Detection:
 
 def test_default_result_columns_come_from_the_spec():
     default = detections.get(detections.DEFAULT)
-    assert athena_sql.result_columns() == athena_sql.result_columns(default)
-    assert athena_sql.result_columns(default) == athena_sql.RESULT_COLUMNS
-    assert athena_sql.result_columns(custom_detection())[12:] == (
+    assert athena_results.result_columns() == athena_results.result_columns(default)
+    assert athena_results.result_columns(default) == athena_results.RESULT_COLUMNS
+    assert athena_results.result_columns(custom_detection())[12:] == (
         "registries",
         "orders",
         "agents",
@@ -382,21 +383,23 @@ def test_only_an_empty_allowlist_makes_the_default_report_every_call():
 
 def test_result_rows_become_findings_of_their_detection():
     detection = custom_detection()
-    names = athena_sql.result_columns(detection)
+    names = athena_results.result_columns(detection)
     row: list[str | None] = [None] * len(names)
     row[:8] = ["GetObject", U + "x", ACCOUNT, None, "10.0.0.1", None, REGION, "2"]
     row[names.index("registries")] = '["111122223333","444455556666"]'
     row[names.index("succeeded_registries")] = '["444455556666"]'
-    [f] = athena_sql.findings([row], detection)
+    [f] = athena_results.findings([row], detection)
     assert f.detection is detection
     assert f.sample("registries").succeeded() == ["444455556666"]
     assert f.sample("registries").sorted() == ["111122223333", "444455556666"]
-    athena_sql.check_columns(names, detection)
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.check_columns(athena_sql.RESULT_COLUMNS, detection)
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.findings([[*row, None]])  # a row of another statement's length
-    [default] = athena_sql.findings([[*row[:8], *[None] * (len(athena_sql.RESULT_COLUMNS) - 8)]])
+    athena_results.check_columns(names, detection)
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.check_columns(athena_results.RESULT_COLUMNS, detection)
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.findings([[*row, None]])  # a row of another statement's length
+    [default] = athena_results.findings(
+        [[*row[:8], *[None] * (len(athena_results.RESULT_COLUMNS) - 8)]]
+    )
     assert default.detection is detections.get(detections.DEFAULT)
 
 
@@ -623,7 +626,7 @@ def test_result_rows_become_findings_like_scan_records():
         "[]",  # image_digests
         "[]",  # succeeded_image_digests
     ]
-    [f] = athena_sql.findings([row])
+    [f] = athena_results.findings([row])
     rec = f.to_record()
     assert rec["succeeded_repositories"] == ["web"]
     assert rec["user"] == "arn:aws:iam::111122223333:user/intruder"
@@ -634,23 +637,23 @@ def test_result_rows_become_findings_like_scan_records():
     assert rec["session_issuers"] == []
     assert rec["samples_truncated"] is False
     many = [*row[:12], str([f"r{i:02d}" for i in range(51)]).replace("'", '"'), *row[13:]]
-    [f] = athena_sql.findings([many])
+    [f] = athena_results.findings([many])
     assert len(f.repositories.values) == 50
     assert "web" in f.repositories.values  # a successful push is never evicted by the others
     assert f.to_record()["samples_truncated"] is True
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.findings([row[:5]])
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.findings([[*row[:7], "three", *row[8:]]])
-    with pytest.raises(athena_sql.ResultInvalid):
-        athena_sql.findings([[*row[:12], '{"a": 1}', *row[13:]]])
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.findings([row[:5]])
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.findings([[*row[:7], "three", *row[8:]]])
+    with pytest.raises(athena_results.ResultInvalid):
+        athena_results.findings([[*row[:12], '{"a": 1}', *row[13:]]])
 
 
 def test_cost_is_five_dollars_per_tb_with_a_10_mb_minimum():
     mb = 1024**2
-    assert athena_sql.billed_bytes(0) == 10 * mb
-    assert athena_sql.billed_bytes(10 * mb + 1) == 11 * mb
-    assert athena_sql.cost_usd(1024**4) == pytest.approx(5.0)
-    assert athena_sql.cost_usd(0) == pytest.approx(10 * mb / 1024**4 * 5)
-    assert "1.00 TB" in athena_sql.cost_line(1024**4)
-    assert "$5.0000" in athena_sql.cost_line(1024**4)
+    assert athena_results.billed_bytes(0) == 10 * mb
+    assert athena_results.billed_bytes(10 * mb + 1) == 11 * mb
+    assert athena_results.cost_usd(1024**4) == pytest.approx(5.0)
+    assert athena_results.cost_usd(0) == pytest.approx(10 * mb / 1024**4 * 5)
+    assert "1.00 TB" in athena_results.cost_line(1024**4)
+    assert "$5.0000" in athena_results.cost_line(1024**4)

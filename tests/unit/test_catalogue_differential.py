@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from detector import detections
-from detector.analysis import athena_sql, engine
+from detector.analysis import athena_results, athena_sql, engine
 from detector.core.allowlist import Allowlist
 from detector.lake.schema import SchemaVersion
 from tests.lake import ACCOUNT, event, key_for, write_object
@@ -113,7 +113,7 @@ def test_statement_on_duckdb_equals_scan(lake, slug):
         expected = run.findings()
         query = athena_sql.Query(REGION, version, athena_sql.Period.parse(*PERIOD))
         rows = rows_of(con, athena_sql.build(query, allowlist, active), detection)
-        mine = athena_sql.findings(rows, detection)
+        mine = athena_results.findings(rows, detection)
         assert comparable(mine) == comparable(expected), version
         assert [(f.key, f.bucket) for f in mine] == [(f.key, f.bucket) for f in expected]
         reported += sum(f.count for f in mine)

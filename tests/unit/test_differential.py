@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from detector import detections
-from detector.analysis import athena_sql, engine
+from detector.analysis import athena_results, athena_sql, engine
 from detector.core.allowlist import Allowlist
 from detector.lake import reader
 from detector.lake.schema import SchemaVersion
@@ -405,7 +405,7 @@ def test_every_detection_statement_on_duckdb_equals_scan(lake, variant):
         query = athena_sql.Query(REGION, version, athena_sql.Period.parse(*PERIOD))
         rows += rows_of(con, athena_sql.build(query, ALLOWLIST, active), detection)
     # The two tables' groups merged, as scan merges the objects of both versions.
-    mine = athena_sql.findings(rows, detection)
+    mine = athena_results.findings(rows, detection)
     assert comparable(mine) == comparable(expected)
     assert [f.key for f in mine] == [f.key for f in expected]
     assert all(f.detection is detection for f in mine)

@@ -20,7 +20,10 @@ from detector.analysis.findings import Finding
 from detector.detection import DETECTION
 from detector.report import alerts as alerts_mod
 from detector.report import digest
-from detector.report.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, UNKNOWN_PRINCIPAL, Alert, rollup
+from detector.report.alerts import FIRST_SUCCESS, NEW, NEW_VALUE, Alert, rollup
+from detector.report.email import DETAIL_MAX, EMAIL_BUDGET, LIST_MAX
+from detector.report.plaintext import VALUE_MAX, WIDTH, _clean
+from detector.report.principals import UNKNOWN_PRINCIPAL
 from tests import lake
 from tests.contract import ALERT_KEYS, JSONL_KEYS, SAMPLE_NAMES
 from tests.unit.helpers import parquet_bytes, run_over
@@ -526,7 +529,7 @@ def test_continuation_lines_of_a_wrapped_value_are_marked() -> None:
         assert end - start >= 2  # wrapped, each continuation line marked
         assert all(ln.startswith("    | ") for ln in lines[start + 1 : end])
         # Phone width, but a word is never split (one longer than a line stands alone).
-        assert all(len(ln) <= digest.WIDTH or " " not in ln[6:] for ln in lines[start:end])
+        assert all(len(ln) <= WIDTH or " " not in ln[6:] for ln in lines[start:end])
         assert flat("\n".join(lines[start:end])) == f"User agents (1): {' '.join(agent.split())}"
         landed += "    | PutImage calls: 0" in lines
     assert landed  # the forged text did start a line, and it is marked
@@ -732,7 +735,7 @@ def test_a_user_agent_flood_is_one_alert_in_one_message() -> None:
     assert message.subject.endswith(": intruder (111122223333) (+1 more)")
 
     text = email(message)
-    assert escaped_size(text) <= digest.EMAIL_BUDGET
+    assert escaped_size(text) <= EMAIL_BUDGET
     assert detailed(text) == [1, 2]
     words = flat(text)
     assert words.index(f"Principal: {intruder_role}") < words.index(
@@ -744,7 +747,7 @@ def test_a_user_agent_flood_is_one_alert_in_one_message() -> None:
     combos = f"from {n} caller/agent/source combinations"
     assert f"PutImage calls: {n} (0 succeeded, {n} failed) {combos}" in words
     assert f"User agents ({n}):" in words
-    assert f"(+{n - digest.LIST_MAX} more)" in words
+    assert f"(+{n - LIST_MAX} more)" in words
     assert "more principal(s)" not in words  # both in detail
 
     doc = body(message)
@@ -803,11 +806,11 @@ def test_many_hostile_principals_still_make_one_message(n: int) -> None:
     assert message.subject.endswith(f"(+{n - 1} more)")
 
     text = email(message)
-    assert escaped_size(text) <= digest.EMAIL_BUDGET
+    assert escaped_size(text) <= EMAIL_BUDGET
     assert_safe_text(text)
     numbers = detailed(text)
     shown = len(numbers)
-    assert numbers == list(range(1, shown + 1)) and 1 <= shown <= digest.DETAIL_MAX
+    assert numbers == list(range(1, shown + 1)) and 1 <= shown <= DETAIL_MAX
     rest = alerts[shown:]
     assert (
         f"And {len(rest)} more principal(s) ({sum(a.count for a in rest)} PutImage call(s))."
@@ -856,14 +859,14 @@ def test_huge_values_cannot_push_the_email_over_its_budget(char: str) -> None:
     assert len(alerts) == 30
     context = {"function": big, "request_id": big}
     text = digest.email_text(alerts, context=context)
-    assert escaped_size(text) <= digest.EMAIL_BUDGET
-    assert len(detailed(text)) < digest.DETAIL_MAX  # the larger styles did not fit
+    assert escaped_size(text) <= EMAIL_BUDGET
+    assert len(detailed(text)) < DETAIL_MAX  # the larger styles did not fit
     whole = {a.who() for a in alerts}
     for line in text.splitlines():
         if line.strip() in whole:  # an allowlist entry is copied whole (2,048 at most)
             assert len(line) <= 4 + 2048
         else:
-            assert char * (digest.VALUE_MAX + 1) not in line
+            assert char * (VALUE_MAX + 1) not in line
     assert_safe_text(text)
     message = digest.message(alerts, context=context)
     assert email(message) == text
@@ -884,14 +887,14 @@ def test_the_smallest_style_fits_the_worst_single_principal() -> None:
         tags=[f"{j}{big}" for j in range(50)],
     )
     text = digest.email_text([one(f)], context={big: big})
-    assert escaped_size(text) <= digest.EMAIL_BUDGET
+    assert escaped_size(text) <= EMAIL_BUDGET
     assert sns_size(digest.message([one(f)], context={big: big})) <= LIMIT
 
 
 def test_a_normal_email_uses_the_largest_style() -> None:
     alerts = rollup(finding(f"{CONTRACTOR}-{i}") for i in range(25))
     text = digest.email_text(alerts)
-    assert detailed(text) == list(range(1, digest.DETAIL_MAX + 1))
+    assert detailed(text) == list(range(1, DETAIL_MAX + 1))
     assert "And 5 more principal(s) (25 PutImage call(s), 5 with a successful push)." in flat(text)
 
 
@@ -1083,4 +1086,4 @@ def test_subject_tells_another_accounts_role_of_the_same_name_apart() -> None:
 @pytest.mark.parametrize("blank", ["\u2800", "\u3164", "\uffa0", "\u115f", "\u1160"])
 def test_printable_blanks_are_collapsed_like_spaces(blank: str) -> None:
     """Characters that print as nothing pad a line as spaces do: one blank, whatever the run."""
-    assert digest._clean(f"evil{blank * 300}Principal: trusted") == "evil Principal: trusted"
+    assert _clean(f"evil{blank * 300}Principal: trusted") == "evil Principal: trusted"

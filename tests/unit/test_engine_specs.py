@@ -21,7 +21,8 @@ import pytest
 
 from detector import detections
 from detector.analysis import engine
-from detector.analysis.findings import Aggregate, Finding, Sample, sample_names
+from detector.analysis.aggregate import Aggregate
+from detector.analysis.findings import Finding, Sample, sample_names
 from detector.core.allowlist import Allowlist
 from detector.core.spec import Active, Context, RequestField, SampleSpec
 from detector.lake import reader, schema
@@ -495,7 +496,13 @@ def test_a_finding_of_another_detection_has_its_samples_and_merges():
 # --- the engine names nothing a detection owns ---------------------------------------------------
 
 
-ENGINE = ("lake/reader.py", "lake/schema.py", "analysis/findings.py", "analysis/engine.py")
+ENGINE = (
+    "lake/reader.py",
+    "lake/schema.py",
+    "analysis/findings.py",
+    "analysis/aggregate.py",
+    "analysis/engine.py",
+)
 
 
 @pytest.mark.parametrize("module", ENGINE)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from detector.lake.operations import _may_hold
 from detector.lake.parquet_footer import Chunk
-from detector.lake.reader import _may_hold
 from tests.fuzz_child import binary, footer_spans, replace_in_footer, varint
 from tests.lake import ACCOUNT, event
 from tests.unit.helpers import NOBODY, canonical, parquet_bytes, scan

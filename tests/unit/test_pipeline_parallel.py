@@ -12,7 +12,7 @@ from typing import IO, Any, Literal
 import pytest
 
 from detector.app import pipeline
-from detector.aws.dynamodb import AlertClaim
+from detector.aws.dynamodb_items import AlertClaim
 from detector.aws.securityhub import Report
 from detector.core.allowlist import Allowlist
 from detector.core.errors import ObjectUnreadable

@@ -19,8 +19,9 @@ from detector.analysis.findings import Finding
 from detector.core.spec import Detection
 from detector.detections import DEFAULT, get
 from detector.report import alerts as alerts_module
-from detector.report import asff, digest
+from detector.report import asff, asff_checks, digest
 from detector.report.alerts import Alert, rollup
+from detector.report.email import DETAIL_MAX, EMAIL_BUDGET, _shares
 
 FIRST = get(DEFAULT)
 SECOND = dataclasses.replace(
@@ -229,10 +230,10 @@ def test_a_thousand_principals_over_two_detections_stay_bounded() -> None:
     message = digest.message(alerts)
     assert sns_size(message) <= message.size <= LIMIT
     text = envelope(message)["email"]
-    assert len(json.dumps(text, ensure_ascii=False).encode()) - 2 <= digest.EMAIL_BUDGET
+    assert len(json.dumps(text, ensure_ascii=False).encode()) - 2 <= EMAIL_BUDGET
     detailed = re.findall(r"^PRINCIPAL \d+ OF 500:", text, re.MULTILINE)
     # DETAIL_MAX is shared: both detections get principals in detail, no more in all.
-    assert 2 <= len(detailed) <= digest.DETAIL_MAX
+    assert 2 <= len(detailed) <= DETAIL_MAX
     for d in (FIRST, SECOND):
         assert d.email.headline in text
         assert f"filter GeneratorId = {d.id}" in flat(text)
@@ -245,10 +246,10 @@ def test_a_thousand_principals_over_two_detections_stay_bounded() -> None:
 
 
 def test_detail_shares_go_round_the_detections() -> None:
-    assert digest._shares([30, 30], 20) == [10, 10]
-    assert digest._shares([3, 30], 20) == [3, 17]
-    assert digest._shares([5], 20) == [5]
-    assert digest._shares([1, 1, 1], 2) == [1, 1, 0]
+    assert _shares([30, 30], 20) == [10, 10]
+    assert _shares([3, 30], 20) == [3, 17]
+    assert _shares([5], 20) == [5]
+    assert _shares([1, 1, 1], 2) == [1, 1, 0]
 
 
 # --- ASFF ------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def test_asff_ids_differ_per_detection_for_the_same_principal() -> None:
     alerts = [a for a in two_detections() if a.who() == user("alice")]
     out = [asff.to_asff(a, account_id=ACCOUNT, region="us-east-1", now=NOW) for a in alerts]
     for finding_, alert in zip(out, alerts, strict=True):
-        asff.validate(finding_)
+        asff_checks.validate(finding_)
         assert finding_["Id"] == f"{alert.detection.id}/principal/{alert.id}"
         assert finding_["GeneratorId"] == alert.detection.id
         assert finding_["Severity"]["Label"] == alert.severity.upper()
