@@ -68,7 +68,7 @@ DETECTION = _escu.detection(
         eq("ruleAction", "allow"),
         eq("egress", "false"),
         eq("aclProtocol", "-1", "all"),
-        any_of(eq("cidrBlock", "0.0.0.0/0"), eq("ipv6CidrBlock", "::/0")),
+        any_of(eq("cidrBlock", "0.0.0.0/0"), eq("ipv6CidrBlock", "::/0", "0::/0", "::0/0")),
     ),
     deviations=(
         "The IPv6 rule ::/0 counts as 0.0.0.0/0 does, and protocol all as -1: ESCU reads "

@@ -198,3 +198,26 @@ def test_the_docs_table_is_the_specs():
     # Every one of the 27 is in it, with its deviations.
     assert all(d.id in page for d in detections.registry().values())
     assert all(text in page for d in detections.registry().values() for text in d.deviations)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"eventName": "StopLogging", "userIdentity": "root"}, "unexpected shape"),
+        ({"eventName": "StopLogging", "userAgent": 7}, "user_agent is int"),
+        ({"api": {"operation": "StopLogging"}, "time": "noon"}, "time_ms is str"),
+        ({"name": "x", "detection": 5, "record": {"eventName": "StopLogging"}}, "a slug"),
+    ],
+)
+def test_records_of_the_wrong_shape_are_named_not_crashes(tmp_path, record, message):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([record]))
+    code, _, err = run("test", "--no-examples", "--records", str(path))
+    assert code == 2 and message in err and "internal error" not in err
+
+
+def test_a_records_file_nested_past_the_parser_is_a_usage_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run("test", "--no-examples", "--records", str(path))
+    assert code == 2 and "--records" in err
