@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -130,12 +131,44 @@ def _lookup_step(operations: Sequence[str], region: str, window: tuple[str, str]
     )
 
 
+@dataclass(frozen=True)
+class Remedy:
+    """A command a responder runs on the resource a call acted on (re-enable, inspect, undo):
+    ``words`` then ``option`` with the resource, then ``extra`` options. Only a resource value
+    matching ``pattern`` (the shape AWS gives it) goes into the command; the renderer quotes
+    every value anyway."""
+
+    text: str
+    words: tuple[str, ...]
+    option: str
+    pattern: str
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def _remedy_step(alert: Any, remedy: Remedy, sample: str, region: str) -> Step | None:
+    """The remedy for the first resource a successful call acted on (else any), if its value
+    has the right shape."""
+    values = alert.succeeded_values(sample) or alert.sample(sample)[0]
+    shape = re.compile(remedy.pattern)
+    usable = [v for v in values if len(v) <= 512 and shape.fullmatch(v)]
+    if not usable:
+        return None
+    region_opt = (("--region", region),) if region else ()
+    command = Command(remedy.words, (*region_opt, (remedy.option, usable[0]), *remedy.extra))
+    notes = (f"({len(usable)} resources: change {remedy.option} for the others)",)
+    return Step(remedy.text, commands=(command,), notes=notes if len(usable) > 1 else ())
+
+
 def _resource_step(alert: Any, label: str, sample: str) -> Step | None:
     values, total, more = alert.sample(sample)
     if not values:
         return None
     shown = [v for v in values if _NAME.fullmatch(v)][:5]
-    notes = () if len(shown) == len(values) else ("(other values above are shown escaped only)",)
+    notes = (
+        ()
+        if len(shown) == len(values)
+        else ("(values of another shape are shown, escaped, in the alert above)",)
+    )
     return Step(f"{label} acted on ({total}{'+' if more else ''}):", notes=notes, data=tuple(shown))
 
 
@@ -201,6 +234,7 @@ def detection(
     threshold: Threshold | None = None,
     deviations: tuple[str, ...] = (),
     request_fields: tuple[RequestField, ...] = (),
+    remedy: Remedy | None = None,
     date: str = "2026-05-13",
     metric: str = "",
 ) -> Detection:
@@ -228,6 +262,9 @@ def detection(
         found = _resource_step(alert, plural, sample.name)
         if found is not None:
             steps.append(found)
+        fix = _remedy_step(alert, remedy, sample.name, region) if remedy is not None else None
+        if fix is not None:
+            steps.append(fix)
         if operations:
             steps.append(_lookup_step(operations, region, window))
         steps += _principal.steps(alert, "call")

@@ -45,6 +45,12 @@ DETECTION = _escu.detection(
     references=(
         "https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_StopLogging.html",
     ),
+    remedy=_escu.Remedy(
+        "Turn logging back on, if the trail should log (then find out what was missed):",
+        ("aws", "cloudtrail", "start-logging"),
+        "--name",
+        r"[A-Za-z0-9:/._-]{3,256}",
+    ),
     examples=(
         Example(
             "an IAM user stops logging on a trail",

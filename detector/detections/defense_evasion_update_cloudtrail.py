@@ -44,6 +44,12 @@ DETECTION = _escu.detection(
     references=(
         "https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_UpdateTrail.html",
     ),
+    remedy=_escu.Remedy(
+        "The trail as it is now (where it delivers, whether it logs every region):",
+        ("aws", "cloudtrail", "get-trail"),
+        "--name",
+        r"[A-Za-z0-9:/._-]{3,256}",
+    ),
     examples=(
         Example(
             "an IAM user narrows a trail to one region",

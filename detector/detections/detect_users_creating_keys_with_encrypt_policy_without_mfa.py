@@ -137,6 +137,13 @@ DETECTION = _escu.detection(
         "https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateKey.html",
         "https://rhinosecuritylabs.com/aws/s3-ransomware-part-1-attack-vector/",
     ),
+    remedy=_escu.Remedy(
+        "The key's policy now (put back one without the open statement with put-key-policy):",
+        ("aws", "kms", "get-key-policy"),
+        "--key-id",
+        r"[A-Za-z0-9:/_-]{1,256}",
+        (("--policy-name", "default"), ("--output", "text")),
+    ),
     examples=(
         Example(
             "an IAM user opens a key's encrypt permission to everyone",

@@ -64,6 +64,13 @@ DETECTION = _escu.detection(
         "calls from the source IP."
     ),
     references=("https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketVersioning.html",),
+    remedy=_escu.Remedy(
+        "Turn versioning back on, if the bucket should keep versions:",
+        ("aws", "s3api", "put-bucket-versioning"),
+        "--bucket",
+        r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+        (("--versioning-configuration", "Status=Enabled"),),
+    ),
     examples=(
         Example(
             "an IAM user suspends versioning",

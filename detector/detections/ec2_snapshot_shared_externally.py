@@ -68,6 +68,17 @@ DETECTION = _escu.detection(
     references=(
         "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifySnapshotAttribute.html",
     ),
+    remedy=_escu.Remedy(
+        "Make the snapshot private again (anyone may have copied it since):",
+        ("aws", "ec2", "modify-snapshot-attribute"),
+        "--snapshot-id",
+        r"snap-[0-9a-f]{8,17}",
+        (
+            ("--attribute", "createVolumePermission"),
+            ("--operation-type", "remove"),
+            ("--group-names", "all"),
+        ),
+    ),
     examples=(
         Example(
             "an IAM user makes a snapshot public",

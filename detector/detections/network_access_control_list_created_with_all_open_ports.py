@@ -92,6 +92,12 @@ DETECTION = _escu.detection(
         "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateNetworkAclEntry.html",
         "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ReplaceNetworkAclEntry.html",
     ),
+    remedy=_escu.Remedy(
+        "The ACL's entries now (remove the allow-all one with delete-network-acl-entry):",
+        ("aws", "ec2", "describe-network-acls"),
+        "--network-acl-ids",
+        r"acl-[0-9a-f]{8,17}",
+    ),
     examples=(
         Example(
             "an IAM user adds an inbound allow-all entry",
