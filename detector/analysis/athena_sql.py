@@ -1,6 +1,6 @@
 """A detection as one Athena (Trino) SQL statement, for a backfill over Security Lake history.
 
-The statement computes what ``scan`` computes for one detection (``detector.spec.Detection``),
+The statement computes what ``scan`` computes for one detection (``detector.core.spec.Detection``),
 over the Glue table of one source version: calls of the operations the detection watches that
 its ``sql_predicate`` reports (for the default detection: calls whose caller ARN, session issuer
 and calling service all miss the allowlist and, for calls with none of those, whose source
@@ -16,7 +16,7 @@ Several detections are several statements: one each.
   given) are read; ``time`` then cuts the period exactly.
 - ``firstTime``/``lastTime`` are epoch **milliseconds** (UTC): no date formatting function is
   common to Trino and DuckDB, so ``backfill`` formats them like ``scan`` does.
-- Allowlist entries become SQL literals (``detector.sqlparts``): exact entries in ``IN (…)``,
+- Allowlist entries become SQL literals (``detector.core.sqlparts``): exact entries in ``IN (…)``,
   globs as ``LIKE`` with ``ESCAPE '\\'`` (``*`` → ``%``, ``?`` → ``_``, a literal ``%``, ``_`` or
   ``\\`` escaped). ``LIKE`` is case-sensitive and whole-value in Trino and DuckDB, like the
   allowlist; a null never matches. Quotes are doubled; anything but printable ASCII is refused.

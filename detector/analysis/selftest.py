@@ -1,7 +1,7 @@
 """``ecr-upload-detector test``: run detections' examples, and records from a file, through the
 real reader, and say which pass.
 
-Each case is written as a Security Lake object (``detector.records``) of every layout it can
+Each case is written as a Security Lake object (``detector.lake.records``) of every layout it can
 have: a detection's example and a CloudTrail record as v2, v1 with the request flattened and
 v1 with it whole; an OCSF record as its own version. It passes when, in every layout, the
 detection reports it exactly when it should (thresholds included: an example may be several

@@ -1,7 +1,7 @@
 """Delivering alerts to the two sinks, each on its own (see ``detector.app.pipeline``): each
 object's share of each alert key added to the key's totals, the import into Security Hub and its
 settling, and the email due under the alert window (``notify_due``), with Security Hub's
-workflow statuses and the mute list applied (``detector.mutes``).
+workflow statuses and the mute list applied (``detector.report.mutes``).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def notify_due(
     or anything else does, the claims are released, so the keys are not marked as alerted and
     the next attempt sends.
 
-    ``mutes`` (``detector.mutes``): a finding RESOLVED in Security Hub ends its key's window
+    ``mutes`` (``detector.report.mutes``): a finding RESOLVED in Security Hub ends its key's window
     first (once per resolution); a due alert that is muted (SUPPRESSED, or the mute list) is
     not sent unless it escalates, and its claim is confirmed as if it had been: the window
     remembers what it reported, so a first success or a new value later in it still emails.

@@ -5,7 +5,7 @@ item (an SQS record, or the whole direct event) succeeds only when every object 
 and the findings it contributed were delivered; otherwise it is reported as failed so Lambda
 retries it and, in the end, dead-letters it. Nothing is dropped silently.
 
-Alerting works on alerts (``detector.alerts``: findings rolled up per detection, account and
+Alerting works on alerts (``detector.report.alerts``: findings rolled up per detection, account and
 principal), so what it costs grows with principals, not with attacker-chosen values: one SNS
 message per invocation, one Security Hub finding and a few state calls per alert.
 
@@ -101,7 +101,7 @@ class Outcome:
     # Rows each detection reported (detection id -> rows), for its metric.
     kept: dict[str, int] = field(default_factory=dict)
     published: bool = False
-    # What muted alerts (``detector.mutes``): muted ones, expired mutes, what was not read.
+    # What muted alerts (``detector.report.mutes``): muted ones, expired mutes, what was not read.
     mutes: MuteView | None = None
 
 
@@ -156,7 +156,7 @@ def process(
     ``active``: the enabled detections (None: the default one). Each object is read once for
     all of them, and one message covers the alerts of all of them.
 
-    ``mutes``: Security Hub workflow statuses and the mute list (``detector.mutes``); they
+    ``mutes``: Security Hub workflow statuses and the mute list (``detector.report.mutes``); they
     apply with a state table only, which tells an escalation from an ordinary push.
 
     Items are scanned in parallel (``MAX_PARALLEL_OBJECTS``) and merged in their order, so the

@@ -24,7 +24,7 @@ DEDUP_WINDOW_MINUTES = "DEDUP_WINDOW_MINUTES"
 # Comma-separated detection slugs (detector/detections/); unset or empty: the default one.
 DETECTIONS = "DETECTIONS"
 DEFAULT_DETECTION = "ecr-upload-unknown-user"
-# Optional: one SSM parameter holding time-bounded mutes (detector.mutes).
+# Optional: one SSM parameter holding time-bounded mutes (detector.report.mutes).
 MUTES_PARAMETER = "MUTES_PARAMETER"
 
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")

@@ -1,6 +1,6 @@
 """Delivers one invocation's alerts to its two sinks: one SNS message, and Security Hub.
 
-The two are independent: ``detector.pipeline`` sends the email first and never lets Security
+The two are independent: ``detector.app.pipeline`` sends the email first and never lets Security
 Hub hold it back (an outage, throttling, Security Hub not enabled), then imports the findings
 on their own, with their own retries; the state table records which sink got what, so a retry
 for Security Hub's sake does not email again. A finding Security Hub rejects for good is

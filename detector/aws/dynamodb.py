@@ -19,7 +19,8 @@ One table, partition key ``pk`` (string), TTL attribute ``expires_at`` (epoch se
   that is retried afterwards (for Security Hub's sake, say) does not email again, window or
   not; ``hub_retries`` counts how often Security Hub sent the object back. On the key item,
   ``hub_v``: the version of the totals Security Hub last got, and ``hub_resolved``: the
-  finding's RESOLVED workflow status was acted on (the window ended once; ``detector.mutes``).
+  finding's RESOLVED workflow status was acted on (the window ended once;
+  ``detector.report.mutes``).
 
 Totals use optimistic concurrency (a ``version`` attribute) so concurrent invocations never lose
 an update.

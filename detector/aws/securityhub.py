@@ -27,7 +27,7 @@ Retrying is safe: a re-import of the same ``Id`` updates the finding instead of 
 Decisions look at error codes and HTTP status only, never at message text.
 
 ``WorkflowReader`` reads back the workflow status people set on our findings (for
-``detector.mutes``): ``GetFindings`` with up to 20 finding ids a call, never per finding, and
+``detector.report.mutes``): ``GetFindings`` with up to 20 finding ids a call, never per finding, and
 never raising.
 """
 

@@ -1,4 +1,5 @@
-"""SNS adapter: publish digest messages (``detector.digest.Message``) to a topic, with retries."""
+"""SNS adapter: publish digest messages (``detector.report.digest.Message``) to a topic, with
+retries."""
 
 from __future__ import annotations
 

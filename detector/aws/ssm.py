@@ -4,7 +4,7 @@
 under it (recursively) is part of one allowlist, so teams can own their own parameters. An
 optional ``ACCOUNT_LISTS_PATH`` holds named account lists, one parameter each (its last path
 segment is the list's name), that allowlist entries may be written over
-(``arn:aws:iam::{ci-accounts}:role/ci-deployer``; see ``detector.allowlist``). Errors name the
+(``arn:aws:iam::{ci-accounts}:role/ci-deployer``; see ``detector.core.allowlist``). Errors name the
 parameter and the line.
 """
 
@@ -141,7 +141,7 @@ def _describe(exc: ClientError) -> str:
 
 class MuteListStore:
     """Reads the mute list (``MUTES_PARAMETER``: one ``String`` or ``SecureString`` parameter,
-    see ``detector.mutes``) with a TTL cache. A ``StringList`` is refused: SSM joins its
+    see ``detector.report.mutes``) with a TTL cache. A ``StringList`` is refused: SSM joins its
     values with commas, and a mute's ``why`` may hold commas. A read error or an invalid list
     is not cached: the next invocation reads again."""
 

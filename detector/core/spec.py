@@ -147,7 +147,7 @@ class EmailText:
 
 @dataclass(frozen=True)
 class AsffSpec:
-    """ASFF fields that belong to the detection (``detector.asff`` builds the rest)."""
+    """ASFF fields that belong to the detection (``detector.report.asff`` builds the rest)."""
 
     types: tuple[str, ...]
     api: str  # Action.AwsApiCallAction.Api
@@ -273,7 +273,7 @@ class Detection:
     escu_type: str = "Anomaly"
     shape: str = ""
     # A test of the request JSON, judged after the predicate for the rows it kept (parsed once
-    # per such row, whatever the number of detections; ``detector.requestjson``).
+    # per such row, whatever the number of detections; ``detector.core.requestjson``).
     request_test: Cond | None = None
     # Report a key only past a count in a time bucket (``Threshold``).
     threshold: Threshold | None = None

@@ -1,6 +1,6 @@
 """The detections this package ships: one module each, found by looking, not by a list.
 
-Every module here that defines ``DETECTION`` (a ``detector.spec.Detection``) is a detection;
+Every module here that defines ``DETECTION`` (a ``detector.core.spec.Detection``) is a detection;
 modules starting with ``_`` hold what several share. ``DEFAULT`` is what runs when nothing is
 chosen: the unknown-user detection, as before detections were specs.
 

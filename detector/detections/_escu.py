@@ -38,7 +38,7 @@ from detector.detections import _principal
 
 ACCOUNT = "111122223333"
 # When example events happen unless they say otherwise (2026-11-20T10:00:00Z, a Friday): the
-# time ``tests/lake.event`` and ``detector.records`` give an event.
+# time ``tests/lake.event`` and ``detector.lake.records`` give an event.
 T0_MS = 1_795_168_800_000
 ARN = f"arn:aws:iam::{ACCOUNT}"
 RESEARCH = "https://research.splunk.com/cloud/{id}/"

@@ -6,7 +6,7 @@ so tests rely on ``validate``).
 
 What belongs to a detection (``Types``, the API call, the description's lead and listings, the
 resources besides the principal, severity, confidence, title, remediation) comes from the
-alert's detection spec (``Alert.detection``, ``detector.spec.AsffSpec``).
+alert's detection spec (``Alert.detection``, ``detector.core.spec.AsffSpec``).
 
 Everything taken from event data (user agents, ARNs, request values) is attacker-influenced:
 it passes through ``_text`` (control characters escaped, length cut in UTF-16 code units, which
@@ -75,7 +75,8 @@ def _clip(text: str, limit: int) -> str:
 def _text(value: object, limit: int) -> str:
     """A value from data as one safe, non-blank line of at most ``limit`` characters.
 
-    Control and format characters are shown escaped (``detector.output.safe_text``); an empty or
+    Control and format characters are shown escaped
+    (``detector.analysis.output.safe_text``); an empty or
     blank value is shown quoted (``""``) so it stays distinguishable from a missing one and
     matches Security Hub's ``.*\\S.*``.
     """

@@ -8,13 +8,13 @@ a person reads on a phone, ``default`` (every other protocol, SQS included) gets
 
 The alerts may be of several detections (``Alert.detection``): still one message. Every word
 that belongs to a detection (headline, summary, labels, the steps a responder takes next, the
-section on trusting an expected principal) comes from its spec (``detector.spec``); the layout
+section on trusting an expected principal) comes from its spec (``detector.core.spec``); the layout
 is this module's and ``email``'s. With several detections the email has a section per
 detection, in the order of their first alert, and the JSON lists each detection's metadata
 under ``detections``.
 
 **One message, under SNS's 256 KiB by construction.** The alert unit is the principal
-(``detector.alerts``), and everything that grows with attacker-controlled data is bounded:
+(``detector.report.alerts``), and everything that grows with attacker-controlled data is bounded:
 - the email details at most ``DETAIL_MAX`` principals over all detections (with a successful
   call first, then by count), each section with capped lists and values, then one line for the
   rest of each detection;

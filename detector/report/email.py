@@ -190,7 +190,7 @@ def _alert_lines(alert: Alert, index: int, total: int, st: Style) -> list[str]:
         lines += _wrap(text.first_success, indent="", hang="")
     elif alert.reason == NEW_VALUE:
         lines += _wrap(text.new_value, indent="", hang="")
-    if note := getattr(alert, "triage_note", ""):  # muted, or reopened (detector.mutes)
+    if note := getattr(alert, "triage_note", ""):  # muted, or reopened (detector.report.mutes)
         lines += _data(_clean(note, 400), indent="")
     lines.append("Who")
     lines += _field("Principal", alert.who(), st)

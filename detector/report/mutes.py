@@ -2,8 +2,8 @@
 mute list kept beside the allowlist. Pure: the reads are done by adapters behind the two
 protocols below (``detector.aws.securityhub.WorkflowReader``, ``detector.aws.ssm.MuteListStore``).
 
-**Security Hub.** Each alert has one finding (``detector.asff.finding_id``). Its workflow status
-is the customer's (our imports never carry ``Workflow``), read before the email in batches of
+**Security Hub.** Each alert has one finding (``detector.report.asff.finding_id``). Its workflow
+status is the customer's (our imports never carry ``Workflow``), read before the email in batches of
 ``GetFindings`` calls:
 
 - ``SUPPRESSED`` mutes the alert's emails for as long as the finding stays suppressed, except
@@ -22,7 +22,7 @@ is the customer's (our imports never carry ``Workflow``), read before the email 
     # <principal>                              until=<UTC time>        why=<free text>
     arn:aws:iam::111122223333:role/load-test  until=2026-12-31T00:00Z  why=load test, SEC-123
 
-Strict: the principal is an allowlist entry (``detector.allowlist.entry_problem``: one
+Strict: the principal is an allowlist entry (``detector.core.allowlist.entry_problem``: one
 account's principals or one AWS service, no catch-all, no federated user), and not an assumed
 role's session (an alert's principal is the role: mute the role); ``until`` is a UTC time
 written ``YYYY-MM-DDTHH:MM[:SS]Z``, at most ``MAX_MUTE_DAYS`` ahead; ``why`` is required. A
@@ -240,7 +240,8 @@ REOPENED_NOTE = "Resolved in Security Hub since the last email: this is a new al
 @dataclass
 class TriagedAlert(Alert):
     """An alert emailed with a line about its triage state (``triage_note``): a mute it
-    escalated past, or a Security Hub resolution it reopened. ``detector.digest`` shows it."""
+    escalated past, or a Security Hub resolution it reopened. ``detector.report.digest`` shows
+    it."""
 
     triage_note: str = ""
 
@@ -263,7 +264,7 @@ class Muted:
 @dataclass
 class MuteView:
     """One invocation's view of the mutes, and what was done with it (for logs and metrics).
-    Built by ``Mutes.check``; ``detector.pipeline`` fills ``muted`` and ``reopened``."""
+    Built by ``Mutes.check``; ``detector.app.pipeline`` fills ``muted`` and ``reopened``."""
 
     now: datetime
     mute_list: MuteList | None = None
