@@ -337,7 +337,7 @@ def detection(
             trust_steps=trust_steps,
             none_found=f"No findings for {name}.",
             reason=threshold_reason if threshold is not None else None,
-            found=f"{{findings}} finding(s), {{calls}} {ops} call(s): {name}.",
+            found=f"{{findings}} finding(s), {{calls}} {ops} call(s).",
         ),
         asff=AsffSpec(
             types=_types(mitre),
